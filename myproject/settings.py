@@ -121,6 +121,13 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+# CACHES
+# ------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
+# Shared by web and workers, so clearing it from a task clears it for everyone. Production may
+# point CACHE_URL at Redis (rediscache://127.0.0.1:6379/1), which expires entries by itself.
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://django_cache")}
+
 # AUTH
 # ------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

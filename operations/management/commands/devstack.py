@@ -68,7 +68,9 @@ class Command(BaseCommand):
 
     def setup(self) -> None:
         call_command("migrate", interactive=False, verbosity=0)
-        self.stdout.write("Database migrated.")
+        call_command("createcachetable", verbosity=0)
+        call_command("sync_schedules", verbosity=0)
+        self.stdout.write("Database migrated; cache table and periodic schedules in place.")
         if not settings.DEBUG:
             return
         password = os.environ.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
