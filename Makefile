@@ -10,7 +10,7 @@ run: install
 	$(BIN)/python manage.py devstack
 
 test: install
-	$(BIN)/python scripts/run_tests.py
+	$(BIN)/python scripts/run_tests.py $(ARGS)
 
 install: $(STAMP)
 

