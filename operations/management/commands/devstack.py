@@ -46,14 +46,15 @@ class Command(BaseCommand):
         stack = Stack(env=env, cwd=base_dir)
         install_sigterm_as_interrupt()
         try:
-            if not options["skip_setup"]:
-                self.setup()
+            login = "" if options["skip_setup"] else self.setup()
             self.start_broker(stack, env, options["redis_port"], state_dir)
             password = env.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
             flower_url = f"http://127.0.0.1:{options['flower_port']}/"
             env["DEVSTACK_FLOWER_URL"] = flower_url
-            self.start_processes(stack, options, password)
-            self.print_urls(options, flower_url, password)
+            # Through the environment, not argv, so the password does not show in `ps`.
+            env["FLOWER_BASIC_AUTH"] = f"{DEV_ADMIN}:{password}"
+            self.start_processes(stack, options)
+            self.print_urls(options, flower_url, login, password)
             stack.watch()
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the stack...")
@@ -66,18 +67,23 @@ class Command(BaseCommand):
             stack.stop()
             raise
 
-    def setup(self) -> None:
+    def setup(self) -> str:
+        """Migrate and make sure the development admin exists; return how to log in."""
         call_command("migrate", interactive=False, verbosity=0)
         call_command("createcachetable", verbosity=0)
         call_command("sync_schedules", verbosity=0)
         self.stdout.write("Database migrated; cache table and periodic schedules in place.")
-        if not settings.DEBUG:
-            return
         password = os.environ.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
+        if not settings.DEBUG:
+            return "create one with: python manage.py createsuperuser"
         User = get_user_model()
-        if not User.objects.filter(username=DEV_ADMIN).exists():
+        user = User.objects.filter(username=DEV_ADMIN).first()
+        if user is None:
             User.objects.create_superuser(DEV_ADMIN, "admin@example.com", password)
             self.stdout.write(f"Created the development admin user {DEV_ADMIN!r}.")
+        elif not user.check_password(password):
+            return f"user {DEV_ADMIN!r}, with the password you gave it"
+        return f"user {DEV_ADMIN!r}, password {password!r}"
 
     def start_broker(
         self, stack: Stack, env: dict[str, str], redis_port: int | None, state_dir: Path
@@ -104,7 +110,7 @@ class Command(BaseCommand):
         service = stack.start("redis", embedded_redis.server_command(port, state_dir / "redis"))
         embedded_redis.wait_until_listening(port, service.process)
 
-    def start_processes(self, stack: Stack, options: dict, password: str) -> None:
+    def start_processes(self, stack: Stack, options: dict) -> None:
         python = sys.executable
         celery = [python, "-m", "celery", "-A", "myproject"]
         stack.start(
@@ -122,18 +128,17 @@ class Command(BaseCommand):
                 "flower",
                 "--address=127.0.0.1",
                 f"--port={options['flower_port']}",
-                f"--basic-auth={DEV_ADMIN}:{password}",
             ],
         )
 
-    def print_urls(self, options: dict, flower_url: str, password: str) -> None:
+    def print_urls(self, options: dict, flower_url: str, login: str, password: str) -> None:
         site = f"http://{options['host']}:{options['port']}/"
         lines = [
             "",
             "The stack is starting. Open:",
             f"  Site:   {site}",
-            f"  Admin:  {site}admin/   (user {DEV_ADMIN!r}, password {password!r})",
-            f"  Flower: {flower_url}   (same user and password)",
+            f"  Admin:  {site}admin/" + (f"   ({login})" if login else ""),
+            f"  Flower: {flower_url}   (basic auth: user {DEV_ADMIN!r}, password {password!r})",
             "Press Ctrl-C to stop everything.",
             "",
         ]
