@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "articles",
     "imports",
     "maintenance",
+    "taskconsole",
 ]
 
 MIDDLEWARE = [
@@ -297,3 +298,6 @@ BACKUP_DIR = env.path("BACKUP_DIR", default=BASE_DIR / "backups")
 BACKUP_KEEP = env.int("BACKUP_KEEP", default=7)
 RESULTS_MAX_AGE_DAYS = env.int("RESULTS_MAX_AGE_DAYS", default=30)
 PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=5000)
+
+# TASK CONSOLE (taskconsole: the reusable app mounted at /console/)
+# ------------------------------------------------------------------------------

@@ -11,4 +11,5 @@ urlpatterns = [
     path("articles/", include("articles.urls")),
     path("imports/", include("imports.urls")),
     path("maintenance/", include("maintenance.urls")),
+    path("console/", include("taskconsole.urls")),
 ]
