@@ -1,0 +1,46 @@
+"""The settings are safe when the environment sets them for production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+PRODUCTION = {
+    "DJANGO_DEBUG": "False",
+    "DJANGO_SECRET_KEY": "x" * 20 + "-a-long-random-production-secret-key-for-the-test",
+    "DJANGO_ALLOWED_HOSTS": "tasks.example.com",
+}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    run = manage("check", env={"DJANGO_DEBUG": "False"})
+    assert run.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is False." in run.stderr
+
+
+def test_production_settings_pass_the_deployment_checks() -> None:
+    run = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "no issues" in run.stdout
+
+
+def test_production_turns_off_the_tutorial_views_and_debug() -> None:
+    script = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.TUTORIAL_VIEWS_ENABLED, s.ALLOWED_HOSTS, s.SESSION_COOKIE_SECURE)"
+    )
+    run = manage("shell", "-v0", "-c", script, env=PRODUCTION)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False False ['tasks.example.com'] True"
