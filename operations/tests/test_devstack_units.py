@@ -1,0 +1,74 @@
+"""devstack's decisions, without starting processes: which broker, which worker pool."""
+
+from __future__ import annotations
+
+import socket
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management.base import CommandError
+
+from operations.embedded_redis import free_port
+from operations.management.commands import devstack
+
+
+class RecordingStack:
+    def __init__(self) -> None:
+        self.started: dict[str, list[str]] = {}
+
+    def start(self, name: str, argv: list[str]):
+        self.started[name] = argv
+
+
+def command() -> devstack.Command:
+    cmd = devstack.Command(stdout=StringIO())
+    return cmd
+
+
+def test_a_broker_from_the_environment_is_used_as_is(
+    monkeypatch: pytest.MonkeyPatch, broker_url: str, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", broker_url)
+    monkeypatch.setattr(devstack.settings, "CELERY_BROKER_URL", broker_url)
+    stack, env = RecordingStack(), {}
+    cmd = command()
+    cmd.start_broker(stack, env, redis_port=None, state_dir=tmp_path)
+    assert stack.started == {}
+    assert "Using the broker from CELERY_BROKER_URL" in cmd.stdout.getvalue()
+
+
+def test_a_broker_from_the_environment_that_does_not_answer_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    monkeypatch.setattr(devstack.settings, "CELERY_BROKER_URL", url)
+    with pytest.raises(CommandError, match=r"nothing answers at 127\.0\.0\.1"):
+        command().start_broker(RecordingStack(), {}, redis_port=None, state_dir=tmp_path)
+
+
+def test_a_redis_already_listening_is_reused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CELERY_BROKER_URL")
+    stack, env = RecordingStack(), {}
+    cmd = command()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        cmd.start_broker(stack, env, redis_port=port, state_dir=tmp_path)
+    assert stack.started == {}
+    assert env["CELERY_BROKER_URL"] == f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.mark.parametrize(("windows", "solo"), [(True, True), (False, False)])
+def test_the_worker_uses_the_solo_pool_on_windows(
+    monkeypatch: pytest.MonkeyPatch, windows: bool, solo: bool
+) -> None:
+    monkeypatch.setattr(devstack, "WINDOWS", windows)
+    stack = RecordingStack()
+    command().start_processes(stack, {"host": "127.0.0.1", "port": 8000, "flower_port": 5555})
+    assert set(stack.started) == {"web", "worker", "beat", "flower"}
+    assert ("--pool=solo" in stack.started["worker"]) is solo
+    assert stack.started["worker"][-2:] == ["-Q", "default,heavy_tasks"] or solo
+    assert "--address=127.0.0.1" in stack.started["flower"]
