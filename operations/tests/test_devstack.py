@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.error
@@ -101,3 +102,24 @@ def test_devstack_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
     time.sleep(0.5)
     assert processes_with(str(database)) == []
     assert not any(is_listening("127.0.0.1", port) for port in (web, flower, redis))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find leftovers")
+def test_devstack_stops_everything_when_one_process_dies(tmp_path: Path) -> None:
+    web, flower, redis = free_port(), free_port(), free_port()
+    database = tmp_path / "devstack.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    env.update({"DATABASE_URL": f"sqlite:///{database}", "PYTHONUNBUFFERED": "1"})
+    argv = [sys.executable, "manage.py", "devstack", "--port", str(web)]
+    argv += ["--flower-port", str(flower), "--redis-port", str(redis)]
+    # Flower cannot bind a port that is taken: it exits, and the stack must not limp on.
+    with socket.create_server(("127.0.0.1", flower)):
+        stack = ManagedProcess(argv, env, name="devstack")
+        code = stack.process.wait(timeout=120)
+        stack.stop()
+    assert code != 0
+    assert "flower exited with code" in stack.output
+    assert "stopping the rest of the stack" in stack.output
+    time.sleep(0.5)
+    assert processes_with(str(database)) == []
+    assert not any(is_listening("127.0.0.1", port) for port in (web, redis))
