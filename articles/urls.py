@@ -6,4 +6,6 @@ app_name = "articles"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("new/", views.create, name="create"),
+    path("<int:pk>/edit/", views.edit, name="edit"),
 ]

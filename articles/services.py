@@ -1,0 +1,101 @@
+"""Expanding an article's abbreviations, and queueing that work after the commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Literal
+
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from . import text
+from .models import Abbreviation, Article, ExpansionStatus
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+"""Reads of the body before giving up when each write finds it changed since the read."""
+
+
+class ExpansionConflict(Exception):
+    """The body changed between every read and its write: the article is being edited."""
+
+
+@dataclass(frozen=True)
+class ExpansionOutcome:
+    article_id: int
+    result: Literal["expanded", "unchanged", "deleted"]
+    """expanded: the body was rewritten; unchanged: nothing to expand; deleted: no article."""
+    replacements: int
+    """Abbreviations replaced in the body."""
+    attempts: int
+    """Reads needed: more than one means an edit was committed between a read and its write."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def expand_article(article_id: int, *, max_attempts: int = MAX_ATTEMPTS) -> ExpansionOutcome:
+    """Expand the abbreviations of the article as it is now in the database.
+
+    The write is a compare-and-swap: an UPDATE that only applies while the body is still the
+    text this run read. An edit committed in between makes it match no row, and the body is
+    read again, so an edit is never overwritten with stale text. Only the body and the
+    expansion fields are written, so a concurrent change to the title survives too.
+    """
+    expansions = dict(Abbreviation.objects.values_list("short_form", "expansion"))
+    for attempt in range(1, max_attempts + 1):
+        body = Article.objects.filter(pk=article_id).values_list("body", flat=True).first()
+        if body is None:
+            return ExpansionOutcome(article_id, "deleted", 0, attempt)
+        new_body, replacements = text.expand(body, expansions)
+        changes: dict[str, object] = {
+            "expansion_status": ExpansionStatus.EXPANDED,
+            "last_expanded_at": timezone.now(),
+        }
+        if new_body != body:
+            changes["body"] = new_body
+        if Article.objects.filter(pk=article_id, body=body).update(**changes):
+            result = "expanded" if replacements else "unchanged"
+            return ExpansionOutcome(article_id, result, replacements, attempt)
+        logger.info("Article %s changed while expanding it; reading it again", article_id)
+    raise ExpansionConflict(
+        f"Article {article_id} changed during each of {max_attempts} attempts to expand it."
+    )
+
+
+def queue_expansion(article_ids: Iterable[int]) -> None:
+    """Mark the articles pending and send one task each once the transaction commits.
+
+    Sending before the commit lets a worker look for a row that does not exist yet, or that
+    a rollback removes; on_commit sends nothing at all if the transaction rolls back.
+    """
+    ids = list(article_ids)
+    Article.objects.filter(pk__in=ids).update(expansion_status=ExpansionStatus.PENDING)
+    for article_id in ids:
+        # partial, not a lambda: a lambda in this loop would see only the last id.
+        transaction.on_commit(partial(send_expansion, article_id))
+
+
+def send_expansion(article_id: int) -> bool:
+    """Send the task for one article; on a broker error, record it on the article.
+
+    Runs after the commit, so the article is saved whatever happens here: a broker that is
+    down must not turn a saved article into an error page that suggests it was lost.
+    """
+    # tasks.py imports this module, so the task is imported when it is first needed.
+    from .tasks import expand_abbreviations
+
+    try:
+        expand_abbreviations.delay(article_id)
+    except OperationalError:
+        logger.exception("Could not queue the expansion of article %s", article_id)
+        Article.objects.filter(pk=article_id, expansion_status=ExpansionStatus.PENDING).update(
+            expansion_status=ExpansionStatus.NOT_QUEUED
+        )
+        return False
+    return True

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from .services import ExpansionConflict, expand_article
+
+
+# An id, never the Article: the row is read when the task runs, so it sees the latest edit.
+# A conflict means someone is editing right now; each edit queues its own expansion too, so a
+# few spaced-out retries are plenty.
+@shared_task(
+    autoretry_for=(ExpansionConflict,),
+    max_retries=3,
+    retry_backoff=2,
+    retry_backoff_max=30,
+    soft_time_limit=45,
+    time_limit=60,
+)
+def expand_abbreviations(article_id: int) -> dict[str, object]:
+    return expand_article(article_id).as_dict()
