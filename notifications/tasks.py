@@ -1,0 +1,43 @@
+"""Celery tasks for notifications: ids in, services do the work, the tasks hold the policy."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import shared_task
+from django.conf import settings
+
+from . import services
+
+
+@shared_task
+def dispatch_notification(notification_id: int) -> int:
+    """Split the notification's unsent recipients into batches and publish them as a group.
+
+    Runs on a worker, so the web request publishes one message however long the list is.
+    Returns the number of batches published.
+    """
+    result = services.enqueue_batches(notification_id)
+    return 0 if result is None else len(result.results)
+
+
+# 给任务设置最大重试次数: the tutorial's task, for real.
+@shared_task(bind=True, max_retries=3)
+def send_batch_notifications(self, notification_id: int, delivery_ids: list[int]) -> dict:
+    """Send one batch; retry the recipients that failed for a temporary reason.
+
+    A retry keeps this task's id, which is the claim on its recipients, and sends only to
+    those not yet sent. After max_retries the service has recorded them as failed with the
+    reason, and self.retry re-raises the error so the task's result shows it too.
+    """
+    try:
+        outcome = services.send_batch(
+            notification_id,
+            delivery_ids,
+            # Called directly (not through a worker) there is no task id to claim with.
+            claim=self.request.id or str(uuid.uuid4()),
+            last_try=self.request.retries >= self.max_retries,
+        )
+    except services.TemporaryDeliveryError as exc:
+        raise self.retry(exc=exc, countdown=settings.NOTIFICATIONS_RETRY_COUNTDOWN) from exc
+    return outcome.as_dict()
