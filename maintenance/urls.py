@@ -6,4 +6,5 @@ app_name = "maintenance"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("run/<str:job>/", views.run_job, name="run"),
 ]

@@ -197,8 +197,12 @@ CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="django-db")
 CELERY_RESULT_EXTENDED = True
 # STARTED is recorded too, so a running task is told apart from a queued one.
 CELERY_TASK_TRACK_STARTED = True
-# 为存储结果设置过期日期，默认1天过期; beat's celery.backend_cleanup deletes them daily.
-CELERY_RESULT_EXPIRES = timedelta(seconds=env.int("CELERY_RESULT_EXPIRES", default=24 * 3600))
+# 为存储结果设置过期日期. When set (seconds), beat adds Celery's daily celery.backend_cleanup,
+# which deletes every expired result in ONE transaction and locks the table while it does.
+# Off by default: maintenance.prune-task-results deletes results older than
+# RESULTS_MAX_AGE_DAYS in small batches instead.
+_result_expires = env.int("CELERY_RESULT_EXPIRES", default=0)
+CELERY_RESULT_EXPIRES = timedelta(seconds=_result_expires) if _result_expires else None
 # 全局忽略任务结果 (the tutorial's task_ignore_result switch)
 CELERY_TASK_IGNORE_RESULT = env.bool("CELERY_TASK_IGNORE_RESULT", default=False)
 
@@ -301,3 +305,12 @@ PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=5000)
 
 # TASK CONSOLE (taskconsole: the reusable app mounted at /console/)
 # ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/http/middleware/ (after AuthenticationMiddleware)
+# Records which user launched each task published while serving a request.
+MIDDLEWARE = [*MIDDLEWARE, "taskconsole.middleware.TaskOwnerMiddleware"]
+# Progress writes from taskconsole.progress.report: at most one every this many seconds.
+TASKCONSOLE_PROGRESS_INTERVAL = env.float("TASKCONSOLE_PROGRESS_INTERVAL", default=0.5)
+# Largest launch arguments accepted by the console and its API, in bytes of JSON.
+TASKCONSOLE_MAX_ARGS_BYTES = env.int("TASKCONSOLE_MAX_ARGS_BYTES", default=16 * 1024)
+# Finished task records older than this are pruned by taskconsole.tasks.prune_task_records.
+TASKCONSOLE_MAX_AGE_DAYS = env.int("TASKCONSOLE_MAX_AGE_DAYS", default=RESULTS_MAX_AGE_DAYS)

@@ -1,0 +1,57 @@
+"""Starting a job now, for the app's page and the admin alike."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from kombu.exceptions import OperationalError
+
+from .models import Job, MaintenanceRun, RunStatus
+from .tasks import TASKS
+
+
+def queue_run(
+    job: Job, requested_by: AbstractBaseUser | AnonymousUser | None = None
+) -> MaintenanceRun:
+    """Record a queued run and send its task once the row is committed.
+
+    The task id is chosen here, so the run links to its task result before the worker starts.
+    """
+    job = Job(job)
+    user = requested_by if requested_by is not None and requested_by.is_authenticated else None
+    task_id = str(uuid.uuid4())
+    with transaction.atomic():
+        run = MaintenanceRun.objects.create(job=job, requested_by=user, task_id=task_id)
+        # Sent only after commit: a worker that started at once would not find the row yet.
+        transaction.on_commit(partial(publish, job, run.pk, task_id))
+    return run
+
+
+def publish(job: Job, run_id: int, task_id: str) -> None:
+    try:
+        TASKS[job].apply_async(args=(run_id,), task_id=task_id)
+    except OperationalError:
+        # Not queued: say so on the run instead of leaving it "queued" for ever; the broker
+        # middleware then answers the request with its 503 page.
+        MaintenanceRun.objects.filter(pk=run_id).update(
+            status=RunStatus.FAILED,
+            finished_at=timezone.now(),
+            summary=_("Not started: the task broker did not answer. Please try again."),
+        )
+        raise
+
+
+def queued_message(run: MaintenanceRun) -> str:
+    return _("Queued “%(job)s” as run #%(id)d; its outcome shows here when the worker is done.") % {
+        "job": run.get_job_display(),
+        "id": run.pk,
+    }
+
+
+def unknown_job_message(job: str) -> str:
+    return _("There is no maintenance job called “%(job)s”; nothing was started.") % {"job": job}
