@@ -289,6 +289,10 @@ PAGES_CONNECT_TIMEOUT = env.float("PAGES_CONNECT_TIMEOUT", default=5.0)
 PAGES_READ_TIMEOUT = env.float("PAGES_READ_TIMEOUT", default=10.0)
 PAGES_MAX_BYTES = env.int("PAGES_MAX_BYTES", default=2 * 1024 * 1024)
 PAGES_MAX_REDIRECTS = env.int("PAGES_MAX_REDIRECTS", default=5)
+# Seconds before the first retry of a fetch; each later retry waits twice as long.
+PAGES_RETRY_BACKOFF = env.float("PAGES_RETRY_BACKOFF", default=2.0)
+# Seconds a whole fetch, redirects included, may take.
+PAGES_TOTAL_TIMEOUT = env.float("PAGES_TOTAL_TIMEOUT", default=30.0)
 
 # IMPORTS (file batches on heavy_tasks)
 # ------------------------------------------------------------------------------
