@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -5,3 +7,11 @@ from django.utils.translation import gettext_lazy as _
 class TaskConsoleConfig(AppConfig):
     name = "taskconsole"
     verbose_name = _("Task console")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import capture, checks, registry, signals  # noqa: F401
+
+        capture.connect()
+        signals.connect()
+        registry.autodiscover()

@@ -1,5 +1,36 @@
-from django.urls import path  # noqa: F401
+from __future__ import annotations
+
+from django.urls import path
+
+from . import api, views
 
 app_name = "taskconsole"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("tasks/<str:task_id>/", views.detail, name="detail"),
+    path("tasks/<str:task_id>/cancel/", views.cancel, name="cancel"),
+    path("tasks/<str:task_id>/retry/", views.retry, name="retry"),
+    path("launch/", views.launch_index, name="launch_index"),
+    path("launch/<str:name>/", views.launch, name="launch"),
+    path("periodic/", views.periodic, name="periodic"),
+    path(
+        "periodic/<int:pk>/<str:action>/",
+        views.periodic_action,
+        name="periodic_action",
+    ),
+    path("workers/", views.workers, name="workers"),
+    path("audit/", views.audit, name="audit"),
+    # JSON API
+    path("api/openapi.json", api.openapi_json, name="api_openapi"),
+    path("api/tasks/", api.task_list, name="api_tasks"),
+    path("api/tasks/<str:task_id>/", api.task_detail, name="api_task"),
+    path("api/tasks/<str:task_id>/cancel/", api.task_cancel, name="api_cancel"),
+    path("api/tasks/<str:task_id>/retry/", api.task_retry, name="api_retry"),
+    path("api/launchables/", api.launchable_list, name="api_launchables"),
+    path("api/launch/", api.launch, name="api_launch"),
+    path("api/periodic/", api.periodic_list, name="api_periodic"),
+    path("api/periodic/<int:pk>/<str:action>/", api.periodic_action, name="api_periodic_action"),
+    path("api/workers/", api.workers, name="api_workers"),
+    path("api/audit/", api.audit, name="api_audit"),
+]

@@ -1,0 +1,281 @@
+"""The one action layer: launch, cancel, retry and schedule changes, for HTML and JSON alike.
+
+Every action checks its permission, records an AuditEntry and raises ActionError (with the
+HTTP status the API answers) when it refuses; a refused action publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from pydantic import ValidationError
+
+from . import permissions, queries, registry
+from .capture import RETRY_OF_HEADER
+from .context import Launcher, launched_by
+from .models import (
+    RUNNING_STATES,
+    WAITING_STATES,
+    AuditAction,
+    AuditEntry,
+    Origin,
+    TaskRecord,
+    TaskStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ActionError(Exception):
+    """A refused action: the message is for people, code for scripts, status for HTTP."""
+
+    status: int
+    code: str
+    message: str
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"error": self.code, "detail": self.message}
+        if self.errors:
+            data["errors"] = self.errors
+        return data
+
+
+def max_args_bytes() -> int:
+    return int(getattr(settings, "TASKCONSOLE_MAX_ARGS_BYTES", 16 * 1024))
+
+
+def audit(user, action: str, target: str, **details: Any) -> AuditEntry:
+    return AuditEntry.objects.create(
+        user=user if user is not None and user.is_authenticated else None,
+        action=action,
+        target=target[:255],
+        details=details,
+    )
+
+
+def validation_errors(exc: ValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error.get("loc", ())) or "__all__"
+        errors.setdefault(key, []).append(error.get("msg", ""))
+    return errors
+
+
+def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, dict[str, Any]]:
+    """The registry entry and the validated keyword arguments, or ActionError."""
+    launchable = registry.get(name) if isinstance(name, str) else None
+    if launchable is None:
+        if isinstance(name, str) and name in current_app.tasks:
+            raise ActionError(
+                403,
+                "not_launchable",
+                _("The task %(name)s is not on the console's launch list.") % {"name": name},
+            )
+        raise ActionError(
+            404, "unknown_task", _("There is no task named %(name)s.") % {"name": name}
+        )
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise ActionError(
+            400, "invalid_arguments", _("The arguments must be an object of named values.")
+        )
+    size = len(json.dumps(arguments, default=str).encode())
+    if size > max_args_bytes():
+        raise ActionError(
+            413,
+            "arguments_too_large",
+            _("The arguments are %(size)d bytes; at most %(limit)d are accepted.")
+            % {"size": size, "limit": max_args_bytes()},
+        )
+    try:
+        validated = launchable.schema.model_validate(arguments)
+    except ValidationError as exc:
+        raise ActionError(
+            400,
+            "invalid_arguments",
+            _("The arguments are not valid for %(name)s.") % {"name": name},
+            validation_errors(exc),
+        ) from exc
+    return launchable, validated.model_dump(mode="json")
+
+
+def _publish(
+    user,
+    launchable: registry.Launchable,
+    args: list,
+    kwargs: dict,
+    *,
+    retry_of: TaskRecord | None = None,
+) -> str:
+    options = dict(launchable.options)
+    if retry_of is not None:
+        options["headers"] = {**options.get("headers", {}), RETRY_OF_HEADER: retry_of.pk}
+    task = current_app.tasks.get(launchable.name)
+    try:
+        with launched_by(Launcher(user.pk, Origin.CONSOLE)):
+            if task is not None:
+                # The task object stamps its own time limits and routes on the message.
+                result = task.apply_async(args=args, kwargs=kwargs, **options)
+            else:
+                result = current_app.send_task(launchable.name, args=args, kwargs=kwargs, **options)
+    except Exception as exc:
+        logger.error("Could not publish %s: %s", launchable.name, exc)
+        raise ActionError(
+            503,
+            "broker_unavailable",
+            _("The task could not be queued: the broker does not answer (%(error)s).")
+            % {"error": exc},
+        ) from exc
+    return result.id
+
+
+def launch(user, name: Any, arguments: Any) -> str:
+    """Validate and publish a task from the launch list; returns its task id."""
+    if not permissions.can_launch(user):
+        raise ActionError(403, "forbidden", _("You may not launch tasks."))
+    launchable, kwargs = validate_arguments(name, arguments)
+    task_id = _publish(user, launchable, [], kwargs)
+    audit(user, AuditAction.LAUNCH, task_id, task=launchable.name, kwargs=kwargs)
+    return task_id
+
+
+def _visible_or_404(user, task_id: str) -> TaskRecord:
+    record = queries.get_task(user, task_id)
+    if record is None:
+        raise ActionError(404, "not_found", _("No such task."))
+    return record
+
+
+def cancel(user, task_id: str) -> TaskRecord:
+    """Revoke a waiting task (durably), or terminate a running one where its policy allows."""
+    if not permissions.can_cancel(user):
+        raise ActionError(403, "forbidden", _("You may not cancel tasks."))
+    record = _visible_or_404(user, task_id)
+    if record.is_finished:
+        raise ActionError(409, "finished", _("This task has already finished."))
+    terminate = False
+    if record.status in RUNNING_STATES:
+        launchable = registry.get(record.name)
+        if not (launchable and launchable.can_terminate):
+            raise ActionError(
+                409,
+                "cannot_terminate",
+                _("This task is running and its policy does not allow stopping it."),
+            )
+        terminate = True
+    now = timezone.now()
+    with transaction.atomic():
+        # The durable part: a worker that receives this task later checks this column.
+        fields: dict[str, Any] = {"cancel_requested_at": now}
+        if record.status in WAITING_STATES:
+            fields.update(status=TaskStatus.REVOKED, finished_at=now)
+        TaskRecord.objects.filter(pk=record.pk).update(**fields)
+        audit(user, AuditAction.CANCEL, record.task_id, task=record.name, terminate=terminate)
+    try:
+        current_app.control.revoke(record.task_id, terminate=terminate, signal="SIGTERM")
+    except Exception as exc:
+        # Workers that are down will find the revocation in the database when they start.
+        logger.warning("Could not broadcast revoke of %s: %s", record.task_id, exc)
+    record.refresh_from_db()
+    return record
+
+
+def retry(user, task_id: str) -> str:
+    """Launch a failed (or revoked) task again with its original arguments."""
+    if not permissions.can_launch(user):
+        raise ActionError(403, "forbidden", _("You may not launch tasks."))
+    record = _visible_or_404(user, task_id)
+    if record.status not in {TaskStatus.FAILURE, TaskStatus.REVOKED}:
+        raise ActionError(409, "not_failed", _("Only a failed or revoked task can be retried."))
+    if record.redacted:
+        raise ActionError(
+            409,
+            "redacted",
+            _("Some arguments of this task were redacted, so it cannot be replayed."),
+        )
+    launchable = registry.get(record.name)
+    if launchable is None:
+        raise ActionError(
+            403,
+            "not_launchable",
+            _("The task %(name)s is not on the console's launch list.") % {"name": record.name},
+        )
+    args = list(record.args) if isinstance(record.args, list) else []
+    kwargs = dict(record.kwargs) if isinstance(record.kwargs, dict) else {}
+    if not args:
+        kwargs = validate_arguments(record.name, kwargs)[1]
+    new_id = _publish(user, launchable, args, kwargs, retry_of=record)
+    audit(user, AuditAction.RETRY, new_id, task=record.name, retry_of=record.task_id)
+    return new_id
+
+
+# Periodic tasks ----------------------------------------------------------------------------
+
+
+def _periodic(user, pk: Any):
+    from django_celery_beat.models import PeriodicTask
+
+    if not permissions.can_change_schedule(user):
+        raise ActionError(403, "forbidden", _("You may not change periodic tasks."))
+    task = PeriodicTask.objects.filter(pk=pk).first() if str(pk).isdigit() else None
+    if task is None:
+        raise ActionError(404, "not_found", _("No such periodic task."))
+    return task
+
+
+def set_enabled(user, pk: Any, enabled: bool):
+    from django_celery_beat.models import PeriodicTask, PeriodicTasks
+
+    task = _periodic(user, pk)
+    with transaction.atomic():
+        # update() + update_changed(): beat reloads, and the admin-edit audit hook stays quiet.
+        PeriodicTask.objects.filter(pk=task.pk).update(enabled=enabled)
+        PeriodicTasks.update_changed()
+        audit(
+            user,
+            AuditAction.SCHEDULE_ENABLE if enabled else AuditAction.SCHEDULE_DISABLE,
+            task.name,
+            task=task.task,
+        )
+    task.refresh_from_db()
+    return task
+
+
+def run_now(user, pk: Any) -> str:
+    task = _periodic(user, pk)
+    try:
+        args = json.loads(task.args or "[]")
+        kwargs = json.loads(task.kwargs or "{}")
+    except ValueError as exc:
+        raise ActionError(
+            400, "invalid_arguments", _("The stored arguments are not JSON.")
+        ) from exc
+    options: dict[str, Any] = {"headers": {"periodic_task_name": task.name}}
+    if task.queue:
+        options["queue"] = task.queue
+    try:
+        with launched_by(Launcher(user.pk, Origin.CONSOLE, task.name)):
+            result = current_app.send_task(task.task, args=args, kwargs=kwargs, **options)
+    except Exception as exc:
+        raise ActionError(
+            503,
+            "broker_unavailable",
+            _("The task could not be queued: the broker does not answer (%(error)s).")
+            % {"error": exc},
+        ) from exc
+    audit(user, AuditAction.SCHEDULE_RUN, task.name, task=task.task, task_id=result.id)
+    return result.id

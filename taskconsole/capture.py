@@ -1,0 +1,299 @@
+"""Record every task from Celery's signals: publish (any code path), receipt, run, outcome.
+
+One INSERT when a task is published and a few UPDATEs by primary-key-like lookups afterwards.
+Every handler catches and logs its own errors: recording must never break dispatch or a task.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from celery import signals
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, transaction
+from django.utils import timezone
+
+from . import context
+from .models import RUNNING_STATES, Origin, TaskRecord, TaskStatus
+from .redaction import clip_json, clip_text, redact
+
+logger = logging.getLogger(__name__)
+
+OWNER_HEADER = "taskconsole_owner"
+RETRY_OF_HEADER = "taskconsole_retry_of"
+DEFAULT_IGNORED = ("celery.chord_unlock",)
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def _ignored(name: str | None) -> bool:
+    return not name or name in _setting("TASKCONSOLE_IGNORED_TASKS", DEFAULT_IGNORED)
+
+
+def _safe(handler: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            handler(*args, **kwargs)
+        except Exception:
+            logger.exception("taskconsole could not record %s", handler.__name__)
+
+    return wrapper
+
+
+def _parse_eta(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        eta = datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    if timezone.is_naive(eta):
+        eta = timezone.make_aware(eta, timezone.get_default_timezone())
+    return eta
+
+
+def _args_from_body(body: Any) -> tuple[list, dict]:
+    # Protocol 2: (args, kwargs, embed). Protocol 1 kept them in the body dict.
+    if isinstance(body, list | tuple) and len(body) >= 2:
+        return list(body[0] or ()), dict(body[1] or {})
+    if isinstance(body, dict):
+        return list(body.get("args") or ()), dict(body.get("kwargs") or {})
+    return [], {}
+
+
+@_safe
+def on_before_publish(
+    sender: str | None = None,
+    body: Any = None,
+    exchange: str = "",
+    routing_key: str = "",
+    headers: dict | None = None,
+    declare: list | None = None,
+    **_: Any,
+) -> None:
+    headers = headers if headers is not None else {}
+    name = headers.get("task") or sender
+    task_id = headers.get("id")
+    if _ignored(name) or not task_id:
+        return
+    eta = _parse_eta(headers.get("eta"))
+    now = timezone.now()
+    status = TaskStatus.SCHEDULED if eta and eta > now else TaskStatus.QUEUED
+    retries = int(headers.get("retries") or 0)
+    if retries:
+        # Celery republishes a retried task under the same id: the row exists already.
+        TaskRecord.objects.filter(task_id=task_id).update(
+            status=TaskStatus.RETRY, retries=retries, eta=eta, worker=""
+        )
+        return
+
+    launcher = context.current_launcher()
+    periodic_name = headers.get("periodic_task_name")
+    if launcher is not None and launcher.origin != Origin.TASK:
+        origin, owner_id, detail = launcher.origin, launcher.user_id, launcher.detail
+    elif periodic_name:
+        origin, owner_id, detail = Origin.BEAT, None, str(periodic_name)
+    elif launcher is not None:
+        origin, owner_id, detail = Origin.TASK, launcher.user_id, launcher.detail
+    elif headers.get("parent_id"):
+        origin, owner_id, detail = Origin.TASK, None, ""
+    else:
+        origin, owner_id, detail = Origin.CODE, None, ""
+    if owner_id is not None:
+        # Stamped on the message so the tasks this one starts belong to the same person.
+        headers[OWNER_HEADER] = owner_id
+
+    args, kwargs = _args_from_body(body)
+    limit = _setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000)
+    (args, kwargs), was_redacted = redact([args, kwargs])
+    queue = ""
+    for item in declare or ():
+        queue = getattr(item, "name", "") or queue
+    record = TaskRecord(
+        task_id=task_id,
+        name=clip_text(str(name), 255),
+        status=status,
+        args=clip_json(args, limit),
+        kwargs=clip_json(kwargs, limit),
+        redacted=was_redacted,
+        origin=origin,
+        owner_id=owner_id,
+        origin_detail=clip_text(detail, 255),
+        queue=clip_text(queue or routing_key or exchange or "", 255),
+        eta=eta,
+        created_at=now,
+        parent_id=headers.get("parent_id") or "",
+        root_id=headers.get("root_id") or "",
+        group_id=headers.get("group") or "",
+        retry_of_id=headers.get(RETRY_OF_HEADER),
+    )
+    try:
+        # A savepoint when publishing inside a transaction, so a failure cannot poison it.
+        with transaction.atomic():
+            record.save(force_insert=True)
+    except IntegrityError:
+        logger.debug("task %s already recorded", task_id)
+
+
+def _update(task_id: str | None, **fields: Any) -> int:
+    if not task_id:
+        return 0
+    return TaskRecord.objects.filter(task_id=task_id).update(**fields)
+
+
+def _ensure(task: Any, request: Any) -> None:
+    """Create the row from the worker's side when the publisher did not (rolled back, old)."""
+    args, kwargs = list(getattr(request, "args", None) or ()), dict(request.kwargs or {})
+    (args, kwargs), was_redacted = redact([args, kwargs])
+    limit = _setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000)
+    TaskRecord.objects.bulk_create(
+        [
+            TaskRecord(
+                task_id=request.id,
+                name=task.name,
+                args=clip_json(args, limit),
+                kwargs=clip_json(kwargs, limit),
+                redacted=was_redacted,
+                origin=Origin.TASK if request.parent_id else Origin.CODE,
+                parent_id=request.parent_id or "",
+                root_id=request.root_id or "",
+                group_id=request.group or "",
+                queue=(request.delivery_info or {}).get("routing_key") or "",
+            )
+        ],
+        ignore_conflicts=True,
+    )
+
+
+@_safe
+def on_task_received(request: Any = None, **_: Any) -> None:
+    """Worker main process: refuse a task cancelled in the database, even while we were down."""
+    if request is None or _ignored(request.name):
+        return
+    close_old_connections()
+    cancelled = TaskRecord.objects.filter(
+        task_id=request.id, cancel_requested_at__isnull=False
+    ).exists()
+    if cancelled:
+        from celery.worker import state as worker_state
+
+        worker_state.revoked.add(request.id)
+        logger.info("taskconsole: task %s was cancelled in the console; discarding it", request.id)
+
+
+@_safe
+def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if task is None or _ignored(task.name):
+        return
+    request = task.request
+    owner_id = getattr(request, OWNER_HEADER, None)
+    context.set_worker_launcher(context.Launcher(owner_id, Origin.TASK, task.name))
+    fields = {
+        "status": TaskStatus.STARTED,
+        "started_at": timezone.now(),
+        "worker": clip_text(request.hostname or "", 255),
+        "retries": request.retries or 0,
+    }
+    if not _update(task_id, **fields):
+        _ensure(task, request)
+        _update(task_id, **fields)
+
+
+@_safe
+def on_postrun(**_: Any) -> None:
+    context.set_worker_launcher(None)
+
+
+@_safe
+def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    if sender is None or _ignored(sender.name):
+        return
+    limit = _setting("TASKCONSOLE_MAX_STORED_RESULT", 10_000)
+    try:
+        import json
+
+        text = json.dumps(result, default=repr)
+    except (TypeError, ValueError):
+        text = repr(result)
+    _update(
+        sender.request.id,
+        status=TaskStatus.SUCCESS,
+        result=clip_text(text, limit),
+        finished_at=timezone.now(),
+    )
+
+
+@_safe
+def on_failure(
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    einfo: Any = None,
+    **_: Any,
+) -> None:
+    name = getattr(sender, "name", None)
+    if _ignored(name):
+        return
+    limit = _setting("TASKCONSOLE_MAX_STORED_RESULT", 10_000)
+    _update(
+        task_id,
+        status=TaskStatus.FAILURE,
+        exception=clip_text(f"{type(exception).__name__}: {exception}", 2000),
+        traceback=clip_text(str(getattr(einfo, "traceback", "") or ""), limit * 2),
+        finished_at=timezone.now(),
+    )
+
+
+@_safe
+def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    # The republish already set RETRY; a second worker may be running the retry by now,
+    # so only the reason is written here, never the status.
+    if request is None or _ignored(getattr(sender, "name", None)):
+        return
+    _update(request.id, exception=clip_text(str(reason), 2000))
+
+
+@_safe
+def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
+    if request is None or _ignored(getattr(sender, "name", None)):
+        return
+    close_old_connections()
+    fields: dict[str, Any] = {"status": TaskStatus.REVOKED, "finished_at": timezone.now()}
+    if terminated:
+        fields["exception"] = "Terminated"
+    _update(request.id, **fields)
+
+
+@_safe
+def on_internal_error(sender: Any = None, task_id: str | None = None, exception=None, **_) -> None:
+    _update(
+        task_id,
+        status=TaskStatus.FAILURE,
+        exception=clip_text(f"internal error: {exception!r}", 2000),
+        finished_at=timezone.now(),
+    )
+
+
+def connect() -> None:
+    """Connect the handlers once (AppConfig.ready)."""
+    signals.before_task_publish.connect(on_before_publish, weak=False, dispatch_uid="tc_publish")
+    signals.task_received.connect(on_task_received, weak=False, dispatch_uid="tc_received")
+    signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid="tc_prerun")
+    signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid="tc_postrun")
+    signals.task_success.connect(on_success, weak=False, dispatch_uid="tc_success")
+    signals.task_failure.connect(on_failure, weak=False, dispatch_uid="tc_failure")
+    signals.task_retry.connect(on_retry, weak=False, dispatch_uid="tc_retry")
+    signals.task_revoked.connect(on_revoked, weak=False, dispatch_uid="tc_revoked")
+    signals.task_internal_error.connect(
+        on_internal_error, weak=False, dispatch_uid="tc_internal_error"
+    )
+
+
+__all__ = ["RUNNING_STATES", "connect"]

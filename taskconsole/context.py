@@ -1,0 +1,64 @@
+"""Who is publishing right now: set by the console's actions, the middleware and workers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """The user (if any) and origin stamped on tasks published while this is current."""
+
+    user_id: int | None
+    origin: str
+    detail: str = ""
+
+
+_current: ContextVar[Launcher | None] = ContextVar("taskconsole_launcher", default=None)
+#: The request being served, so the owner is read lazily only when a task is published.
+_request: ContextVar[object | None] = ContextVar("taskconsole_request", default=None)
+
+
+def current_launcher() -> Launcher | None:
+    launcher = _current.get()
+    if launcher is not None:
+        return launcher
+    request = _request.get()
+    if request is not None:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return Launcher(user.pk, "user")
+    return None
+
+
+@contextlib.contextmanager
+def launched_by(launcher: Launcher | None) -> Iterator[None]:
+    token = _current.set(launcher)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def serving(request: object) -> Iterator[None]:
+    token = _request.set(request)
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
+def current_request_user():
+    """The authenticated user of the request being served, if any (for the audit of edits)."""
+    request = _request.get()
+    user = getattr(request, "user", None) if request is not None else None
+    return user if user is not None and user.is_authenticated else None
+
+
+def set_worker_launcher(launcher: Launcher | None) -> None:
+    """Used inside a worker child: the running task is the launcher of what it publishes."""
+    _current.set(launcher)

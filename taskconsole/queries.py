@@ -1,0 +1,398 @@
+"""The one query layer: the HTML pages and the JSON API both read through these functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import current_app
+from django.db.models import Count
+from django.db.models.functions import TruncMinute
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from . import describe, permissions, registry
+from .models import AuditEntry, TaskRecord, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a keyset-paginated list: no count, a cursor to the next page if any."""
+
+    items: list[Any]
+    next_cursor: int | None
+
+
+def visible_tasks(user):
+    """Tasks this user may see: their own, or every task with view_all_tasks."""
+    qs = TaskRecord.objects.all()
+    if permissions.can_view_all(user):
+        return qs
+    if not permissions.can_view(user):
+        return qs.none()
+    return qs.filter(owner_id=user.pk)
+
+
+def _cursor(value: Any) -> int | None:
+    try:
+        cursor = int(value)
+    except (TypeError, ValueError):
+        return None
+    return cursor if cursor > 0 else None
+
+
+def _limit(value: Any, default: int = 50) -> int:
+    try:
+        return max(1, min(MAX_PAGE, int(value)))
+    except (TypeError, ValueError):
+        return default
+
+
+def task_page(
+    user,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    mine: bool = False,
+    cursor: Any = None,
+    limit: Any = None,
+) -> Page:
+    """Newest first, keyset on id: each filter has an (x, id) index, so any page is cheap."""
+    qs = visible_tasks(user)
+    if status in TaskStatus.values:
+        qs = qs.filter(status=status)
+    if name:
+        qs = qs.filter(name=name)
+    if mine:
+        qs = qs.filter(owner_id=user.pk)
+    after = _cursor(cursor)
+    if after is not None:
+        qs = qs.filter(id__lt=after)
+    size = _limit(limit)
+    rows = list(qs.select_related("owner").order_by("-id")[: size + 1])
+    next_cursor = rows[size - 1].id if len(rows) > size else None
+    return Page(rows[:size], next_cursor)
+
+
+def get_task(user, task_id: str) -> TaskRecord | None:
+    return visible_tasks(user).select_related("owner", "retry_of").filter(task_id=task_id).first()
+
+
+def task_relations(record: TaskRecord, limit: int = 50) -> dict[str, list[TaskRecord]]:
+    """Parent, children (chains, tasks it started), group siblings and retries of one task."""
+    relations: dict[str, list[TaskRecord]] = {"parent": [], "children": [], "group": []}
+    if record.parent_id:
+        relations["parent"] = list(TaskRecord.objects.filter(task_id=record.parent_id)[:1])
+    relations["children"] = list(
+        TaskRecord.objects.filter(parent_id=record.task_id).order_by("id")[:limit]
+    )
+    if record.group_id:
+        relations["group"] = list(
+            TaskRecord.objects.filter(group_id=record.group_id)
+            .exclude(pk=record.pk)
+            .order_by("id")[:limit]
+        )
+    relations["retried_as"] = list(record.retried_as.order_by("id")[:limit])
+    return relations
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def serialize_task(record: TaskRecord, user=None) -> dict[str, Any]:
+    launchable = registry.get(record.name)
+    data = {
+        "id": record.id,
+        "task_id": record.task_id,
+        "name": record.name,
+        "label": str(launchable.label) if launchable else record.name,
+        "status": record.status,
+        "status_display": str(record.get_status_display()),
+        "args": record.args,
+        "kwargs": record.kwargs,
+        "redacted": record.redacted,
+        "origin": record.origin,
+        "origin_display": str(record.get_origin_display()),
+        "origin_detail": record.origin_detail,
+        "owner": record.owner.get_username() if record.owner_id and record.owner else None,
+        "queue": record.queue,
+        "worker": record.worker,
+        "eta": _iso(record.eta),
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "runtime": record.runtime,
+        "retries": record.retries,
+        "result": record.result,
+        "exception": record.exception,
+        "parent_id": record.parent_id or None,
+        "root_id": record.root_id or None,
+        "group_id": record.group_id or None,
+        "retry_of": record.retry_of.task_id if record.retry_of_id and record.retry_of else None,
+        "progress": {
+            "current": record.progress_current,
+            "total": record.progress_total,
+            "message": record.progress_message,
+            "percent": record.progress_percent,
+        },
+        "cancel_requested_at": _iso(record.cancel_requested_at),
+    }
+    if user is not None:
+        data["can_cancel"] = can_cancel(user, record)
+        data["can_retry"] = can_retry(user, record)
+    return data
+
+
+def serialize_task_detail(record: TaskRecord, user) -> dict[str, Any]:
+    data = serialize_task(record, user)
+    data["traceback"] = record.traceback
+    relations = task_relations(record)
+    data["relations"] = {
+        key: [{"task_id": r.task_id, "name": r.name, "status": r.status} for r in rows]
+        for key, rows in relations.items()
+    }
+    return data
+
+
+def can_cancel(user, record: TaskRecord) -> bool:
+    from .models import RUNNING_STATES, WAITING_STATES
+
+    if not permissions.can_cancel(user) or record.cancel_requested_at:
+        return False
+    if record.status in WAITING_STATES:
+        return True
+    launchable = registry.get(record.name)
+    return record.status in RUNNING_STATES and bool(launchable and launchable.can_terminate)
+
+
+def can_retry(user, record: TaskRecord) -> bool:
+    return (
+        permissions.can_launch(user)
+        and record.status in {TaskStatus.FAILURE, TaskStatus.REVOKED}
+        and not record.redacted
+        and registry.get(record.name) is not None
+    )
+
+
+# Launch list -------------------------------------------------------------------------------
+
+
+def launchables(user) -> list[registry.Launchable]:
+    return registry.all_launchables() if permissions.can_launch(user) else []
+
+
+def serialize_launchable(item: registry.Launchable) -> dict[str, Any]:
+    return {
+        "name": item.name,
+        "label": str(item.label),
+        "description": str(item.description),
+        "cancel_policy": item.cancel_policy,
+        "schema": item.json_schema(),
+    }
+
+
+# Audit -------------------------------------------------------------------------------------
+
+
+def audit_page(user, *, cursor: Any = None, limit: Any = None, target: str = "") -> Page:
+    qs = AuditEntry.objects.select_related("user")
+    if not permissions.can_view_all(user):
+        qs = qs.filter(user_id=user.pk)
+    if target:
+        qs = qs.filter(target=target)
+    after = _cursor(cursor)
+    if after is not None:
+        qs = qs.filter(id__lt=after)
+    size = _limit(limit)
+    rows = list(qs.order_by("-id")[: size + 1])
+    return Page(rows[:size], rows[size - 1].id if len(rows) > size else None)
+
+
+def serialize_audit(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": _iso(entry.at),
+        "user": entry.user.get_username() if entry.user_id and entry.user else None,
+        "action": entry.action,
+        "action_display": str(entry.get_action_display()),
+        "target": entry.target,
+        "details": entry.details,
+    }
+
+
+# Periodic tasks ----------------------------------------------------------------------------
+
+
+def periodic_tasks(language: str | None, now: datetime | None = None) -> list[dict[str, Any]]:
+    from django_celery_beat.models import PeriodicTask
+
+    now = now or timezone.now()
+    rows = []
+    for task in PeriodicTask.objects.select_related(
+        "interval", "crontab", "solar", "clocked"
+    ).order_by("name"):
+        rows.append(periodic_task_info(task, language, now))
+    return rows
+
+
+def periodic_task_info(task, language: str | None, now: datetime) -> dict[str, Any]:
+    last = (
+        TaskRecord.objects.filter(origin_detail=task.name)
+        .only("task_id", "status", "created_at", "finished_at")
+        .order_by("-id")
+        .first()
+    )
+    try:
+        admin_url = reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+    except NoReverseMatch:
+        admin_url = None
+    return {
+        "id": task.pk,
+        "name": task.name,
+        "task": task.task,
+        "enabled": task.enabled,
+        "one_off": task.one_off,
+        "description": describe.describe_periodic_task(task, language),
+        "description_en": describe.describe_periodic_task(task, "en"),
+        "description_zh": describe.describe_periodic_task(task, "zh-hans"),
+        "next_runs": describe.next_runs(task, now),
+        "last_run_at": task.last_run_at,
+        "total_run_count": task.total_run_count,
+        "last_task": last,
+        "args": task.args,
+        "kwargs": task.kwargs,
+        "queue": task.queue,
+        "admin_url": admin_url,
+    }
+
+
+def serialize_periodic(info: dict[str, Any]) -> dict[str, Any]:
+    last = info["last_task"]
+    data = {k: v for k, v in info.items() if k not in {"last_task", "next_runs", "last_run_at"}}
+    data["next_runs"] = [timezone.localtime(t).isoformat() for t in info["next_runs"]]
+    data["last_run_at"] = _iso(info["last_run_at"])
+    data["last_task"] = (
+        {"task_id": last.task_id, "status": last.status, "created_at": _iso(last.created_at)}
+        if last
+        else None
+    )
+    data["args"] = _loads(info["args"], [])
+    data["kwargs"] = _loads(info["kwargs"], {})
+    return data
+
+
+def _loads(text: str, default: Any) -> Any:
+    try:
+        return json.loads(text or "null") or default
+    except ValueError:
+        return default
+
+
+# Workers and queues ------------------------------------------------------------------------
+
+
+def workers(timeout: float = 1.0) -> dict[str, Any]:
+    """Online workers with pool, concurrency and active tasks; errors are reported, not raised."""
+    try:
+        control = current_app.control
+        replies = control.inspect(timeout=timeout).ping() or {}
+        names = sorted(replies)
+        stats: dict[str, Any] = {}
+        active: dict[str, Any] = {}
+        if names:
+            # Knowing who answered, each question returns as soon as all of them have.
+            inspect = control.inspect(destination=names, limit=len(names), timeout=timeout)
+            stats = inspect.stats() or {}
+            active = inspect.active() or {}
+    except Exception as exc:
+        logger.warning("Could not inspect workers: %s", exc)
+        return {"error": str(exc), "workers": []}
+    rows = []
+    for name in names:
+        info = stats.get(name) or {}
+        pool = info.get("pool") or {}
+        rows.append(
+            {
+                "name": name,
+                "pool": pool.get("implementation", ""),
+                "concurrency": pool.get("max-concurrency"),
+                "processed": sum((info.get("total") or {}).values()),
+                "active": [
+                    {"task_id": t.get("id"), "name": t.get("name")}
+                    for t in (active.get(name) or [])
+                ],
+            }
+        )
+    return {"error": None, "workers": rows}
+
+
+def queue_lengths() -> dict[str, Any]:
+    names = [q.name for q in (current_app.conf.task_queues or [])] or [
+        current_app.conf.task_default_queue
+    ]
+    lengths: dict[str, int | None] = {}
+    error = None
+    try:
+        with current_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.default_channel
+            for name in names:
+                try:
+                    lengths[name] = channel.queue_declare(queue=name, passive=True).message_count
+                except Exception:
+                    # Redis drops an empty list, so a missing queue is an empty one.
+                    lengths[name] = 0
+                    channel = conn.channel()
+    except Exception as exc:
+        error = str(exc)
+    return {"error": error, "queues": [{"name": n, "length": lengths.get(n)} for n in names]}
+
+
+def throughput(user, now: datetime | None = None, minutes: int = 60) -> list[dict[str, Any]]:
+    """Tasks finished per minute over the last hour (the finished_at index keeps it cheap)."""
+    now = (now or timezone.now()).replace(second=0, microsecond=0)
+    since = now - timedelta(minutes=minutes - 1)
+    qs = visible_tasks(user).filter(finished_at__gte=since)
+    counts = {
+        row["minute"]: row["n"]
+        for row in qs.annotate(minute=TruncMinute("finished_at"))
+        .values("minute")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
+    by_minute = {
+        timezone.localtime(k).replace(second=0, microsecond=0): v for k, v in counts.items()
+    }
+    out = []
+    for i in range(minutes):
+        minute = timezone.localtime(since + timedelta(minutes=i))
+        out.append({"minute": minute.isoformat(), "count": by_minute.get(minute, 0)})
+    return out
+
+
+def chart(points: list[dict[str, Any]], width: int = 600, height: int = 80) -> dict[str, Any]:
+    """Bar geometry for the inline SVG chart."""
+    peak = max((p["count"] for p in points), default=0) or 1
+    bar = width / max(len(points), 1)
+    bars = []
+    for i, point in enumerate(points):
+        h = round(point["count"] * (height - 10) / peak, 1)
+        bars.append(
+            {
+                "x": round(i * bar, 1),
+                "y": round(height - h, 1),
+                "w": round(max(bar - 1, 1), 1),
+                "h": h,
+                "count": point["count"],
+                "minute": point["minute"][11:16],
+            }
+        )
+    return {"bars": bars, "peak": peak, "width": width, "height": height}

@@ -1,0 +1,60 @@
+"""Redact secret-looking values from task arguments before they are stored."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django.conf import settings
+
+REDACTED = "********"
+DEFAULT_SECRET_PATTERN = r"pass|secret|token|key|auth|credential|signature|cookie|session"
+MAX_DEPTH = 6
+
+
+def secret_pattern() -> re.Pattern[str]:
+    return re.compile(
+        getattr(settings, "TASKCONSOLE_SECRET_KEYS", DEFAULT_SECRET_PATTERN), re.IGNORECASE
+    )
+
+
+def redact(value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0) -> tuple[Any, bool]:
+    """Return (a copy of value with secret-looking keys' values replaced, whether any was)."""
+    pattern = pattern or secret_pattern()
+    if depth > MAX_DEPTH:
+        return REDACTED, True
+    if isinstance(value, dict):
+        out, hit = {}, False
+        for key, item in value.items():
+            if isinstance(key, str) and pattern.search(key):
+                out[key] = REDACTED
+                hit = True
+            else:
+                out[key], sub = redact(item, pattern, depth + 1)
+                hit = hit or sub
+        return out, hit
+    if isinstance(value, list | tuple):
+        out_list, hit = [], False
+        for item in value:
+            red, sub = redact(item, pattern, depth + 1)
+            out_list.append(red)
+            hit = hit or sub
+        return out_list, hit
+    return value, False
+
+
+def clip_json(value: Any, limit: int) -> Any:
+    """value when its JSON fits in limit characters, else a clipped text of it."""
+    try:
+        text = json.dumps(value, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    else:
+        if len(text) <= limit:
+            return json.loads(text)
+    return {"clipped": text[:limit]}
+
+
+def clip_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

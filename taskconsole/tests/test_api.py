@@ -1,0 +1,298 @@
+"""The JSON API: every endpoint, the permission matrix, CSRF, tokens, bad input."""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import pytest
+from django.test import Client
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from taskconsole.models import ApiToken, AuditEntry, Origin, TaskRecord, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+API = "/console/api"
+
+
+def make_record(owner=None, **fields) -> TaskRecord:
+    n = TaskRecord.objects.count()
+    defaults = {
+        "task_id": f"tid-{n}",
+        "name": "tc_tests.fail",
+        "origin": Origin.CONSOLE,
+        "owner": owner,
+        "kwargs": {"message": "x"},
+    }
+    return TaskRecord.objects.create(**{**defaults, **fields})
+
+
+def login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def post_json(client: Client, url: str, data=None, **extra):
+    return client.post(url, json.dumps(data or {}), content_type="application/json", **extra)
+
+
+@pytest.fixture
+def people(make_user):
+    owner = make_user("view", "launch", "cancel")
+    other = make_user("view", "launch", "cancel")
+    staff = make_user("view_all", "launch", "cancel", "schedule", staff=True)
+    return owner, other, staff
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [("anonymous", 401), ("owner", 200), ("other", 404), ("staff", 200)]
+)
+def test_task_detail_permission_matrix(people, who, status) -> None:
+    owner, other, staff = people
+    row = make_record(owner)
+    client = {
+        "anonymous": Client(),
+        "owner": login(owner),
+        "other": login(other),
+        "staff": login(staff),
+    }[who]
+    response = client.get(f"{API}/tasks/{row.task_id}/")
+    assert response.status_code == status
+    if status == 200:
+        assert response.json()["task_id"] == row.task_id
+
+
+def test_list_shows_own_tasks_or_all_for_staff(people, make_user) -> None:
+    owner, other, staff = people
+    mine = make_record(owner)
+    theirs = make_record(other)
+    own_ids = {t["task_id"] for t in login(owner).get(f"{API}/tasks/").json()["results"]}
+    assert own_ids == {mine.task_id}
+    all_ids = {t["task_id"] for t in login(staff).get(f"{API}/tasks/").json()["results"]}
+    assert all_ids == {mine.task_id, theirs.task_id}
+    assert login(make_user()).get(f"{API}/tasks/").status_code == 403
+    assert Client().get(f"{API}/tasks/").status_code == 401
+
+
+def test_keyset_pagination_and_filters(people) -> None:
+    _, _, staff = people
+    rows = [
+        make_record(staff, status=TaskStatus.SUCCESS if i % 2 else TaskStatus.FAILURE)
+        for i in range(5)
+    ]
+    client = login(staff)
+    first = client.get(f"{API}/tasks/?limit=2").json()
+    assert [t["task_id"] for t in first["results"]] == [rows[4].task_id, rows[3].task_id]
+    second = client.get(f"{API}/tasks/?limit=2&cursor={first['next_cursor']}").json()
+    assert [t["task_id"] for t in second["results"]] == [rows[2].task_id, rows[1].task_id]
+    failed = client.get(f"{API}/tasks/?status=FAILURE").json()["results"]
+    assert {t["task_id"] for t in failed} == {rows[0].task_id, rows[2].task_id, rows[4].task_id}
+    assert client.get(f"{API}/tasks/?name=nothing").json()["results"] == []
+
+
+def test_launch_publishes_one_message_and_audits(people, sent) -> None:
+    owner, _, _ = people
+    response = post_json(
+        login(owner), f"{API}/launch/", {"task": "tc_tests.progress", "arguments": {"steps": "3"}}
+    )
+    assert response.status_code == 201
+    task_id = response.json()["task_id"]
+    assert len(sent) == 1
+    assert sent[0]["headers"]["id"] == task_id
+    assert sent[0]["body"][1] == {"steps": 3, "delay": 0.3}
+    row = TaskRecord.objects.get(task_id=task_id)
+    assert row.owner == owner
+    assert row.origin == Origin.CONSOLE
+    assert AuditEntry.objects.get(target=task_id).user == owner
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ({"task": "no.such.task"}, 404, "unknown_task"),
+        ({"task": "celery.backend_cleanup"}, 403, "not_launchable"),
+        ({"task": "celery.chord_unlock"}, 403, "not_launchable"),
+        ({"task": "app.tasks.ping"}, 403, "not_launchable"),
+        ({"task": "app.tasks.add", "arguments": {"x": "three", "y": 1}}, 400, "invalid_arguments"),
+        ({"task": "app.tasks.add", "arguments": {"x": 1}}, 400, "invalid_arguments"),
+        ({"task": "app.tasks.add", "arguments": [1, 2]}, 400, "invalid_arguments"),
+        ({"task": "app.tasks.crunch_numbers", "arguments": {"n": -1}}, 400, "invalid_arguments"),
+        ({"task": "tc_tests.fail", "arguments": {"message": "x" * 500}}, 400, "invalid_arguments"),
+        (
+            {"task": "tc_tests.fail", "arguments": {"message": "x" * 20000}},
+            413,
+            "arguments_too_large",
+        ),
+        ({"task": ["app.tasks.add"]}, 404, "unknown_task"),
+    ],
+)
+def test_rejected_launches_publish_nothing(people, sent, payload, status, code) -> None:
+    owner, _, _ = people
+    response = post_json(login(owner), f"{API}/launch/", payload)
+    assert response.status_code == status
+    assert response.json()["error"] == code
+    assert sent == []
+    assert not TaskRecord.objects.exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_bad_bodies_and_methods(people, sent) -> None:
+    owner, _, _ = people
+    client = login(owner)
+    assert (
+        client.post(f"{API}/launch/", "{nope", content_type="application/json").status_code == 400
+    )
+    assert client.post(f"{API}/launch/", "[1]", content_type="application/json").status_code == 400
+    assert client.get(f"{API}/launch/").status_code == 405
+    assert client.post(f"{API}/tasks/").status_code == 405
+    huge = json.dumps({"task": "app.tasks.add", "arguments": {"x": 1, "pad": "y" * 40000}})
+    assert client.post(f"{API}/launch/", huge, content_type="application/json").status_code == 413
+    assert sent == []
+
+
+def test_launch_needs_the_launch_permission(make_user, sent) -> None:
+    viewer = make_user("view")
+    response = post_json(
+        login(viewer), f"{API}/launch/", {"task": "app.tasks.add", "arguments": {"x": 1, "y": 2}}
+    )
+    assert response.status_code == 403
+    assert sent == []
+
+
+def test_csrf_is_enforced_for_sessions_not_for_tokens(people, sent) -> None:
+    owner, _, _ = people
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(owner)
+    payload = {"task": "app.tasks.add", "arguments": {"x": 1, "y": 2}}
+    response = post_json(browser, f"{API}/launch/", payload)
+    assert response.status_code == 403
+    assert response.json()["error"] == "csrf_failed"
+    assert sent == []
+    browser.get("/console/")  # sets the CSRF cookie
+    token = browser.cookies["csrftoken"].value
+    assert post_json(browser, f"{API}/launch/", payload, HTTP_X_CSRFTOKEN=token).status_code == 201
+
+    _, key = ApiToken.issue(owner)
+    script = Client(enforce_csrf_checks=True)
+    response = post_json(script, f"{API}/launch/", payload, HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 201
+    assert TaskRecord.objects.get(task_id=response.json()["task_id"]).owner == owner
+    bad = post_json(script, f"{API}/launch/", payload, HTTP_AUTHORIZATION=f"Token {key}x")
+    assert bad.status_code == 401
+    assert len(sent) == 2
+
+
+def test_token_is_stored_hashed() -> None:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("t")
+    token, key = ApiToken.issue(user)
+    assert key.split(".", 1)[1] not in token.key_hash
+    assert token.matches(key.split(".", 1)[1])
+    assert not token.matches("wrong")
+
+
+def test_cancel_permission_matrix_and_states(people, make_user, sent) -> None:
+    owner, other, staff = people
+    row = make_record(owner, status=TaskStatus.QUEUED)
+    assert login(other).post(f"{API}/tasks/{row.task_id}/cancel/").status_code == 404
+    viewer = make_user("view")
+    row.owner = viewer
+    row.save()
+    assert login(viewer).post(f"{API}/tasks/{row.task_id}/cancel/").status_code == 403
+    response = login(staff).post(f"{API}/tasks/{row.task_id}/cancel/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "REVOKED"
+    row.refresh_from_db()
+    assert row.cancel_requested_at is not None
+    assert AuditEntry.objects.filter(action="cancel", target=row.task_id, user=staff).exists()
+    # A finished task cannot be cancelled; a running one only if its policy allows.
+    assert login(staff).post(f"{API}/tasks/{row.task_id}/cancel/").status_code == 409
+    running = make_record(owner, name="tc_tests.sleep_norevoke", status=TaskStatus.STARTED)
+    response = login(owner).post(f"{API}/tasks/{running.task_id}/cancel/")
+    assert response.status_code == 409
+    assert response.json()["error"] == "cannot_terminate"
+
+
+def test_retry_rules(people, sent) -> None:
+    owner, other, _ = people
+    failed = make_record(owner, status=TaskStatus.FAILURE)
+    assert login(other).post(f"{API}/tasks/{failed.task_id}/retry/").status_code == 404
+    response = login(owner).post(f"{API}/tasks/{failed.task_id}/retry/")
+    assert response.status_code == 201
+    new = TaskRecord.objects.get(task_id=response.json()["task_id"])
+    assert new.retry_of == failed
+    assert new.kwargs == failed.kwargs
+    ok = make_record(owner, status=TaskStatus.SUCCESS)
+    assert login(owner).post(f"{API}/tasks/{ok.task_id}/retry/").status_code == 409
+    secret = make_record(owner, status=TaskStatus.FAILURE, redacted=True)
+    assert login(owner).post(f"{API}/tasks/{secret.task_id}/retry/").json()["error"] == "redacted"
+    builtin = make_record(owner, status=TaskStatus.FAILURE, name="celery.backend_cleanup")
+    assert login(owner).post(f"{API}/tasks/{builtin.task_id}/retry/").status_code == 403
+    assert len(sent) == 1
+
+
+def test_launchables_and_openapi(people) -> None:
+    owner, _, _ = people
+    names = {i["name"] for i in login(owner).get(f"{API}/launchables/").json()["results"]}
+    assert {"app.tasks.add", "app.tasks.crunch_numbers", "tc_tests.progress"} <= names
+    doc = Client().get(f"{API}/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert "/launch/" in doc["paths"]
+    assert "Args_app_tasks_add" in doc["components"]["schemas"]
+    assert doc["components"]["schemas"]["Args_app_tasks_add"]["required"] == ["x", "y"]
+
+
+def test_periodic_endpoints(people, make_user, sent) -> None:
+    owner, _, staff = people
+    every = IntervalSchedule.objects.create(every=30, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(
+        name="p1", task="app.tasks.add", interval=every, args="[1, 2]"
+    )
+    rows = login(owner).get(f"{API}/periodic/").json()["results"]
+    assert rows[0]["name"] == "p1"
+    assert rows[0]["description_en"] == "Every 30 seconds"
+    assert rows[0]["description_zh"] == "每30秒"
+    assert len(rows[0]["next_runs"]) == 3
+    assert login(owner).post(f"{API}/periodic/{task.pk}/disable/").status_code == 403
+    assert login(staff).post(f"{API}/periodic/{task.pk}/disable/").json()["enabled"] is False
+    assert login(staff).post(f"{API}/periodic/{task.pk}/enable/").json()["enabled"] is True
+    response = login(staff).post(f"{API}/periodic/{task.pk}/run/")
+    assert response.status_code == 201
+    run = TaskRecord.objects.get(task_id=response.json()["task_id"])
+    assert run.origin_detail == "p1"
+    assert run.args == [1, 2]
+    assert login(staff).post(f"{API}/periodic/999/run/").status_code == 404
+    assert login(staff).post(f"{API}/periodic/{task.pk}/explode/").status_code == 404
+    actions = list(AuditEntry.objects.order_by("id").values_list("action", flat=True))
+    assert actions == ["schedule_disable", "schedule_enable", "schedule_run"]
+    assert len(sent) == 1
+
+
+def test_workers_and_audit_endpoints(people) -> None:
+    owner, _, staff = people
+    fake = mock.MagicMock()
+    fake.ping.return_value = {"w1@host": {"ok": "pong"}}
+    fake.stats.return_value = {
+        "w1@host": {"pool": {"implementation": "prefork", "max-concurrency": 2}, "total": {"a": 3}}
+    }
+    fake.active.return_value = {"w1@host": [{"id": "abc", "name": "app.tasks.add"}]}
+    with mock.patch("celery.app.control.Control.inspect", return_value=fake):
+        data = login(owner).get(f"{API}/workers/").json()
+    assert data["workers"] == [
+        {
+            "name": "w1@host",
+            "pool": "prefork",
+            "concurrency": 2,
+            "processed": 3,
+            "active": [{"task_id": "abc", "name": "app.tasks.add"}],
+        }
+    ]
+    assert {q["name"] for q in data["queues"]} == {"default", "heavy_tasks"}
+    assert len(data["throughput"]) == 60
+    AuditEntry.objects.create(user=owner, action="launch", target="x")
+    AuditEntry.objects.create(user=staff, action="launch", target="y")
+    assert [e["target"] for e in login(owner).get(f"{API}/audit/").json()["results"]] == ["x"]
+    assert len(login(staff).get(f"{API}/audit/").json()["results"]) == 2

@@ -1,0 +1,156 @@
+"""The console against a real broker and real workers: lifecycle, progress, cancel, retry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from celery import chain, group
+from django.utils import timezone
+
+from app.tasks import add
+from operations.testing import wait_for
+from taskconsole import actions
+from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
+
+from .sample_tasks import echo_task, fail_task, flaky_task, sleep_task, spawn_task
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+INCLUDE = ("-I", "taskconsole.tests.sample_tasks")
+
+
+@pytest.fixture(scope="module")
+def worker(start_module_worker):
+    return start_module_worker(queues="default", concurrency=2, name="tc", extra_args=INCLUDE)
+
+
+def record(task_id: str, *statuses: str) -> TaskRecord | None:
+    qs = TaskRecord.objects.filter(task_id=task_id)
+    if statuses:
+        qs = qs.filter(status__in=statuses)
+    return qs.first()
+
+
+def test_lifecycle_of_a_console_launch_with_progress(worker, make_user) -> None:
+    user = make_user("view", "launch")
+    task_id = actions.launch(user, "tc_tests.progress", {"steps": 4, "delay": 0.4})
+    queued = record(task_id)
+    assert queued is not None
+    assert queued.origin == Origin.CONSOLE
+    assert queued.owner == user
+    assert queued.kwargs == {"steps": 4, "delay": 0.4}
+    assert queued.queue == "default"
+    running = wait_for(lambda: record(task_id, TaskStatus.PROGRESS), timeout=60)
+    assert running.worker.startswith("tc-")
+    assert running.started_at is not None
+    done = wait_for(lambda: record(task_id, TaskStatus.SUCCESS), timeout=60)
+    assert done.progress_current == done.progress_total == 4
+    assert done.progress_percent == 100
+    assert done.result == "4"
+    assert done.finished_at >= done.started_at >= done.created_at
+    assert AuditEntry.objects.filter(action="launch", target=task_id, user=user).exists()
+
+
+def test_any_code_path_is_recorded_with_eta_and_redacted_secrets(worker) -> None:
+    eta = timezone.now() + timedelta(seconds=3)
+    result = echo_task.apply_async(kwargs={"value": 7, "api_token": "s3cret"}, eta=eta)
+    row = record(result.id)
+    assert row.origin == Origin.CODE
+    assert row.status == TaskStatus.SCHEDULED
+    assert abs((row.eta - eta).total_seconds()) < 1
+    assert row.kwargs == {"value": 7, "api_token": "********"}
+    assert row.redacted
+    done = wait_for(lambda: record(result.id, TaskStatus.SUCCESS), timeout=60)
+    assert done.started_at >= eta - timedelta(seconds=1)
+    assert done.result == "7"
+
+
+def test_failure_keeps_the_traceback_and_retry_links_the_new_task(worker, make_user) -> None:
+    user = make_user("view", "launch")
+    task_id = actions.launch(user, "tc_tests.fail", {"message": "kaput"})
+    failed = wait_for(lambda: record(task_id, TaskStatus.FAILURE), timeout=60)
+    assert "ValueError: kaput" in failed.exception
+    assert "Traceback" in failed.traceback
+    new_id = actions.retry(user, task_id)
+    again = record(new_id)
+    assert again.retry_of_id == failed.pk
+    assert again.kwargs == {"message": "kaput"}
+    wait_for(lambda: record(new_id, TaskStatus.FAILURE), timeout=60)
+    assert AuditEntry.objects.filter(action="retry", target=new_id).exists()
+
+
+def test_celery_retries_are_counted(worker) -> None:
+    result = flaky_task.delay(2)
+    wait_for(lambda: record(result.id, TaskStatus.RETRY), timeout=60)
+    done = wait_for(lambda: record(result.id, TaskStatus.SUCCESS), timeout=60)
+    assert done.retries == 2
+    assert done.result == "2"
+    assert "not yet" in done.exception
+
+
+def test_chain_group_and_spawned_children_are_linked(worker) -> None:
+    result = chain(add.s(1, 2), add.s(3)).apply_async()
+    last = wait_for(lambda: record(result.id, TaskStatus.SUCCESS), timeout=60)
+    parent = record(last.parent_id)
+    assert parent.name == "app.tasks.add"
+    assert parent.result == "3"
+    assert last.result == "6"
+    assert last.origin == Origin.TASK
+    assert last.root_id == parent.task_id
+
+    spawned = spawn_task.delay()
+    child_id = spawned.get(timeout=60)
+    child = wait_for(lambda: record(child_id), timeout=30)
+    assert child.parent_id == spawned.id
+    assert child.origin == Origin.TASK
+
+    members = group(echo_task.s(i) for i in range(3)).apply_async()
+    rows = wait_for(
+        lambda: (
+            list(TaskRecord.objects.filter(group_id=members.id, status=TaskStatus.SUCCESS))
+            if TaskRecord.objects.filter(group_id=members.id, status=TaskStatus.SUCCESS).count()
+            == 3
+            else None
+        ),
+        timeout=60,
+    )
+    assert sorted(r.result for r in rows) == ["0", "1", "2"]
+
+
+def test_terminate_a_running_task(worker, make_user) -> None:
+    user = make_user("view", "launch", "cancel")
+    task_id = actions.launch(user, "tc_tests.sleep", {"seconds": 30})
+    wait_for(lambda: record(task_id, TaskStatus.STARTED), timeout=60)
+    actions.cancel(user, task_id)
+    revoked = wait_for(lambda: record(task_id, TaskStatus.REVOKED), timeout=60)
+    assert revoked.exception == "Terminated"
+    assert revoked.cancel_requested_at is not None
+
+
+def test_cancel_while_every_worker_is_down_is_durable(start_worker, make_user) -> None:
+    # The module's worker consumes `default`, so this test's tasks use a queue of their own.
+    first = start_worker(queues="tc_durable", concurrency=1, name="first", extra_args=INCLUDE)
+    first.stop()
+    user = make_user("view", "cancel")
+    result = sleep_task.apply_async(args=[0.1], queue="tc_durable")
+    assert record(result.id).status == TaskStatus.QUEUED
+    TaskRecord.objects.filter(task_id=result.id).update(owner=user)
+    actions.cancel(user, result.id)
+    assert record(result.id).status == TaskStatus.REVOKED
+    marker = sleep_task.apply_async(args=[0.1], queue="tc_durable")
+    late = start_worker(queues="tc_durable", concurrency=1, name="late", extra_args=INCLUDE)
+    # The marker was queued after the cancelled task: once it ran, the other was seen.
+    wait_for(lambda: record(marker.id, TaskStatus.SUCCESS), timeout=60)
+    row = record(result.id)
+    assert row.status == TaskStatus.REVOKED
+    assert row.started_at is None
+    assert f"Discarding revoked task: tc_tests.sleep[{result.id}]" in late.output
+    assert f"Task tc_tests.sleep[{result.id}] succeeded" not in late.output
+
+
+def test_failed_task_from_code_is_recorded(worker) -> None:
+    result = fail_task.delay("plain")
+    row = wait_for(lambda: record(result.id, TaskStatus.FAILURE), timeout=60)
+    assert row.origin == Origin.CODE
+    assert row.owner is None
