@@ -152,10 +152,15 @@ class Stack:
             pass
 
 
-def install_sigterm_as_interrupt() -> None:
-    """Treat SIGTERM like Ctrl-C, so `kill <pid>` also stops the stack cleanly."""
+def install_stop_signals() -> None:
+    """Ctrl-C, `kill -INT` and `kill <pid>` all stop the stack cleanly.
+
+    SIGINT is set explicitly because a shell that starts us in the background ignores it,
+    and Python then keeps ignoring it.
+    """
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from operations import embedded_redis
-from operations.devstack import WINDOWS, Stack, StackError, install_sigterm_as_interrupt
+from operations.devstack import WINDOWS, Stack, StackError, install_stop_signals
 
 DEV_ADMIN = "admin"
 
@@ -44,7 +44,7 @@ class Command(BaseCommand):
         env = os.environ.copy()
         env["PYTHONUNBUFFERED"] = "1"
         stack = Stack(env=env, cwd=base_dir)
-        install_sigterm_as_interrupt()
+        install_stop_signals()
         try:
             login = "" if options["skip_setup"] else self.setup()
             self.start_broker(stack, env, options["redis_port"], state_dir)
