@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "imports",
     "maintenance",
     "taskconsole",
+    "reliability",
 ]
 
 MIDDLEWARE = [
@@ -318,3 +319,6 @@ TASKCONSOLE_PROGRESS_INTERVAL = env.float("TASKCONSOLE_PROGRESS_INTERVAL", defau
 TASKCONSOLE_MAX_ARGS_BYTES = env.int("TASKCONSOLE_MAX_ARGS_BYTES", default=16 * 1024)
 # Finished task records older than this are pruned by taskconsole.tasks.prune_task_records.
 TASKCONSOLE_MAX_AGE_DAYS = env.int("TASKCONSOLE_MAX_AGE_DAYS", default=RESULTS_MAX_AGE_DAYS)
+
+# RELIABILITY (no task lost or run twice; health endpoints)
+# ------------------------------------------------------------------------------
