@@ -4,13 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install browser lint format clean
+.PHONY: run test bench chaos install browser lint format clean
 
 run: install
 	$(BIN)/python manage.py devstack
 
 test: install browser
 	$(BIN)/python scripts/run_tests.py $(ARGS)
+
+# Benchmarks and the chaos suite print figures; they are not part of `make test`.
+bench: install
+	$(BIN)/python bench/run.py
+
+chaos: install
+	$(BIN)/python chaos/run.py
 
 install: $(STAMP)
 
