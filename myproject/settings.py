@@ -322,3 +322,41 @@ TASKCONSOLE_MAX_AGE_DAYS = env.int("TASKCONSOLE_MAX_AGE_DAYS", default=RESULTS_M
 
 # RELIABILITY (no task lost or run twice; health endpoints)
 # ------------------------------------------------------------------------------
+# Delivery policy: Celery's early ack stays the default (a task never runs twice, but is lost
+# if its worker dies); tasks declared idempotent (base=reliability.delivery.IdempotentTask) are
+# acknowledged after they run and requeued when their worker dies. A task delivered more than
+# this many times without finishing (a poison pill that kills its worker) is set aside.
+RELIABILITY_MAX_DELIVERIES = env.int("RELIABILITY_MAX_DELIVERIES", default=3)
+# Redis hands an unacknowledged message to another worker after visibility_timeout seconds,
+# so a countdown/ETA or a running acks_late task longer than this would run twice
+# (kombu#337, celery#4400). The system check reliability.W001 compares it with the time limits
+# and RELIABILITY_MAX_COUNTDOWN, the longest countdown/ETA the product schedules.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **CELERY_BROKER_TRANSPORT_OPTIONS,
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=60 * 60),
+}
+RELIABILITY_MAX_COUNTDOWN = env.int("RELIABILITY_MAX_COUNTDOWN", default=30 * 60)
+# Outbox (reliability.outbox.dispatch_on_commit): a commit hook publishes each message; the
+# sweeper re-sends messages still pending after the grace period.
+RELIABILITY_OUTBOX_GRACE_SECONDS = env.int("RELIABILITY_OUTBOX_GRACE_SECONDS", default=10)
+RELIABILITY_OUTBOX_CLAIM_SECONDS = env.int("RELIABILITY_OUTBOX_CLAIM_SECONDS", default=30)
+RELIABILITY_OUTBOX_KEEP_DAYS = env.int("RELIABILITY_OUTBOX_KEEP_DAYS", default=7)
+CELERY_BEAT_SCHEDULE["reliability-sweep-outbox"] = {
+    "task": "reliability.tasks.sweep_outbox",
+    "schedule": env.float("RELIABILITY_OUTBOX_SWEEP_EVERY", default=15.0),
+}
+# Beat's leader lease: a second beat takes over this many seconds after the leader stops.
+BEAT_LEADER_TTL = env.int("BEAT_LEADER_TTL", default=30)
+# /readyz fails when the oldest queued task has waited longer than this many seconds.
+RELIABILITY_MAX_QUEUE_AGE = env.int("RELIABILITY_MAX_QUEUE_AGE", default=300)
+# Bearer token for Prometheus on /metrics (besides console users and their API tokens).
+RELIABILITY_METRICS_TOKEN = env("RELIABILITY_METRICS_TOKEN", default="")
+# Tasks declared idempotent by name, for tasks that set acks_late themselves instead of using
+# IdempotentTask (a file import starts over from the stored file: running it again is safe).
+RELIABILITY_IDEMPOTENT_TASKS = env.list(
+    "RELIABILITY_IDEMPOTENT_TASKS", default=["imports.tasks.process_import_file"]
+)
+# Redis scans for expired unacknowledged messages once every this many 10-second ticks.
+CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = env.int(
+    "CELERY_UNACKED_RESTORE_THROTTLE", default=10
+)

@@ -12,4 +12,5 @@ urlpatterns = [
     path("imports/", include("imports.urls")),
     path("maintenance/", include("maintenance.urls")),
     path("console/", include("taskconsole.urls")),
+    path("", include("reliability.urls")),
 ]

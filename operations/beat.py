@@ -1,39 +1,194 @@
-"""The tutorial's DatabaseScheduler, plus a heartbeat so celery_check can tell beat is alive."""
+"""The tutorial's DatabaseScheduler, made safe to run twice and to restart at any moment.
+
+- A heartbeat, so celery_check and /readyz can tell beat is alive.
+- A leader lease (BeatLock): with two beats running, only the holder sends due tasks; the other
+  takes over when the lease expires (BEAT_LEADER_TTL seconds after the leader stops renewing it).
+- A per-slot key (BeatSlot): each (periodic task, slot) is sent once. django-celery-beat writes
+  last_run_at only every few minutes, so a beat killed just after a dispatch would otherwise send
+  the same slot again on restart; a new leader with a stale schedule would too.
+- The schedule is reset by itself when TIME_ZONE changes (the tutorial's manual step).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
+from celery.schedules import schedule as interval_schedule
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
 
-from .models import Heartbeat
+from .models import BeatLock, BeatSlot, BeatState, Heartbeat
 
 logger = logging.getLogger(__name__)
 
 BEAT_HEARTBEAT = "beat"
+BEAT_LOCK = "beat-leader"
+TIME_ZONE_KEY = "time_zone"
+
+
+def _setting(name: str, default: float) -> float:
+    return getattr(settings, name, default)
+
+
+def acquire_lease(owner: str, ttl: float, now: datetime | None = None) -> bool:
+    """Take or renew the leader lease; True when `owner` holds it afterwards."""
+    now = now or timezone.now()
+    expires = now + timedelta(seconds=ttl)
+    with transaction.atomic():
+        taken = BeatLock.objects.filter(
+            Q(name=BEAT_LOCK) & (Q(owner=owner) | Q(expires_at__lt=now))
+        ).update(owner=owner, expires_at=expires)
+    if taken:
+        return True
+    try:
+        with transaction.atomic():
+            BeatLock.objects.create(name=BEAT_LOCK, owner=owner, expires_at=expires)
+    except IntegrityError:
+        return False
+    return True
+
+
+def release_lease(owner: str) -> None:
+    BeatLock.objects.filter(name=BEAT_LOCK, owner=owner).delete()
+
+
+def slot_start(schedule: object, now: datetime) -> datetime:
+    """The start of the slot `now` falls in: a grid of the interval, or the minute for crontabs.
+
+    Intervals are cut on a grid from the Unix epoch, so two beats (or one restarted) agree on
+    the slot whatever their own last_run_at; crontab, solar and clocked schedules fire on whole
+    minutes at most once, so the minute is their slot.
+    """
+    now = now.astimezone(UTC)
+    if isinstance(schedule, interval_schedule) and type(schedule) is interval_schedule:
+        every = max(schedule.run_every.total_seconds(), 1.0)
+        return datetime.fromtimestamp(int(now.timestamp() // every * every), tz=UTC)
+    return now.replace(second=0, microsecond=0)
+
+
+def slot_key(name: str, schedule: object, now: datetime) -> str:
+    return f"{name}@{slot_start(schedule, now):%Y-%m-%dT%H:%M:%SZ}"[:255]
+
+
+def claim_slot(name: str, schedule: object, now: datetime | None = None) -> str | None:
+    """Record that this slot is being sent; None when it was sent already."""
+    key = slot_key(name, schedule, now or timezone.now())
+    try:
+        with transaction.atomic():
+            BeatSlot.objects.create(key=key, task_name=name[:200])
+    except IntegrityError:
+        return None
+    return key
+
+
+def reset_on_time_zone_change(time_zone: str) -> bool:
+    """Reset every last_run_at when the time zone differs from the one last seen; True if reset."""
+    from .schedules import reset_last_run
+
+    state = BeatState.objects.filter(key=TIME_ZONE_KEY).first()
+    if state is not None and state.value == time_zone:
+        return False
+    changed = state is not None
+    if changed:
+        count = reset_last_run()
+        logger.warning(
+            "TIME_ZONE changed from %s to %s: the last run of %d periodic task(s) was reset.",
+            state.value,
+            time_zone,
+            count,
+        )
+    BeatState.objects.update_or_create(key=TIME_ZONE_KEY, defaults={"value": time_zone})
+    return changed
 
 
 class DatabaseScheduler(BaseDatabaseScheduler):
     _last_heartbeat = 0.0
+    _last_lease = 0.0
+    _is_leader = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        try:
+            close_old_connections()
+            reset_on_time_zone_change(str(self.app.conf.timezone or settings.TIME_ZONE))
+        except DatabaseError as exc:
+            logger.warning("Could not compare the time zone with the last one: %s", exc)
+        super().setup_schedule()
 
     def tick(self, *args, **kwargs) -> float:
-        interval = super().tick(*args, **kwargs)
+        ttl = _setting("BEAT_LEADER_TTL", 30)
         now = time.monotonic()
-        if now - self._last_heartbeat >= settings.BEAT_HEARTBEAT_INTERVAL:
+        if not self._is_leader or now - self._last_lease >= ttl / 3:
+            self._renew_lease(ttl)
+        interval = super().tick(*args, **kwargs) if self._is_leader else ttl / 3
+        if self._is_leader and now - self._last_heartbeat >= settings.BEAT_HEARTBEAT_INTERVAL:
             self._last_heartbeat = now
             self._write_heartbeat()
-        return min(interval, settings.BEAT_HEARTBEAT_INTERVAL)
+        return min(interval, settings.BEAT_HEARTBEAT_INTERVAL, ttl / 3)
+
+    def _renew_lease(self, ttl: float) -> None:
+        was_leader = self._is_leader
+        try:
+            close_old_connections()
+            self._is_leader = acquire_lease(self.lease_owner, ttl)
+        except DatabaseError as exc:
+            # Without the database nobody can prove leadership: stop sending until it is back.
+            logger.warning("Could not renew beat's leader lease: %s", exc)
+            self._is_leader = False
+        self._last_lease = time.monotonic()
+        if self._is_leader and not was_leader:
+            logger.info("beat: %s is the leader and sends due tasks.", self.lease_owner)
+            # Another beat may have sent tasks meanwhile: read last_run_at afresh.
+            self._initial_read = True
+            self._heap = None
+        elif was_leader and not self._is_leader:
+            logger.warning("beat: %s lost the leader lease; standing by.", self.lease_owner)
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        try:
+            close_old_connections()
+            key = claim_slot(entry.name, entry.schedule)
+        except DatabaseError as exc:
+            logger.warning("beat: cannot record slot of %s, not sending it: %s", entry.name, exc)
+            return None
+        if key is None:
+            logger.info(
+                "beat: %s was already sent for this slot; not sending it again.", entry.name
+            )
+            return None
+        try:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        except Exception:
+            # Not sent: free the slot so the next tick (or the other beat) can send it.
+            BeatSlot.objects.filter(key=key).delete()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            with contextlib.suppress(DatabaseError):
+                release_lease(self.lease_owner)
 
     def _write_heartbeat(self) -> None:
         try:
             close_old_connections()
-            Heartbeat.objects.update_or_create(
-                name=BEAT_HEARTBEAT, defaults={"beat_at": timezone.now()}
-            )
+            now = timezone.now()
+            Heartbeat.objects.update_or_create(name=BEAT_HEARTBEAT, defaults={"beat_at": now})
+            # Slot keys only matter around their slot; two days covers any restart.
+            BeatSlot.objects.filter(sent_at__lt=now - timedelta(days=2)).delete()
         except DatabaseError as exc:
             # A database outage must not stop beat; the stale heartbeat reports it instead.
             logger.warning("Could not write beat's heartbeat: %s", exc)

@@ -146,9 +146,90 @@ def check_beat() -> Probe:
     )
 
 
-def run_all() -> list[Probe]:
+def check_database() -> Probe:
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        return Probe(
+            "database", False, _("The database does not answer: %(error)s") % {"error": exc}
+        )
+    return Probe("database", True, _("The database answers."))
+
+
+def oldest_queued_age() -> float | None:
+    """Seconds the oldest task waiting in a queue has waited, from the console's records."""
+    from django.db.models import Q
+
+    from taskconsole.models import TaskRecord, TaskStatus
+
+    now = timezone.now()
+    oldest = (
+        TaskRecord.objects.filter(status=TaskStatus.QUEUED)
+        .filter(Q(eta__isnull=True) | Q(eta__lte=now))
+        .order_by("created_at")
+        .values_list("created_at", "eta")
+        .first()
+    )
+    if oldest is None:
+        return None
+    since = max(t for t in oldest if t is not None)
+    return max(0.0, (now - since).total_seconds())
+
+
+def check_queue_age(limit: float | None = None) -> Probe:
+    limit = settings.RELIABILITY_MAX_QUEUE_AGE if limit is None else limit
+    try:
+        age = oldest_queued_age()
+    except DatabaseError as exc:
+        return Probe(
+            "queue age", False, _("Could not read the queued tasks: %(error)s") % {"error": exc}
+        )
+    if age is None:
+        return Probe("queue age", True, _("No task is waiting in a queue."))
+    if age > limit:
+        return Probe(
+            "queue age",
+            False,
+            _("The oldest queued task has waited %(seconds)d s (more than %(limit)d s).")
+            % {"seconds": age, "limit": limit},
+        )
+    return Probe(
+        "queue age",
+        True,
+        _("The oldest queued task has waited %(seconds)d s.") % {"seconds": age},
+    )
+
+
+def queue_lengths() -> dict[str, int | None]:
+    """Messages waiting in each configured queue (None when the broker cannot say)."""
+    lengths: dict[str, int | None] = {}
+    with celery_app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)
+        for name in configured_queues():
+            try:
+                channel = conn.channel()
+                try:
+                    lengths[name] = channel.queue_declare(queue=name, passive=True).message_count
+                finally:
+                    channel.close()
+            except Exception:
+                # A queue nobody has declared yet (RabbitMQ closes the channel, Redis has no
+                # binding) holds nothing.
+                lengths[name] = 0
+    return lengths
+
+
+def run_all(worker_timeout: float = 1.5) -> list[Probe]:
+    """Every check, for celery_check and /readyz alike."""
+    database = check_database()
+    queue_age = check_queue_age() if database.ok else None
+    tail = [check_beat()] + ([queue_age] if queue_age else [])
     broker = check_broker()
     if not broker.ok:
         # Without a broker, asking workers would only wait for the timeout.
-        return [broker, check_beat()]
-    return [broker, *check_workers(), check_beat()]
+        return [database, broker, *tail]
+    return [database, broker, *check_workers(timeout=worker_timeout), *tail]

@@ -1,0 +1,85 @@
+"""The system checks for settings that lose tasks, run them twice or let strangers in."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from django.core.management import call_command
+
+from reliability import checks
+
+
+def conf(**overrides) -> SimpleNamespace:
+    base = {
+        "broker_url": "redis://127.0.0.1:6379/0",
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "task_time_limit": 300,
+        "task_acks_late": False,
+        "accept_content": ["application/json"],
+        "result_accept_content": ["application/json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+    }
+    return SimpleNamespace(**{**base, **overrides})
+
+
+def task(name: str, **attrs) -> SimpleNamespace:
+    return SimpleNamespace(
+        name=name, **{"acks_late": False, "time_limit": None, "idempotent": False, **attrs}
+    )
+
+
+def test_the_project_settings_pass() -> None:
+    call_command("check", fail_level="WARNING")
+
+
+def test_visibility_timeout_shorter_than_countdowns_or_limits_is_reported(settings) -> None:
+    settings.RELIABILITY_MAX_COUNTDOWN = 7200
+    [warning] = checks.check_visibility_timeout(conf(), {})
+    assert warning.id == "reliability.W001"
+    assert "RELIABILITY_MAX_COUNTDOWN (7200 s)" in warning.msg
+    settings.RELIABILITY_MAX_COUNTDOWN = 60
+    slow = {"x.slow": task("x.slow", acks_late=True, time_limit=4000)}
+    [warning] = checks.check_visibility_timeout(conf(), slow)
+    assert "x.slow.time_limit (4000 s)" in warning.msg
+    assert checks.check_visibility_timeout(conf(), {}) == []
+    assert checks.check_visibility_timeout(conf(broker_url="amqp://g:g@host//"), slow) == []
+
+
+def test_acks_late_without_idempotency_is_reported() -> None:
+    tasks = {
+        "a.risky": task("a.risky", acks_late=True),
+        "a.safe": task("a.safe", acks_late=True, idempotent=True),
+    }
+    ids = [(m.id, m.obj) for m in checks.check_acks_late(conf(), tasks)]
+    assert ids == [("reliability.W003", "a.risky")]
+    assert [m.id for m in checks.check_acks_late(conf(task_acks_late=True), {})] == [
+        "reliability.W002"
+    ]
+
+
+def test_pickle_is_an_error() -> None:
+    [error] = checks.check_serializers(conf(accept_content=["application/json", "pickle"]))
+    assert error.id == "reliability.E004"
+    assert checks.check_serializers(conf()) == []
+
+
+def test_exposed_broker_and_flower_are_reported(monkeypatch) -> None:
+    [warning] = checks.check_broker_exposure(conf(broker_url="redis://10.0.0.5:6379/0"))
+    assert warning.id == "reliability.W005"
+    assert checks.check_broker_exposure(conf(broker_url="redis://:s3cret@10.0.0.5:6379/0")) == []
+    monkeypatch.setenv("FLOWER_ADDRESS", "0.0.0.0")
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    [warning] = checks.check_flower_exposure()
+    assert warning.id == "reliability.W006"
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:long-password")
+    assert checks.check_flower_exposure() == []
+
+
+def test_the_delivery_policy_filter_names_the_policy() -> None:
+    from django.template import Context, Template
+
+    rendered = Template("{% load reliability %}{{ name|delivery_policy }}").render(
+        Context({"name": "reliability.tasks.ledger_idempotent"})
+    )
+    assert rendered.startswith("Idempotent: never lost")

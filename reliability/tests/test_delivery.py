@@ -1,0 +1,135 @@
+"""Delivery policies, dead letters and the outbox, with a real worker."""
+
+from __future__ import annotations
+
+import uuid
+from unittest import mock
+
+import pytest
+from django.db import transaction
+from django.test import Client
+from kombu.exceptions import OperationalError
+
+from operations.testing import wait_for
+from reliability import delivery, outbox
+from reliability.models import DeadLetter, LedgerEntry, OutboxMessage, OutboxStatus
+from reliability.tasks import (
+    ledger_at_most_once,
+    ledger_default,
+    ledger_idempotent,
+    sweep_outbox,
+)
+from taskconsole.models import TaskRecord, TaskStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def worker(start_module_worker):
+    # One child, so a killed child is replaced and the next delivery goes to the new one.
+    return start_module_worker(queues="default", concurrency=1, name="delivery")
+
+
+def ledger(run: str) -> list[LedgerEntry]:
+    return list(LedgerEntry.objects.filter(run=run).order_by("id"))
+
+
+def test_policies_are_visible_per_task(client: Client, django_user_model) -> None:
+    assert delivery.policy_of(ledger_idempotent) == delivery.DeliveryPolicy.AT_LEAST_ONCE
+    assert delivery.policy_of(ledger_default) == delivery.DeliveryPolicy.AT_MOST_ONCE
+    assert delivery.policy_of("imports.tasks.process_import_file") == "at-least-once"
+    names = {name: (policy, idem) for name, policy, idem in delivery.policies()}
+    assert names["reliability.tasks.ledger_idempotent"] == ("at-least-once", True)
+    assert names["app.tasks.add"] == ("at-most-once", False)
+
+    assert client.get("/reliability/").status_code == 302
+    client.force_login(django_user_model.objects.create_superuser("root", "r@x.org", "pw"))
+    page = client.get("/reliability/").content.decode()
+    assert "reliability.tasks.ledger_idempotent" in page
+    assert "Idempotent: never lost" in page
+
+
+def test_a_poison_pill_is_dead_lettered_after_n_deliveries_and_the_queue_flows(
+    worker, settings
+) -> None:
+    run = uuid.uuid4().hex
+    pill = ledger_idempotent.delay(run, kill=True)
+    after = ledger_idempotent.delay(run + "-after")
+    wait_for(lambda: DeadLetter.objects.filter(task_id=pill.id).exists(), timeout=90)
+    letter = DeadLetter.objects.get(task_id=pill.id)
+    assert letter.deliveries == settings.RELIABILITY_MAX_DELIVERIES + 1
+    assert "its worker died" in letter.reason
+    # Each of the N deliveries ran (and killed the child); the next was set aside unrun.
+    assert len(ledger(run)) == settings.RELIABILITY_MAX_DELIVERIES
+    record = wait_for(
+        lambda: TaskRecord.objects.filter(task_id=pill.id, status=TaskStatus.FAILURE).first(), 30
+    )
+    assert "DeadLettered" in record.exception
+    wait_for(lambda: LedgerEntry.objects.filter(run=run + "-after").exists(), timeout=60)
+    assert [e.task_id for e in ledger(run + "-after")] == [after.id]
+
+
+def test_a_duplicate_message_never_runs_twice(worker) -> None:
+    run = uuid.uuid4().hex
+    task_id = str(uuid.uuid4())
+    for task in (ledger_at_most_once, ledger_at_most_once, ledger_idempotent, ledger_idempotent):
+        tid = task_id if task is ledger_at_most_once else task_id + "-i"
+        task.apply_async((run,), task_id=tid)
+    wait_for(lambda: len(ledger(run)) >= 2, timeout=60)
+    # Both copies of each were received; give the second copies time to be skipped.
+    wait_for(
+        lambda: (
+            TaskRecord.objects.filter(
+                task_id__in=[task_id, task_id + "-i"], status=TaskStatus.SUCCESS
+            ).count()
+            == 2
+        ),
+        timeout=60,
+    )
+    ledger_default.delay(run + "-marker")
+    wait_for(lambda: LedgerEntry.objects.filter(run=run + "-marker").exists(), timeout=60)
+    assert sorted(e.task_id for e in ledger(run)) == sorted([task_id, task_id + "-i"])
+
+
+def test_dispatch_on_commit_returns_the_id_and_publishes_after_commit(worker) -> None:
+    run = uuid.uuid4().hex
+    with transaction.atomic():
+        task_id = outbox.dispatch_on_commit(ledger_idempotent, run)
+        assert OutboxMessage.objects.get(task_id=task_id).status == OutboxStatus.PENDING
+        assert not TaskRecord.objects.filter(task_id=task_id).exists()
+    wait_for(lambda: LedgerEntry.objects.filter(task_id=task_id).exists(), timeout=60)
+    message = OutboxMessage.objects.get(task_id=task_id)
+    assert message.status == OutboxStatus.SENT
+    assert (message.args, message.kwargs) == ([], {})
+
+
+def test_a_rolled_back_dispatch_publishes_nothing() -> None:
+    ids: list[str] = []
+
+    def request_that_fails() -> None:
+        with transaction.atomic():
+            ids.append(outbox.dispatch_on_commit(ledger_idempotent, "never"))
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        request_that_fails()
+    [task_id] = ids
+    assert not OutboxMessage.objects.filter(task_id=task_id).exists()
+    assert not TaskRecord.objects.filter(task_id=task_id).exists()
+
+
+def test_the_sweeper_resends_what_the_broker_refused(worker) -> None:
+    run = uuid.uuid4().hex
+    down = OperationalError("broker down")
+    with mock.patch.object(ledger_idempotent, "apply_async", side_effect=down):
+        task_id = outbox.dispatch_on_commit(ledger_idempotent, run)
+    message = OutboxMessage.objects.get(task_id=task_id)
+    assert message.status == OutboxStatus.PENDING
+    assert "broker down" in message.last_error
+    # The periodic sweeper, through a real worker (grace 0 for the test).
+    with mock.patch.object(outbox.settings, "RELIABILITY_OUTBOX_GRACE_SECONDS", 0):
+        assert outbox.sweep() == 1
+    assert outbox.sweep(older_than=0) == 0
+    wait_for(lambda: LedgerEntry.objects.filter(task_id=task_id).exists(), timeout=60)
+    sweep_outbox.delay()
+    assert len(ledger(run)) == 1

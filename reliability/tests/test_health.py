@@ -1,0 +1,88 @@
+"""/healthz, /readyz and /metrics against the real test broker and a real worker."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.utils import timezone
+
+from operations.models import Heartbeat
+from taskconsole.models import ApiToken, TaskRecord, TaskStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def test_healthz_answers_alive_in_words_and_json(client: Client) -> None:
+    text = client.get("/healthz")
+    assert text.status_code == 200
+    assert text.content.decode().strip() == "alive"
+    assert client.get("/healthz?format=json").json() == {"status": "ok"}
+    assert client.get("/healthz", HTTP_ACCEPT="application/json").json() == {"status": "ok"}
+
+
+def test_readyz_says_what_is_missing_without_workers_or_beat(client: Client) -> None:
+    response = client.get("/readyz?format=json")
+    assert response.status_code == 503
+    checks = {c["name"]: c for c in response.json()["checks"]}
+    assert checks["database"]["ok"]
+    assert checks["broker"]["ok"]
+    assert not checks["workers"]["ok"]
+    assert not checks["beat"]["ok"]
+    assert checks["queue age"]["ok"]
+    text = client.get("/readyz").content.decode()
+    assert text.startswith("not ready")
+    assert "[FAIL] workers: No worker answered" in text
+
+
+def test_readyz_is_ready_with_a_worker_per_queue_and_fresh_beat(
+    client: Client, start_module_worker
+) -> None:
+    start_module_worker(queues="default,heavy_tasks", concurrency=1, name="ready")
+    Heartbeat.objects.create(name="beat", beat_at=timezone.now())
+    response = client.get("/readyz", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "ok"
+    assert client.get("/readyz").content.decode().startswith("ready")
+
+
+def test_readyz_fails_when_a_queued_task_waits_too_long(client: Client, settings) -> None:
+    settings.RELIABILITY_MAX_QUEUE_AGE = 60
+    TaskRecord.objects.create(
+        task_id="old",
+        name="app.tasks.add",
+        status=TaskStatus.QUEUED,
+        origin="code",
+        created_at=timezone.now() - timezone.timedelta(minutes=5),
+    )
+    checks = {c["name"]: c for c in client.get("/readyz?format=json").json()["checks"]}
+    assert not checks["queue age"]["ok"]
+    assert "more than 60 s" in checks["queue age"]["summary"]
+
+
+def test_metrics_are_refused_to_strangers_and_shown_to_console_users(
+    client: Client, settings
+) -> None:
+    assert client.get("/metrics").status_code == 401
+    user = User.objects.create_user("ops", password="pw-long-enough-1")
+    client.force_login(user)
+    assert client.get("/metrics").status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_taskrecord"))
+    TaskRecord.objects.create(task_id="a", name="x", status=TaskStatus.SUCCESS, origin="code")
+    Heartbeat.objects.create(name="beat", beat_at=timezone.now())
+    body = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer nope")
+    assert body.status_code == 401
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert 'celery_tasks{state="SUCCESS"} 1' in text
+    assert 'celery_queue_length{queue="default"}' in text
+    assert "celery_beat_lag_seconds" in text
+    assert "celery_task_wait_seconds_avg" in text
+    assert "celery_broker_up 1" in text
+
+    _token, key = ApiToken.issue(user)
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+    settings.RELIABILITY_METRICS_TOKEN = "scrape-secret"
+    scraped = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+    assert scraped.status_code == 200
