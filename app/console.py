@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 from taskconsole import registry
 from taskconsole.registry import CancelPolicy
 
+from .tasks import add, crunch_numbers
+
 
 class AddArgs(BaseModel):
     x: int = Field(title=_("x"), description=_("First number"))
@@ -21,14 +23,14 @@ class CrunchArgs(BaseModel):
 
 
 registry.register(
-    "app.tasks.add",
+    add,
     schema=AddArgs,
     label=_("Add two numbers (the tutorial's add)"),
     description=_("Sleeps 2 seconds, then returns x + y."),
     cancel_policy=CancelPolicy.TERMINATE,
 )
 registry.register(
-    "app.tasks.crunch_numbers",
+    crunch_numbers,
     schema=CrunchArgs,
     label=_("Crunch numbers (heavy_tasks queue)"),
     description=_("CPU work on the heavy_tasks queue."),

@@ -3,12 +3,18 @@ workers started with `-Q heavy_tasks` run them and a big import never holds up `
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
 from celery.signals import task_failure
 
+from taskconsole import progress as console_progress
+
 from . import services
+from .models import ImportFile
+
+logger = logging.getLogger(__name__)
 
 # A file of IMPORTS_MAX_FILE_SIZE (20 MB, some 400,000 CSV rows) takes a minute or two; the soft
 # limit leaves ample room and still stops a runaway task cleanly (the file is marked failed),
@@ -38,8 +44,24 @@ def process_import_file(self, file_id: int) -> dict[str, Any]:
         self.update_state(
             state="PROGRESS", meta={"file_id": file_id, "current": current, "total": total}
         )
+        # The same numbers on the task console, whose own throttle lets the last one through.
+        try:
+            console_progress.report(current, total)
+        except Exception:
+            logger.warning("Could not report progress to the task console", exc_info=True)
 
     return services.process_file(file_id, task_id=self.request.id, publish=publish)
+
+
+@shared_task
+def reprocess_import_file(file_id: int) -> dict[str, Any]:
+    """Re-process a failed file (the admin's action, for the task console).
+
+    The file's new process_import_file task is this task's child. Returns how many files were
+    queued: 0 when the file is gone or no longer failed.
+    """
+    queued = services.reprocess_files(ImportFile.objects.filter(pk=file_id))
+    return {"file_id": file_id, "queued": queued}
 
 
 @task_failure.connect

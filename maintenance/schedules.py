@@ -100,7 +100,8 @@ SCHEDULES: tuple[Schedule, ...] = (
         task="maintenance.tasks.prune_results",
         schedule=Crontab(minute="30", hour="4"),
         description=_(
-            "Daily at 04:30: delete task results older than RESULTS_MAX_AGE_DAYS, in batches of "
+            "Daily at 04:30: delete task results older than RESULTS_MAX_AGE_DAYS and finished "
+            "task console records older than TASKCONSOLE_MAX_AGE_DAYS, in batches of "
             "PRUNE_BATCH_SIZE."
         ),
         expire_seconds=6 * 3600,

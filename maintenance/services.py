@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -33,12 +33,24 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django_celery_results.models import GroupResult, TaskResult
 
+from taskconsole.services import prune_task_records
+
 from .models import Job, MaintenanceRun, RunStatus
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]
-"""Called with the number of rows deleted so far, so a long run shows how far it got."""
+
+class Progress(Protocol):
+    """Called with the number of rows deleted so far, so a long run shows how far it got.
+
+    `expected`: how many the job expects to delete in all, or 0 when it cannot tell.
+    """
+
+    def __call__(self, deleted: int, expected: int = 0, /) -> None: ...
+
+
+Report = Callable[[int, int], None]
+"""Where a run also reports its progress (deleted, expected): the task console."""
 
 # A backup this job wrote: the database vendor and a UTC timestamp, so names sort by age.
 # Rotation deletes only files whose names match, never anything else in BACKUP_DIR.
@@ -78,20 +90,24 @@ def run_job(
     run_id: int | None = None,
     task_id: str = "",
     lost_after: timedelta | None = None,
+    report: Report | None = None,
 ) -> MaintenanceRun:
     """Run one job and record it on the run `run_id` (queued by a person) or on a new run.
 
     A failure is recorded on the run and then raised again, so the task's result says FAILURE
     as well. `lost_after`: runs of this job still RUNNING after that long lost their worker
     (a hard time limit kills the process before it can write anything) and are marked failed.
+    `report(deleted, expected)` is told the progress the run row is given.
     """
     job = Job(job)
     if lost_after is not None:
         fail_lost_runs(job, lost_after)
     run = start_run(job, run_id, task_id)
 
-    def progress(deleted: int) -> None:
+    def progress(deleted: int, expected: int = 0, /) -> None:
         MaintenanceRun.objects.filter(pk=run.pk).update(deleted_count=deleted)
+        if report is not None:
+            report(deleted, expected)
 
     try:
         outcome = JOBS[job](progress)
@@ -520,14 +536,20 @@ def verify_postgresql_backup(path: Path) -> list[str]:
 # TASK RESULTS
 # ------------------------------------------------------------------------------
 def prune_results(progress: Progress | None = None) -> Outcome:
-    """Delete task and group results finished more than RESULTS_MAX_AGE_DAYS ago, in batches."""
+    """Delete task and group results finished more than RESULTS_MAX_AGE_DAYS ago, in batches,
+    then the task console's finished records older than TASKCONSOLE_MAX_AGE_DAYS."""
     days = settings.RESULTS_MAX_AGE_DAYS
     cutoff = timezone.now() - timedelta(days=days)
     batch_size = settings.PRUNE_BATCH_SIZE
-    tasks = delete_in_batches(TaskResult.objects.filter(date_done__lt=cutoff), batch_size, progress)
-    groups = delete_in_batches(
-        GroupResult.objects.filter(date_done__lt=cutoff), batch_size, progress, tasks
-    )
+    old_tasks = TaskResult.objects.filter(date_done__lt=cutoff)
+    old_groups = GroupResult.objects.filter(date_done__lt=cutoff)
+    step = None
+    if progress is not None:
+        # Counted once, on the date_done indexes, so the console can show how far it got.
+        step = expecting(progress, old_tasks.count() + old_groups.count())
+    tasks = delete_in_batches(old_tasks, batch_size, step)
+    groups = delete_in_batches(old_groups, batch_size, step, tasks)
+    records, record_days = prune_console_records(batch_size)
     summary = _(
         "Deleted %(tasks)d task result(s) and %(groups)d group result(s) finished before "
         "%(cutoff)s (older than %(days)d days), in batches of %(batch)d."
@@ -538,11 +560,37 @@ def prune_results(progress: Progress | None = None) -> Outcome:
         "days": days,
         "batch": max(batch_size, 1),
     }
+    summary += " " + _(
+        "Deleted %(records)d finished task console record(s) older than %(days)d days."
+    ) % {"records": records, "days": record_days}
     return Outcome(
         summary=summary,
-        deleted_count=tasks + groups,
-        details={"task_results": tasks, "group_results": groups, "cutoff": cutoff.isoformat()},
+        deleted_count=tasks + groups + records,
+        details={
+            "task_results": tasks,
+            "group_results": groups,
+            "console_records": records,
+            "cutoff": cutoff.isoformat(),
+        },
     )
+
+
+def expecting(progress: Progress, expected: int) -> Progress:
+    """`progress`, told that `expected` rows are to be deleted in all (more if it finds more)."""
+
+    def step(deleted: int, _expected: int = 0, /) -> None:
+        progress(deleted, max(expected, deleted))
+
+    return step
+
+
+def prune_console_records(batch_size: int) -> tuple[int, int]:
+    """The task console's finished records older than TASKCONSOLE_MAX_AGE_DAYS, in batches.
+
+    Returns how many were deleted and the age in days.
+    """
+    days = getattr(settings, "TASKCONSOLE_MAX_AGE_DAYS", settings.RESULTS_MAX_AGE_DAYS)
+    return prune_task_records(days, batch_size=max(batch_size, 1)), days
 
 
 JOBS: dict[Job, Callable[[Progress | None], Outcome]] = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, TypeVar
@@ -39,6 +39,8 @@ INSERT_CHUNK_SIZE = 1000
 Status = Notification.Status
 T = TypeVar("T")
 DeliveryStatus = Delivery.Status
+#: Called with (recipients handled, recipients to handle) while a batch is being sent.
+Progress = Callable[[int, int], None]
 
 
 class TemporaryDeliveryError(Exception):
@@ -181,6 +183,24 @@ def retry_failed(notification: Notification) -> int:
     return count
 
 
+def send_stored(notification_id: int, *, retry_failed_recipients: bool = False) -> bool:
+    """Queue a stored notification as the page's Send button does; False if nobody was waiting.
+
+    For callers that hold only an id (the task console's launch). With
+    retry_failed_recipients, the recipients that failed are given another chance instead.
+    """
+    notification = Notification.objects.filter(pk=notification_id).first()
+    if notification is None:
+        raise Notification.DoesNotExist(
+            _("There is no notification with id %(id)s.") % {"id": notification_id}
+        )
+    # Published when this block commits, as from the page.
+    with transaction.atomic():
+        if retry_failed_recipients:
+            return retry_failed(notification) > 0
+        return dispatch(notification)
+
+
 # Sending ----------------------------------------------------------------------------------------
 
 
@@ -209,7 +229,12 @@ class BatchOutcome:
 
 
 def send_batch(
-    notification_id: int, delivery_ids: list[int], *, claim: str, last_try: bool
+    notification_id: int,
+    delivery_ids: list[int],
+    *,
+    claim: str,
+    last_try: bool,
+    progress: Progress | None = None,
 ) -> BatchOutcome:
     """Send the notification to the batch's unsent recipients over one SMTP connection.
 
@@ -221,7 +246,7 @@ def send_batch(
     a broken connection marks every recipient not yet sent retrying and stops. Either way
     TemporaryDeliveryError is raised at the end, for the task to retry; on the last try those
     recipients are marked failed instead, and the error is still raised so the task's result
-    says why.
+    says why. `progress(handled, total)` is told how far the batch got, recipient by recipient.
     """
     outcome = BatchOutcome()
     (
@@ -245,7 +270,9 @@ def send_batch(
         Notification.objects.filter(
             pk=notification_id, status__in=[Status.DRAFT, Status.QUEUED]
         ).update(status=Status.SENDING, updated_at=timezone.now())
-        _send_over_one_connection(notification, remaining, outcome, last_try=last_try)
+        _send_over_one_connection(
+            notification, remaining, outcome, last_try=last_try, progress=progress
+        )
     refresh_status(notification_id)
     if outcome.temporary:
         raise TemporaryDeliveryError(
@@ -260,14 +287,22 @@ def send_batch(
 
 
 def _send_over_one_connection(
-    notification: Notification, remaining: list[Delivery], outcome: BatchOutcome, *, last_try: bool
+    notification: Notification,
+    remaining: list[Delivery],
+    outcome: BatchOutcome,
+    *,
+    last_try: bool,
+    progress: Progress | None = None,
 ) -> None:
     """Send to each delivery of `remaining` (in reverse order: it is popped from the end)."""
     connection = get_connection()
     in_flight: Delivery | None = None
+    total = len(remaining)
     try:
         connection.open()
         while remaining:
+            if progress is not None:
+                progress(total - len(remaining), total)
             in_flight = remaining.pop()
             try:
                 connection.send_messages([_message(notification, in_flight, connection)])
@@ -292,6 +327,8 @@ def _send_over_one_connection(
             _record([in_flight.pk], DeliveryStatus.SENT, "", attempted=True)
             in_flight = None
             outcome.sent += 1
+        if progress is not None:
+            progress(total, total)
     except (OSError, SoftTimeLimitExceeded) as exc:
         # The connection is gone (or time is up): nobody left in this batch can be sent now.
         unsent = remaining

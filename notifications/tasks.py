@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from celery import shared_task
 from django.conf import settings
 
+from taskconsole import progress as console_progress
+
 from . import services
+
+logger = logging.getLogger(__name__)
+
+
+def report_progress(current: int, total: int) -> None:
+    """Show how far the task got on the task console: throttled there, never fatal here."""
+    try:
+        console_progress.report(current, total)
+    except Exception:
+        logger.warning("Could not report progress to the task console", exc_info=True)
 
 
 @shared_task
@@ -37,7 +50,19 @@ def send_batch_notifications(self, notification_id: int, delivery_ids: list[int]
             # Called directly (not through a worker) there is no task id to claim with.
             claim=self.request.id or str(uuid.uuid4()),
             last_try=self.request.retries >= self.max_retries,
+            progress=report_progress,
         )
     except services.TemporaryDeliveryError as exc:
         raise self.retry(exc=exc, countdown=settings.NOTIFICATIONS_RETRY_COUNTDOWN) from exc
     return outcome.as_dict()
+
+
+@shared_task
+def send_notification(notification_id: int, retry_failed: bool = False) -> dict[str, object]:
+    """Send a stored notification (the page's Send button, for the task console).
+
+    Its recipients go out as dispatch_notification does it: this task's child, whose children
+    are the batches.
+    """
+    queued = services.send_stored(notification_id, retry_failed_recipients=retry_failed)
+    return {"notification_id": notification_id, "queued": queued}

@@ -116,12 +116,9 @@ def progress(request: HttpRequest, pk: int) -> JsonResponse:
 def send(request: HttpRequest, pk: int) -> HttpResponse:
     """Send a draft (one the queue could not take, or made in the admin), or retry failures."""
     notification = get_object_or_404(Notification, pk=pk)
-    with transaction.atomic():
-        if request.POST.get("failed"):
-            count = services.retry_failed(notification)
-            queued = count > 0
-        else:
-            queued = services.dispatch(notification)
+    queued = services.send_stored(
+        notification.pk, retry_failed_recipients=bool(request.POST.get("failed"))
+    )
     if queued:
         messages.success(request, _("The notification is queued for sending."))
     else:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.utils.translation import gettext as _
+
+from taskconsole.capture import OWNER_HEADER
 
 from . import services
 from .client import FetchError, FetchTimeout
@@ -80,3 +83,15 @@ def record_page_failure(request: Any, exc: BaseException, traceback: str, page_i
     exception, rather than send it as a message; it is a task only so it can be a signature.
     """
     services.record_failure(page_id, exc, task_name=getattr(request, "task", "") or "")
+
+
+@shared_task(bind=True)
+def submit_url(self: Task, url: str) -> int:
+    """Fetch a URL from the task console: a new PageInfo row and its chain, as the page does.
+
+    The row belongs to whoever launched this task, so it shows on their pages list; the
+    chain's fetch_page is this task's child (parse_page is fetch_page's). Returns the row's id.
+    """
+    user_id = getattr(self.request, OWNER_HEADER, None)
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    return services.submit_page(url, user).pk

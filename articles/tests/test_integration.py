@@ -17,6 +17,7 @@ from articles import services
 from articles.models import Article, ExpansionStatus
 from articles.tasks import expand_abbreviations
 from operations.testing import wait_for
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 from .factories import make_abbreviation, make_article, make_user
 
@@ -144,3 +145,34 @@ def test_an_edit_between_dispatch_and_run_is_not_overwritten(celery_worker, star
     fresh = Article.objects.get(pk=article.pk)
     assert fresh.body == "My Corporation ships on Tuesday, says Bob."
     assert fresh.title == "Launch"
+
+
+def test_launched_from_the_task_console_the_article_is_expanded(
+    client: Client, celery_worker
+) -> None:
+    make_abbreviation()
+    article = make_article(body="MyCorp ships on Monday.")
+    user = make_user(
+        "articles.change_article", "taskconsole.view_taskrecord", "taskconsole.launch_task"
+    )
+    client.force_login(user)
+    response = client.post(
+        "/console/api/launch/",
+        json.dumps({"task": TASK_NAME, "arguments": {"article_id": article.pk}}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    task_id = response.json()["task_id"]
+    assert wait_for(lambda: expanded(article.pk), timeout=60).body == (
+        "My Corporation ships on Monday."
+    )
+    record = wait_for(
+        lambda: TaskRecord.objects.filter(task_id=task_id, status=TaskStatus.SUCCESS).first(),
+        timeout=60,
+    )
+    assert (record.name, record.origin, record.owner) == (TASK_NAME, Origin.CONSOLE, user)
+    assert record.worker.startswith("main-")
+    assert json.loads(record.result)["replacements"] == 1
+    detail = client.get(f"/console/api/tasks/{task_id}/").json()
+    assert detail["status"] == TaskStatus.SUCCESS
+    assert detail["kwargs"] == {"article_id": article.pk}

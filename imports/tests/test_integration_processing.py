@@ -7,6 +7,7 @@ progress from outside and to kill its worker mid-file, whatever the machine's sp
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -14,6 +15,7 @@ from unittest import mock
 
 import pytest
 from celery.result import AsyncResult
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -24,6 +26,7 @@ from imports import services
 from imports.models import ImportBatch, ImportFile, Product, RowError
 from imports.tasks import process_import_file
 from operations.testing import ManagedProcess, wait_for
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 from .factories import corrupt_jpeg, csv_file, image_bytes, make_batch, product_csv, user_with
 
@@ -156,12 +159,17 @@ def test_progress_is_visible_from_outside_while_it_runs(
     states: list[dict] = []
     mirrored: list[tuple[int, int]] = []
     page: list[dict] = []
+    console: list[tuple[int, int]] = []
 
     def watch() -> bool:
-        result = AsyncResult(import_file.task_id)
-        state, info = result.state, result.info
+        # One read for both: .state then .info could straddle the end of the task.
+        meta = AsyncResult(import_file.task_id).backend.get_task_meta(import_file.task_id)
+        state, info = meta["status"], meta["result"]
         if state == "PROGRESS":
             states.append(info)
+        record = TaskRecord.objects.filter(task_id=import_file.task_id).first()
+        if record is not None and record.status == TaskStatus.PROGRESS:
+            console.append((record.progress_current, record.progress_total))
         row = fresh(import_file)
         if row.status == ImportFile.Status.PROCESSING:
             mirrored.append((row.progress_current, row.progress_total))
@@ -178,6 +186,19 @@ def test_progress_is_visible_from_outside_while_it_runs(
     assert any(0 < current < total for current, total in mirrored)
     assert any(entry["task_state"] == "PROGRESS" and entry["percent"] > 0 for entry in page)
     assert AsyncResult(import_file.task_id).result["rows_imported"] == 2000
+    # The task console's record of the task showed the same progress, and ends complete.
+    assert any(0 < current < total == 2000 for current, total in console)
+    record = wait_for(
+        lambda: TaskRecord.objects.filter(
+            task_id=import_file.task_id, status=TaskStatus.SUCCESS
+        ).first(),
+        timeout=30,
+    )
+    assert (record.progress_current, record.progress_total, record.progress_percent) == (
+        2000,
+        2000,
+        100,
+    )
 
 
 def test_a_worker_killed_mid_file_loses_nothing_and_doubles_nothing(
@@ -245,3 +266,52 @@ def test_a_file_whose_worker_is_lost_too_often_fails_and_can_be_reprocessed_from
     assert import_file.status == ImportFile.Status.DONE
     assert import_file.rows_imported == products.good_count
     assert Product.objects.filter(source_file=import_file).count() == products.good_count
+
+
+def test_a_failed_file_reprocessed_from_the_task_console_is_its_child_with_progress(
+    heavy_worker: ManagedProcess, client: Client
+) -> None:
+    products = product_csv(300, with_bad_rows=False)
+    import_file = stored_without_dispatch(csv_file("again.csv", products.content))
+    ImportFile.objects.filter(pk=import_file.pk).update(status=ImportFile.Status.FAILED)
+    first_task = import_file.task_id
+    operator = user_with("change_importfile", username="operator")
+    operator.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="taskconsole", codename__in=["view_taskrecord", "launch_task"]
+        )
+    )
+    client.force_login(operator)
+    response = client.post(
+        "/console/api/launch/",
+        json.dumps(
+            {
+                "task": "imports.tasks.reprocess_import_file",
+                "arguments": {"file_id": import_file.pk},
+            }
+        ),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    launched_id = response.json()["task_id"]
+
+    import_file = wait_for(
+        lambda: (f := finished(import_file)) and f.task_id != first_task and f, timeout=90
+    )
+    assert import_file.status == ImportFile.Status.DONE
+    assert import_file.rows_imported == 300
+
+    def succeeded(task_id: str) -> TaskRecord | None:
+        return TaskRecord.objects.filter(task_id=task_id, status=TaskStatus.SUCCESS).first()
+
+    launched = wait_for(lambda: succeeded(launched_id), timeout=30)
+    assert (launched.origin, launched.owner_id) == (Origin.CONSOLE, operator.pk)
+    assert json.loads(launched.result) == {"file_id": import_file.pk, "queued": 1}
+    child = wait_for(lambda: succeeded(import_file.task_id), timeout=30)
+    assert child.name == process_import_file.name
+    assert child.parent_id == launched_id
+    assert {launched.queue, child.queue} == {"heavy_tasks"}
+    assert child.worker.startswith("heavy-")
+    assert (child.progress_current, child.progress_total) == (300, 300)
+    relations = client.get(f"/console/api/tasks/{launched_id}/").json()["relations"]
+    assert [r["task_id"] for r in relations["children"]] == [import_file.task_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,8 @@ from django_celery_results.models import GroupResult, TaskResult
 from maintenance.actions import queue_run
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from maintenance.tasks import prune_results
+from operations.testing import wait_for
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 from .helpers import (
     cache_keys,
@@ -21,6 +24,7 @@ from .helpers import (
     make_cache_entries,
     make_group_results,
     make_sessions,
+    make_user,
     wait_for_run,
 )
 
@@ -87,3 +91,56 @@ def test_a_scheduled_run_records_itself(celery_worker) -> None:
     assert run.requested_by is None
     assert run.task_id == result.id
     assert TaskResult.objects.get(task_id=result.id).status == "SUCCESS"
+
+
+def test_run_now_from_the_task_console_prunes_console_records_too_with_progress(
+    client: Client, settings, celery_worker
+) -> None:
+    days = max(settings.RESULTS_MAX_AGE_DAYS, settings.TASKCONSOLE_MAX_AGE_DAYS) + 1
+    insert_task_results("old-", 40, timezone.now() - timedelta(days=days))
+    TaskRecord.objects.bulk_create(
+        TaskRecord(
+            task_id=f"old-record-{n}",
+            name="app.tasks.add",
+            status=TaskStatus.SUCCESS,
+            origin=Origin.CODE,
+            created_at=timezone.now() - timedelta(days=days),
+        )
+        for n in range(3)
+    )
+    operator = make_user(
+        "operator",
+        "maintenance.run_maintenance",
+        "taskconsole.view_taskrecord",
+        "taskconsole.launch_task",
+    )
+    client.force_login(operator)
+    response = client.post(
+        "/console/api/launch/",
+        json.dumps(
+            {"task": "maintenance.tasks.run_job_now", "arguments": {"job": "prune_results"}}
+        ),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    launched_id = response.json()["task_id"]
+
+    def succeeded(task_id: str) -> TaskRecord | None:
+        return TaskRecord.objects.filter(task_id=task_id, status=TaskStatus.SUCCESS).first()
+
+    launched = wait_for(lambda: succeeded(launched_id), timeout=60)
+    outcome = json.loads(launched.result)
+    run = wait_for_run(outcome["run_id"])
+    assert run.status == RunStatus.SUCCEEDED, run.summary
+    assert run.requested_by == operator
+    assert run.details["console_records"] == 3
+    assert run.deleted_count == 43
+    assert "Deleted 3 finished task console record(s)" in run.summary
+    assert not TaskRecord.objects.filter(task_id__startswith="old-record-").exists()
+
+    job = wait_for(lambda: succeeded(run.task_id), timeout=60)
+    assert (job.name, job.parent_id, job.owner_id) == (prune_results.name, launched_id, operator.pk)
+    assert (job.progress_current, job.progress_total) == (43, 43)
+    assert job.progress_message == "43 rows deleted"
+    relations = client.get(f"/console/api/tasks/{launched_id}/").json()["relations"]
+    assert [r["task_id"] for r in relations["children"]] == [run.task_id]

@@ -137,16 +137,17 @@ def test_prune_deletes_results_older_than_the_age_in_batches() -> None:
     insert_task_results("new-", 3, timezone.now() - timedelta(days=29))
     make_group_results("old-", 5, timezone.now() - timedelta(days=40))
     make_group_results("new-", 2, timezone.now())
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
-    outcome = services.prune_results(seen.append)
+    outcome = services.prune_results(lambda deleted, expected=0: seen.append((deleted, expected)))
 
     assert set(TaskResult.objects.values_list("task_id", flat=True)) == {"new-1", "new-2", "new-3"}
     assert set(GroupResult.objects.values_list("group_id", flat=True)) == {"new-0", "new-1"}
     assert outcome.deleted_count == 25
     assert outcome.details["task_results"] == 20
     assert outcome.details["group_results"] == 5
-    assert seen == [7, 14, 20, 25]
+    # Rows deleted so far, and how many were expected in all (counted first).
+    assert seen == [(7, 25), (14, 25), (20, 25), (25, 25)]
 
 
 # BACKUPS

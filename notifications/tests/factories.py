@@ -25,3 +25,14 @@ def user(*permissions: str, username: str = "sender") -> User:
         )
     )
     return account
+
+
+def console_user(*permissions: str, username: str = "operator") -> User:
+    """A user who may see and launch their own tasks on the task console, plus `permissions`."""
+    account = user(*permissions, username=username)
+    account.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="taskconsole", codename__in=["view_taskrecord", "launch_task"]
+        )
+    )
+    return User.objects.get(pk=account.pk)

@@ -7,6 +7,7 @@ batches of 10.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from itertools import pairwise
 
@@ -19,6 +20,7 @@ from django_celery_results.models import TaskResult
 from notifications import services
 from notifications.models import Delivery, Notification
 from operations.testing import ManagedProcess, wait_for
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 from . import factories
 from .conftest import LocalSMTPServer
@@ -200,3 +202,62 @@ def test_the_compose_page_creates_and_dispatches_on_commit(
     assert emails_received(smtp, notification) == Counter({"p@example.com": 1, "q@example.com": 1})
     page = client.get(response["Location"]).content.decode()
     assert "2 recipients: 2 sent, 0 failed, 0 retrying, 0 pending." in page
+
+
+def test_sent_from_the_task_console_its_batches_show_as_a_group_of_children(
+    smtp: LocalSMTPServer, client: Client
+) -> None:
+    notification = factories.notification(25, subject="From the console")
+    operator = factories.console_user("change_notification")
+    client.force_login(operator)
+    response = client.post(
+        "/console/api/launch/",
+        json.dumps(
+            {
+                "task": "notifications.tasks.send_notification",
+                "arguments": {"notification_id": notification.pk},
+            }
+        ),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    launched_id = response.json()["task_id"]
+    assert finished(notification).status == Status.SENT
+    assert sum(emails_received(smtp, notification).values()) == 25
+
+    def succeeded(**filters: object) -> list[TaskRecord]:
+        return list(TaskRecord.objects.filter(status=TaskStatus.SUCCESS, **filters))
+
+    [launched] = wait_for(lambda: succeeded(task_id=launched_id), timeout=TIMEOUT)
+    assert (launched.origin, launched.owner_id) == (Origin.CONSOLE, operator.pk)
+    [dispatch] = wait_for(lambda: succeeded(parent_id=launched_id), timeout=TIMEOUT)
+    assert dispatch.name == "notifications.tasks.dispatch_notification"
+    batches = wait_for(
+        lambda: len(rows := succeeded(parent_id=dispatch.task_id)) == 3 and rows, timeout=TIMEOUT
+    )
+    assert {b.name for b in batches} == {BATCH_TASK}
+    assert {b.task_id for b in batches} == set(
+        notification.deliveries.values_list("batch_task_id", flat=True)
+    )
+    [group_id] = {b.group_id for b in batches}
+    assert group_id
+    assert {(b.root_id, b.owner_id, b.origin) for b in batches} == {
+        (launched_id, operator.pk, Origin.TASK)
+    }
+    # Each batch told the console how many of its recipients it had handled.
+    assert sorted((b.progress_current, b.progress_total) for b in batches) == [
+        (5, 5),
+        (10, 10),
+        (10, 10),
+    ]
+
+    # What the console's detail page shows: the parent, the children, the group.
+    detail = client.get(f"/console/api/tasks/{dispatch.task_id}/").json()["relations"]
+    assert [r["task_id"] for r in detail["parent"]] == [launched_id]
+    assert {r["task_id"] for r in detail["children"]} == {b.task_id for b in batches}
+    one = client.get(f"/console/api/tasks/{batches[0].task_id}/").json()["relations"]
+    assert [r["task_id"] for r in one["parent"]] == [dispatch.task_id]
+    assert {r["task_id"] for r in one["group"]} == {b.task_id for b in batches[1:]}
+    page = client.get(f"/console/tasks/{dispatch.task_id}/").content.decode()
+    assert all(f"/console/tasks/{b.task_id}/" in page for b in batches)
+    assert f"/console/tasks/{launched_id}/" in page

@@ -6,6 +6,8 @@ local server, with a 1 s read timeout, a 64 KiB body limit and 0.2 s retry backo
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from celery.result import AsyncResult
@@ -19,6 +21,7 @@ from pages.models import PageInfo
 from pages.tests.antipattern import update_page_info_blocking
 from pages.tests.factories import make_page, make_user
 from pages.tests.server import PageServer
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -234,3 +237,48 @@ def test_a_worker_with_the_default_setting_refuses_the_local_network(
         assert page.status == PageInfo.Status.FAILED
         assert "internal network" in page.error
         assert page_server.hits(httpx.URL(url).raw_path.decode()) == 0
+
+
+def test_fetched_from_the_task_console_the_chain_shows_as_its_children(
+    client: Client, settings, pages_worker, page_server: PageServer
+) -> None:
+    settings.PAGES_ALLOW_PRIVATE_ADDRESSES = True
+    user = make_user("pages.add_pageinfo", "taskconsole.view_taskrecord", "taskconsole.launch_task")
+    client.force_login(user)
+    url = page_server.url("normal")
+    response = client.post(
+        "/console/api/launch/",
+        json.dumps({"task": "pages.tasks.submit_url", "arguments": {"url": url}}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    launched_id = response.json()["task_id"]
+
+    page = finished(wait_for(lambda: PageInfo.objects.filter(url=url).first(), timeout=WAIT))
+    assert page.status == PageInfo.Status.DONE
+    assert page.created_by == user  # on the launcher's own list of pages
+    ids = [launched_id, *page.task_ids]
+    rows = wait_for(
+        lambda: (
+            len(found := TaskRecord.objects.filter(task_id__in=ids, status=TaskStatus.SUCCESS)) == 4
+            and {row.task_id: row for row in found}
+        ),
+        timeout=WAIT,
+    )
+    launched, fetch, parse, store = (rows[task_id] for task_id in ids)
+    assert (launched.origin, launched.result) == (Origin.CONSOLE, str(page.pk))
+    assert [fetch.name, parse.name, store.name] == [name for _field, name in services.CHAIN_STEPS]
+    assert [fetch.parent_id, parse.parent_id, store.parent_id] == [
+        launched_id,
+        fetch.task_id,
+        parse.task_id,
+    ]
+    assert {row.root_id for row in (fetch, parse, store)} == {launched_id}
+    assert {row.owner_id for row in rows.values()} == {user.pk}
+
+    # What the console's detail page shows for the middle of the chain.
+    relations = client.get(f"/console/api/tasks/{parse.task_id}/").json()["relations"]
+    assert [r["task_id"] for r in relations["parent"]] == [fetch.task_id]
+    assert [r["task_id"] for r in relations["children"]] == [store.task_id]
+    page_html = client.get(f"/console/tasks/{launched_id}/").content.decode()
+    assert f"/console/tasks/{fetch.task_id}/" in page_html

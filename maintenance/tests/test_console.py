@@ -1,0 +1,144 @@
+"""Maintenance on the task console: run a job now, and the prune of the console's records."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.test import Client, override_settings
+from django.utils import timezone
+from kombu.messaging import Producer
+
+from maintenance import services
+from maintenance.models import Job, MaintenanceRun, RunStatus
+from maintenance.tasks import run_job_now
+from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
+
+from .helpers import insert_task_results, make_user
+
+pytestmark = pytest.mark.django_db
+
+LAUNCH = "/console/api/launch/"
+TASK = "maintenance.tasks.run_job_now"
+CONSOLE_PERMS = ("taskconsole.view_taskrecord", "taskconsole.launch_task")
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[dict]:
+    """Task messages the launch would have sent; nothing reaches the broker."""
+    messages: list[dict] = []
+
+    def publish(self, body, routing_key=None, headers=None, **kwargs):
+        if (headers or {}).get("task"):
+            messages.append({"body": body, "headers": headers})
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    return messages
+
+
+def launch(arguments: dict, *perms: str) -> tuple[int, dict]:
+    client = Client()
+    client.force_login(make_user("operator", *CONSOLE_PERMS, *perms))
+    response = client.post(
+        LAUNCH, json.dumps({"task": TASK, "arguments": arguments}), "application/json"
+    )
+    return response.status_code, response.json()
+
+
+def record(task_id: str, age_days: int, status: str = TaskStatus.SUCCESS) -> TaskRecord:
+    return TaskRecord.objects.create(
+        task_id=task_id,
+        name="app.tasks.add",
+        status=status,
+        origin=Origin.CODE,
+        created_at=timezone.now() - timedelta(days=age_days),
+    )
+
+
+def test_an_operator_launches_a_job_by_name(sent) -> None:
+    status, _body = launch({"job": "prune_results"}, "maintenance.run_maintenance")
+    assert status == 201
+    [message] = sent
+    assert message["headers"]["task"] == TASK
+    assert message["body"][1] == {"job": "prune_results"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({}, "Field required"),
+        ({"job": "drop_database"}, "Input should be 'clear_expired', 'backup_database' or"),
+        ({"job": 3}, "Input should be"),
+    ],
+)
+def test_bad_arguments_are_refused_and_nothing_is_published(sent, arguments, fragment) -> None:
+    status, body = launch(arguments, "maintenance.run_maintenance")
+    assert status == 400
+    assert body["error"] == "invalid_arguments"
+    assert fragment in " ".join(body["errors"]["job"])
+    assert sent == []
+    assert not TaskRecord.objects.exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_the_console_permission_alone_is_not_enough(sent) -> None:
+    status, body = launch({"job": "clear_expired"}, "maintenance.view_maintenancerun")
+    assert status == 400
+    assert body["errors"]["__all__"] == ["You may not start maintenance jobs."]
+    assert sent == []
+    assert not MaintenanceRun.objects.exists()
+
+
+def test_the_task_queues_a_run_as_the_page_does(sent, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = run_job_now.apply(args=["clear_expired"]).result
+    run = MaintenanceRun.objects.get()
+    assert outcome == {"run_id": run.pk, "job": Job.CLEAR_EXPIRED, "task_id": run.task_id}
+    assert (run.status, run.requested_by) == (RunStatus.QUEUED, None)
+    [message] = sent
+    assert (message["headers"]["task"], message["headers"]["id"]) == (
+        "maintenance.tasks.clear_expired",
+        run.task_id,
+    )
+
+
+@override_settings(PRUNE_BATCH_SIZE=2, RESULTS_MAX_AGE_DAYS=30, TASKCONSOLE_MAX_AGE_DAYS=10)
+def test_prune_also_deletes_old_finished_console_records_in_batches() -> None:
+    insert_task_results("old-", 3, timezone.now() - timedelta(days=31))
+    for n in range(5):
+        record(f"old-{n}", age_days=11, status=TaskStatus.SUCCESS if n % 2 else "FAILURE")
+    record("old-running", age_days=11, status=TaskStatus.STARTED)
+    record("recent", age_days=9)
+
+    outcome = services.prune_results()
+
+    assert set(TaskRecord.objects.values_list("task_id", flat=True)) == {"old-running", "recent"}
+    assert outcome.details["console_records"] == 5
+    assert outcome.deleted_count == 3 + 5
+    assert "Deleted 5 finished task console record(s) older than 10 days." in outcome.summary
+
+
+def test_a_run_reports_its_progress_where_it_is_told(monkeypatch) -> None:
+    def job(progress):
+        progress(10)
+        progress(20, 30)
+        return services.Outcome(summary="done", deleted_count=30)
+
+    monkeypatch.setitem(services.JOBS, Job.PRUNE_RESULTS, job)
+    reported: list[tuple[int, int]] = []
+    run = services.run_job(Job.PRUNE_RESULTS, report=lambda *p: reported.append(p))
+    assert reported == [(10, 0), (20, 30)]
+    assert (run.status, run.deleted_count) == (RunStatus.SUCCEEDED, 30)
+
+
+def test_the_console_form_offers_the_jobs_and_launches_one(sent) -> None:
+    client = Client()
+    client.force_login(make_user("operator", *CONSOLE_PERMS, "maintenance.run_maintenance"))
+    url = f"/console/launch/{TASK}/"
+    page = client.get(url).content.decode()
+    assert all(f'<option value="{job}"' in page for job in Job.values)
+    response = client.post(url, {"job": "clear_expired"})
+    assert response.status_code == 302
+    [message] = sent
+    assert message["body"][1] == {"job": "clear_expired"}
