@@ -22,9 +22,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-POSTGRES_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/myproject"
-)
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/myproject")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
@@ -118,9 +116,7 @@ def main() -> int:
         env = {**base_env, "TEST_BROKER_URL": RABBITMQ_URL}
         outcomes.append(pytest_pass("RabbitMQ broker (smoke)", ["-m", "smoke"], env))
     else:
-        outcomes.append(
-            Outcome("RabbitMQ broker (smoke)", ran=False, note="nothing listens there")
-        )
+        outcomes.append(Outcome("RabbitMQ broker (smoke)", ran=False, note="nothing listens there"))
 
     print("\n=== Summary")
     for o in outcomes:
