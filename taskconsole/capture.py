@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import signals
+from celery.utils.saferepr import saferepr
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
@@ -83,6 +84,13 @@ def on_before_publish(
     task_id = headers.get("id")
     if _ignored(name) or not task_id:
         return
+    args, kwargs = _args_from_body(body)
+    (args, kwargs), was_redacted = redact([args, kwargs])
+    if was_redacted:
+        # The message's own text form of its arguments is what django-celery-results stores
+        # as task_args/task_kwargs and what task events (Flower) show: redact it there too.
+        headers["argsrepr"] = saferepr(tuple(args))
+        headers["kwargsrepr"] = saferepr(kwargs)
     eta = _parse_eta(headers.get("eta"))
     now = timezone.now()
     status = TaskStatus.SCHEDULED if eta and eta > now else TaskStatus.QUEUED
@@ -110,9 +118,7 @@ def on_before_publish(
         # Stamped on the message so the tasks this one starts belong to the same person.
         headers[OWNER_HEADER] = owner_id
 
-    args, kwargs = _args_from_body(body)
     limit = _setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000)
-    (args, kwargs), was_redacted = redact([args, kwargs])
     queue = ""
     for item in declare or ():
         queue = getattr(item, "name", "") or queue

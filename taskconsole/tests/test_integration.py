@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from celery import chain, group
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
 from app.tasks import add
 from operations.testing import wait_for
@@ -64,6 +65,10 @@ def test_any_code_path_is_recorded_with_eta_and_redacted_secrets(worker) -> None
     done = wait_for(lambda: record(result.id, TaskStatus.SUCCESS), timeout=60)
     assert done.started_at >= eta - timedelta(seconds=1)
     assert done.result == "7"
+    # Nor does the secret reach django-celery-results' row (it stores the message's kwargsrepr).
+    stored = wait_for(lambda: TaskResult.objects.filter(task_id=result.id).first(), timeout=30)
+    assert "s3cret" not in f"{stored.task_args} {stored.task_kwargs} {stored.result}"
+    assert "********" in stored.task_kwargs
 
 
 def test_failure_keeps_the_traceback_and_retry_links_the_new_task(worker, make_user) -> None:
