@@ -1,0 +1,1 @@
+"""Benchmarks: `python bench/run.py` measures the product against bare Celery in one run."""
