@@ -29,9 +29,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The console's browser tests drive Debian's chromium through Playwright (no browser download).
-CHROMIUM ?= /usr/bin/chromium
+CHROMIUM ?= $(or $(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
+export CHROMIUM
 browser:
-	@test -x "$(CHROMIUM)" || command -v chromium >/dev/null 2>&1 || { \
+	@test -x "$(CHROMIUM)" || { \
 		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 			echo "Installing Debian's chromium for the browser tests..."; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \

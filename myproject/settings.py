@@ -81,6 +81,11 @@ MIDDLEWARE = [
     "operations.middleware.BrokerUnavailableMiddleware",
 ]
 
+if not DEBUG:
+    # Serves collectstatic's files from the web process, so the admin and console have their
+    # CSS and scripts in production without a separate static server (runserver does it in DEBUG).
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+
 ROOT_URLCONF = "myproject.urls"
 WSGI_APPLICATION = "myproject.wsgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

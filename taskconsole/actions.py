@@ -22,7 +22,6 @@ from . import permissions, queries, registry
 from .capture import RETRY_OF_HEADER
 from .context import Launcher, launched_by
 from .models import (
-    RUNNING_STATES,
     WAITING_STATES,
     AuditAction,
     AuditEntry,
@@ -165,25 +164,28 @@ def cancel(user, task_id: str) -> TaskRecord:
     if not permissions.can_cancel(user):
         raise ActionError(403, "forbidden", _("You may not cancel tasks."))
     record = _visible_or_404(user, task_id)
-    if record.is_finished:
-        raise ActionError(409, "finished", _("This task has already finished."))
-    terminate = False
-    if record.status in RUNNING_STATES:
-        launchable = registry.get(record.name)
-        if not (launchable and launchable.can_terminate):
-            raise ActionError(
-                409,
-                "cannot_terminate",
-                _("This task is running and its policy does not allow stopping it."),
-            )
-        terminate = True
     now = timezone.now()
     with transaction.atomic():
-        # The durable part: a worker that receives this task later checks this column.
-        fields: dict[str, Any] = {"cancel_requested_at": now}
-        if record.status in WAITING_STATES:
-            fields.update(status=TaskStatus.REVOKED, finished_at=now)
-        TaskRecord.objects.filter(pk=record.pk).update(**fields)
+        # The durable part: a worker that receives this task later checks cancel_requested_at.
+        # A waiting task is marked REVOKED only if it is still waiting at the moment of the
+        # write; one that started in between is handled as running.
+        waiting = TaskRecord.objects.filter(pk=record.pk, status__in=WAITING_STATES).update(
+            status=TaskStatus.REVOKED, finished_at=now, cancel_requested_at=now
+        )
+        terminate = False
+        if not waiting:
+            record.refresh_from_db()
+            if record.is_finished:
+                raise ActionError(409, "finished", _("This task has already finished."))
+            launchable = registry.get(record.name)
+            if not (launchable and launchable.can_terminate):
+                raise ActionError(
+                    409,
+                    "cannot_terminate",
+                    _("This task is running and its policy does not allow stopping it."),
+                )
+            terminate = True
+            TaskRecord.objects.filter(pk=record.pk).update(cancel_requested_at=now)
         audit(user, AuditAction.CANCEL, record.task_id, task=record.name, terminate=terminate)
     try:
         current_app.control.revoke(record.task_id, terminate=terminate, signal="SIGTERM")
@@ -264,6 +266,14 @@ def run_now(user, pk: Any) -> str:
         raise ActionError(
             400, "invalid_arguments", _("The stored arguments are not JSON.")
         ) from exc
+    if task.task.startswith("celery.") or task.task not in current_app.tasks:
+        # Run now is a launch: Celery's built-ins and unknown names are never launched by hand.
+        raise ActionError(
+            403,
+            "not_launchable",
+            _("This periodic task runs %(task)s, which cannot be started by hand.")
+            % {"task": task.task},
+        )
     options: dict[str, Any] = {"headers": {"periodic_task_name": task.name}}
     if task.queue:
         options["queue"] = task.queue

@@ -9,7 +9,13 @@ from typing import Any
 from django.conf import settings
 
 REDACTED = "********"
-DEFAULT_SECRET_PATTERN = r"pass|secret|token|key|auth|credential|signature|cookie|session"
+# Strong words anywhere in the key; weaker ones only as a whole part of it (between _ . - or
+# the ends), so api_key and auth are hidden while author_id and monkey are not.
+DEFAULT_SECRET_PATTERN = (
+    r"password|passwd|secret|token|credential|api_?key|private_?key"
+    r"|(?:^|[_.\-])(?:pass|pwd|key|auth|authorization|signature|cookie|session|sessionid)"
+    r"(?:$|[_.\-])"
+)
 MAX_DEPTH = 6
 
 

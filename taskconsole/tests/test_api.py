@@ -216,6 +216,21 @@ def test_cancel_permission_matrix_and_states(people, make_user, sent) -> None:
     assert response.json()["error"] == "cannot_terminate"
 
 
+def test_cancel_of_a_task_that_started_meanwhile_is_treated_as_running(people, sent) -> None:
+    owner, _, staff = people
+    row = make_record(owner, name="tc_tests.sleep_norevoke", status=TaskStatus.QUEUED)
+    stale = TaskRecord.objects.get(pk=row.pk)
+    # The worker starts it between the console's read and its write.
+    TaskRecord.objects.filter(pk=row.pk).update(status=TaskStatus.STARTED)
+    with mock.patch("taskconsole.actions._visible_or_404", return_value=stale):
+        response = login(staff).post(f"{API}/tasks/{row.task_id}/cancel/")
+    assert response.status_code == 409
+    assert response.json()["error"] == "cannot_terminate"
+    row.refresh_from_db()
+    assert row.status == TaskStatus.STARTED
+    assert row.cancel_requested_at is None
+
+
 def test_retry_rules(people, sent) -> None:
     owner, other, _ = people
     failed = make_record(owner, status=TaskStatus.FAILURE)
