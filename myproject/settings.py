@@ -359,7 +359,8 @@ RELIABILITY_METRICS_TOKEN = env("RELIABILITY_METRICS_TOKEN", default="")
 # Tasks declared idempotent by name, for tasks that set acks_late themselves instead of using
 # IdempotentTask (a file import starts over from the stored file: running it again is safe).
 RELIABILITY_IDEMPOTENT_TASKS = env.list(
-    "RELIABILITY_IDEMPOTENT_TASKS", default=["imports.tasks.process_import_file"]
+    "RELIABILITY_IDEMPOTENT_TASKS",
+    default=["imports.tasks.process_import_file", "notifications.tasks.send_batch_notifications"],
 )
 # Redis scans for expired unacknowledged messages once every this many 10-second ticks.
 CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = env.int(

@@ -34,8 +34,12 @@ def dispatch_notification(notification_id: int) -> int:
     return 0 if result is None else len(result.results)
 
 
-# 给任务设置最大重试次数: the tutorial's task, for real.
-@shared_task(bind=True, max_retries=3)
+# 给任务设置最大重试次数: the tutorial's task, for real. A batch may safely run again (each
+# recipient is marked sent the moment the server accepts it, and only unsent ones are sent),
+# so it is acknowledged after it runs: a worker killed mid-batch hands it to another worker
+# instead of leaving its recipients claimed and unsent forever. At worst the one message being
+# sent at the moment of the kill goes out twice.
+@shared_task(bind=True, max_retries=3, acks_late=True, reject_on_worker_lost=True)
 def send_batch_notifications(self, notification_id: int, delivery_ids: list[int]) -> dict:
     """Send one batch; retry the recipients that failed for a temporary reason.
 
