@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -17,6 +18,9 @@ from taskconsole.models import ApiToken
 
 from . import delivery, metrics
 from .models import DeadLetter, OutboxMessage, OutboxStatus
+
+READYZ_CACHE_KEY = "reliability:readyz"
+READYZ_CACHE_SECONDS = 5
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -62,9 +66,21 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Database, broker, a worker per queue, beat, queue age: the checks of celery_check."""
-    results = probes.run_all(worker_timeout=1.0)
-    return _answer(request, all(p.ok for p in results), results)
+    """Database, broker, a worker per queue, beat, queue age: the checks of celery_check.
+
+    The checks broadcast to every worker, so their outcome is shared for a few seconds: a load
+    balancer polling every instance cannot turn them into a flood. Anonymous callers learn
+    ready or not ready; worker names, task names and errors are for those allowed to see
+    metrics.
+    """
+    results = cache.get(READYZ_CACHE_KEY)
+    if results is None:
+        results = probes.run_all(worker_timeout=1.0)
+        cache.set(READYZ_CACHE_KEY, results, READYZ_CACHE_SECONDS)
+    ok = all(p.ok for p in results)
+    if not _metrics_allowed(request):
+        results = [probes.Probe(p.name, p.ok, _("ok") if p.ok else _("failing")) for p in results]
+    return _answer(request, ok, results)
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:
