@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -90,6 +91,15 @@ def test_devstack_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
             timeout=60,
         )
         assert result["result"] == 8
+        # The stack's worker consumes heavy_tasks too: celery_check sees every queue served.
+        check = subprocess.run(
+            [sys.executable, "manage.py", "celery_check"],
+            env={**env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{redis}/0"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Every configured queue has a worker: default, heavy_tasks" in check.stdout
         for name in ("redis", "web", "worker", "beat", "flower"):
             assert any(line.lstrip().startswith(f"{name} |") for line in stack.lines), name
         assert processes_with(str(database))
