@@ -44,3 +44,20 @@ def test_production_turns_off_the_tutorial_views_and_debug() -> None:
     run = manage("shell", "-v0", "-c", script, env=PRODUCTION)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False False ['tasks.example.com'] True"
+
+
+def test_result_expiry_and_the_global_ignore_switch_come_from_the_environment() -> None:
+    script = (
+        "from myproject.celery import app; from app.tasks import add; "
+        "print(app.conf.result_expires, add.ignore_result)"
+    )
+    default = manage("shell", "-v0", "-c", script, env={})
+    assert default.stdout.split() == ["None", "False"], default.stderr
+    configured = manage(
+        "shell",
+        "-v0",
+        "-c",
+        script,
+        env={"CELERY_RESULT_EXPIRES": "3600", "CELERY_TASK_IGNORE_RESULT": "true"},
+    )
+    assert configured.stdout.strip() == "1:00:00 True", configured.stderr
