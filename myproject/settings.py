@@ -230,9 +230,11 @@ CELERY_TASK_ANNOTATIONS = {"app.tasks.add": {"rate_limit": "10/s"}}
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=None)
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=200)
 
-# Events feed Flower (and the sent event tells it a task was queued).
+# Events feed Flower. The "sent" event is a second broker round trip on every publish, paid
+# inside the request; the task console records queued tasks itself, so it is off by default
+# (Flower then shows a task from the moment a worker receives it).
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=False)
 
 # 不同任务交由不同Queue处理: `default` for ordinary tasks, `heavy_tasks` for long, heavy ones.
 # (The tutorial's CELERY_QUEUES is the pre-4.0 name of CELERY_TASK_QUEUES.)

@@ -2,23 +2,33 @@
 
 One INSERT when a task is published and a few UPDATEs by primary-key-like lookups afterwards.
 Every handler catches and logs its own errors: recording must never break dispatch or a task.
+
+The publish INSERT is buffered (taskconsole.buffer) where nothing needs the row at once: a
+plain `delay()` from a view, a script or beat. It stays synchronous inside a transaction (so
+it commits or rolls back with the caller's writes), inside a running task (chains, groups and
+spawned children are recorded before they can run), for the console's own launches (the
+console shows the task page next) and when TASKCONSOLE_BUFFER_PUBLISH is False. A buffered
+publish stamps the publisher's view of the task on the message (RECORD_HEADER), so a worker
+that runs the task before the flush creates the same row itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import signals
+from celery._state import get_current_task
 from celery.utils.saferepr import saferepr
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, router, transaction
 from django.utils import timezone
 
-from . import context
+from . import buffer, context
 from .models import RUNNING_STATES, Origin, TaskRecord, TaskStatus
 from .redaction import clip_json, clip_text, redact
 
@@ -26,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 OWNER_HEADER = "taskconsole_owner"
 RETRY_OF_HEADER = "taskconsole_retry_of"
+#: [origin, origin detail, publish time (epoch seconds)] on buffered publishes only.
+RECORD_HEADER = "taskconsole_record"
 DEFAULT_IGNORED = ("celery.chord_unlock",)
 
 
@@ -118,28 +130,34 @@ def on_before_publish(
         # Stamped on the message so the tasks this one starts belong to the same person.
         headers[OWNER_HEADER] = owner_id
 
-    limit = _setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000)
+    detail = clip_text(detail, 255)
     queue = ""
     for item in declare or ():
         queue = getattr(item, "name", "") or queue
-    record = TaskRecord(
-        task_id=task_id,
-        name=clip_text(str(name), 255),
-        status=status,
-        args=clip_json(args, limit),
-        kwargs=clip_json(kwargs, limit),
-        redacted=was_redacted,
-        origin=origin,
-        owner_id=owner_id,
-        origin_detail=clip_text(detail, 255),
-        queue=clip_text(queue or routing_key or exchange or "", 255),
-        eta=eta,
-        created_at=now,
-        parent_id=headers.get("parent_id") or "",
-        root_id=headers.get("root_id") or "",
-        group_id=headers.get("group") or "",
-        retry_of_id=headers.get(RETRY_OF_HEADER),
-    )
+    fields = {
+        "task_id": task_id,
+        "name": clip_text(str(name), 255),
+        "status": status,
+        "args": args,
+        "kwargs": kwargs,
+        "redacted": was_redacted,
+        "origin": origin,
+        "owner_id": owner_id,
+        "origin_detail": detail,
+        "queue": clip_text(queue or routing_key or exchange or "", 255),
+        "eta": eta,
+        "created_at": now,
+        "parent_id": headers.get("parent_id") or "",
+        "root_id": headers.get("root_id") or "",
+        "group_id": headers.get("group") or "",
+        "retry_of_id": headers.get(RETRY_OF_HEADER),
+    }
+    if _buffered(origin):
+        headers[RECORD_HEADER] = [str(origin), detail, now.timestamp()]
+        # The model instance is built (and the arguments clipped) by the flush, not here.
+        buffer.add(fields)
+        return
+    record = buffer.build_record(fields)
     try:
         # A savepoint when publishing inside a transaction, so a failure cannot poison it.
         with transaction.atomic():
@@ -148,34 +166,74 @@ def on_before_publish(
         logger.debug("task %s already recorded", task_id)
 
 
+def _buffered(origin: str) -> bool:
+    """Whether this publish may leave its record to the buffer (see the module docstring)."""
+    if origin in (Origin.CONSOLE, Origin.TASK) or not buffer.enabled():
+        return False
+    if get_current_task() is not None:
+        return False
+    return not transaction.get_connection(router.db_for_write(TaskRecord)).in_atomic_block
+
+
 def _update(task_id: str | None, **fields: Any) -> int:
     if not task_id:
         return 0
     return TaskRecord.objects.filter(task_id=task_id).update(**fields)
 
 
-def _ensure(task: Any, request: Any) -> None:
-    """Create the row from the worker's side when the publisher did not (rolled back, old)."""
+def _header(request: Any, name: str) -> Any:
+    # A task's Context carries the message headers as attributes; a worker Request keeps
+    # them in its request_dict.
+    value = getattr(request, name, None)
+    if value is None:
+        value = (getattr(request, "request_dict", None) or {}).get(name)
+    return value
+
+
+def _ensure(task_name: str, request: Any, **fields: Any) -> None:
+    """Create the row from the worker's side when it is missing, with `fields` set on it.
+
+    Missing because the publisher's record is still in its buffer (or was rolled back, or the
+    task was published by code that does not record). A buffered publish stamped its origin
+    and time on the message, so the row is the one the publisher would have written.
+    """
     args, kwargs = list(getattr(request, "args", None) or ()), dict(request.kwargs or {})
     (args, kwargs), was_redacted = redact([args, kwargs])
     limit = _setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000)
-    TaskRecord.objects.bulk_create(
-        [
-            TaskRecord(
-                task_id=request.id,
-                name=task.name,
-                args=clip_json(args, limit),
-                kwargs=clip_json(kwargs, limit),
-                redacted=was_redacted,
-                origin=Origin.TASK if request.parent_id else Origin.CODE,
-                parent_id=request.parent_id or "",
-                root_id=request.root_id or "",
-                group_id=request.group or "",
-                queue=(request.delivery_info or {}).get("routing_key") or "",
-            )
-        ],
-        ignore_conflicts=True,
+    origin = Origin.TASK if request.parent_id else Origin.CODE
+    detail, created_at = "", timezone.now()
+    stamped = _header(request, RECORD_HEADER)
+    if isinstance(stamped, list | tuple) and len(stamped) == 3:
+        origin = stamped[0] if stamped[0] in Origin.values else origin
+        detail = clip_text(str(stamped[1] or ""), 255)
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            created_at = datetime.fromtimestamp(float(stamped[2]), tz=UTC)
+    owner_id = _header(request, OWNER_HEADER)
+    retry_of_id = _header(request, RETRY_OF_HEADER)
+    record = TaskRecord(
+        task_id=request.id,
+        name=clip_text(str(task_name), 255),
+        args=clip_json(args, limit),
+        kwargs=clip_json(kwargs, limit),
+        redacted=was_redacted,
+        origin=origin,
+        owner_id=owner_id if isinstance(owner_id, int) else None,
+        origin_detail=detail,
+        eta=_parse_eta(_header(request, "eta")),
+        created_at=created_at,
+        parent_id=request.parent_id or "",
+        root_id=request.root_id or "",
+        group_id=request.group or "",
+        retry_of_id=retry_of_id if isinstance(retry_of_id, int) else None,
+        queue=clip_text((request.delivery_info or {}).get("routing_key") or "", 255),
+        **fields,
     )
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)
+    except IntegrityError:
+        # The publisher's flush (or a redelivery) got there first: its row gets the fields.
+        _update(request.id, **fields)
 
 
 @_safe
@@ -208,8 +266,7 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         "retries": request.retries or 0,
     }
     if not _update(task_id, **fields):
-        _ensure(task, request)
-        _update(task_id, **fields)
+        _ensure(task.name, request, **fields)
 
 
 @_safe
@@ -274,7 +331,10 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
     fields: dict[str, Any] = {"status": TaskStatus.REVOKED, "finished_at": timezone.now()}
     if terminated:
         fields["exception"] = "Terminated"
-    _update(request.id, **fields)
+    if not _update(request.id, **fields) and request.id:
+        # Revoked (or expired) before its publish record was flushed: the late flush must
+        # find the final row, not leave the task QUEUED forever.
+        _ensure(getattr(sender, "name", None) or _header(request, "task"), request, **fields)
 
 
 @_safe

@@ -56,7 +56,8 @@ def test_lifecycle_of_a_console_launch_with_progress(worker, make_user) -> None:
 def test_any_code_path_is_recorded_with_eta_and_redacted_secrets(worker) -> None:
     eta = timezone.now() + timedelta(seconds=3)
     result = echo_task.apply_async(kwargs={"value": 7, "api_token": "s3cret"}, eta=eta)
-    row = record(result.id)
+    # Published outside a transaction: the record is written by the publish buffer.
+    row = wait_for(lambda: record(result.id), timeout=30)
     assert row.origin == Origin.CODE
     assert row.status == TaskStatus.SCHEDULED
     assert abs((row.eta - eta).total_seconds()) < 1
@@ -139,7 +140,7 @@ def test_cancel_while_every_worker_is_down_is_durable(start_worker, make_user) -
     first.stop()
     user = make_user("view", "cancel")
     result = sleep_task.apply_async(args=[0.1], queue="tc_durable")
-    assert record(result.id).status == TaskStatus.QUEUED
+    assert wait_for(lambda: record(result.id), timeout=30).status == TaskStatus.QUEUED
     TaskRecord.objects.filter(task_id=result.id).update(owner=user)
     actions.cancel(user, result.id)
     assert record(result.id).status == TaskStatus.REVOKED

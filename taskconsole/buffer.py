@@ -1,0 +1,186 @@
+"""Publish records buffered per process and written in bulk, off the request path.
+
+A web process that publishes a task would otherwise commit one INSERT per `delay()` before the
+view can go on; on SQLite that commit is most of the cost of a dispatch. Records go into a
+per-process list instead, and a daemon thread writes them with one bulk INSERT every
+TASKCONSOLE_BUFFER_INTERVAL seconds (and at exit, and from the publisher itself when
+TASKCONSOLE_BUFFER_SIZE records are waiting, which also bounds the memory a burst can take, or
+when the oldest has waited a second longer than the interval).
+
+The INSERT ignores conflicts: when the worker ran the task before the flush, its `task_prerun`
+created the row (from the message headers the publisher stamped, so nothing is missing) and
+may already have finished it; a late flush must never put it back to QUEUED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, router
+
+from .models import TaskRecord
+from .redaction import clip_json
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 0.05
+DEFAULT_SIZE = 1000
+#: The longest the thread sleeps without looking at the buffer and the settings again.
+STEP = 0.05
+#: How late (beyond the interval) the oldest record may be before a publisher writes it itself.
+STALE = 1.0
+clock = time.monotonic
+
+
+def enabled() -> bool:
+    return bool(getattr(settings, "TASKCONSOLE_BUFFER_PUBLISH", True))
+
+
+def interval() -> float:
+    return float(getattr(settings, "TASKCONSOLE_BUFFER_INTERVAL", DEFAULT_INTERVAL))
+
+
+def max_size() -> int:
+    return int(getattr(settings, "TASKCONSOLE_BUFFER_SIZE", DEFAULT_SIZE))
+
+
+class PublishBuffer:
+    """The records of this process waiting to be written; safe across threads and fork."""
+
+    def __init__(self) -> None:
+        self._reset()
+        self._atexit_registered = False
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        # One writer at a time, so records are written in the order they were published.
+        self._flush_lock = threading.Lock()
+        self._pending = threading.Event()
+        self._records: list[dict[str, Any]] = []
+        self._oldest = 0.0
+        self._thread: threading.Thread | None = None
+
+    def _after_fork(self) -> None:
+        # The parent writes what it buffered; the child's copy (and the parent's thread,
+        # which does not exist here) must not be used.
+        self._reset()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def add(self, fields: dict[str, Any]) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        now = clock()
+        with self._lock:
+            if not self._records:
+                self._oldest = now
+            self._records.append(fields)
+            waiting = len(self._records)
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
+        if waiting >= max_size() or now - self._oldest > STALE + interval():
+            # A burst (a loop of delay()) writes its own records: one bulk INSERT per
+            # TASKCONSOLE_BUFFER_SIZE tasks, and the buffer never outgrows that. So does a
+            # publisher whose thread does not get to run (a server without threads).
+            self.flush()
+        else:
+            self._pending.set()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name="taskconsole-publish-buffer", daemon=True
+        )
+        self._thread.start()
+        if not self._atexit_registered:
+            atexit.register(self.flush)
+            self._atexit_registered = True
+
+    def _run(self) -> None:
+        while True:
+            self._pending.wait()
+            # Collect what the next few milliseconds publish into the same INSERT. Sliced, so
+            # a changed interval applies at once and an explicit flush ends the wait.
+            since = time.monotonic()
+            while self._pending.is_set() and time.monotonic() - since < interval():
+                time.sleep(min(STEP, interval()))
+            if self._pending.is_set():
+                # The thread keeps its connection for the life of the process; flush() closes
+                # it when it breaks, so the next flush reconnects.
+                self.flush()
+
+    def take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            records, self._records = self._records, []
+            self._pending.clear()
+        return records
+
+    def flush(self) -> int:
+        """Write every buffered record now; returns how many were handed to the database."""
+        if self._pid != os.getpid():
+            self._after_fork()
+            return 0
+        with self._flush_lock:
+            records = self.take()
+            if not records:
+                return 0
+            try:
+                write(records)
+            except Exception:
+                # A broken connection (database restarted): one retry on a fresh one.
+                try:
+                    connections[router.db_for_write(TaskRecord)].close()
+                    write(records)
+                except Exception:
+                    # Not lost for good: the worker's task_prerun creates the row of any task
+                    # it runs, from what the publisher stamped on the message.
+                    logger.exception(
+                        "taskconsole: could not write %d publish records", len(records)
+                    )
+                    return 0
+            return len(records)
+
+
+def build_record(fields: dict[str, Any]) -> TaskRecord:
+    """The publish record from the fields on_before_publish collected (arguments unclipped)."""
+    limit = int(getattr(settings, "TASKCONSOLE_MAX_STORED_ARGS", 10_000))
+    return TaskRecord(
+        **{
+            **fields,
+            "args": clip_json(fields["args"], limit),
+            "kwargs": clip_json(fields["kwargs"], limit),
+        }
+    )
+
+
+def write(entries: list[dict[str, Any]]) -> None:
+    records = [build_record(fields) for fields in entries]
+    # ignore_conflicts: a row the worker already created (and maybe finished) is kept as is.
+    TaskRecord.objects.bulk_create(records, batch_size=500, ignore_conflicts=True)
+
+
+_buffer = PublishBuffer()
+os.register_at_fork(after_in_child=_buffer._after_fork)
+
+
+def add(fields: dict[str, Any]) -> None:
+    _buffer.add(fields)
+
+
+def flush() -> int:
+    """Write this process's buffered publish records now (tests, shutdown hooks, scripts)."""
+    return _buffer.flush()
+
+
+def pending() -> int:
+    return len(_buffer)
+
+
+__all__ = ["add", "enabled", "flush", "pending"]

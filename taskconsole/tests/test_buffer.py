@@ -1,0 +1,208 @@
+"""The publish buffer: records of plain publishes are written in bulk, off the request path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from django.db import transaction
+from django.test import Client, override_settings
+
+from operations.testing import wait_for
+from taskconsole import actions, buffer, capture
+from taskconsole.context import Launcher, launched_by
+from taskconsole.models import Origin, TaskRecord, TaskStatus
+
+from .sample_tasks import echo_task, sleep_task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Long enough that nothing is flushed by the thread while a test looks.
+NEVER = 3600
+
+
+@pytest.fixture(autouse=True)
+def empty_buffer():
+    buffer.flush()
+    yield
+    # Nothing buffered here may land in the next test's (emptied) tables.
+    buffer.flush()
+
+
+def rows(task_id: str) -> list[TaskRecord]:
+    return list(TaskRecord.objects.filter(task_id=task_id))
+
+
+def stamped(message: dict) -> list | None:
+    return message["headers"].get(capture.RECORD_HEADER)
+
+
+def test_a_plain_publish_is_buffered_and_the_thread_writes_it(sent) -> None:
+    with override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER):
+        result = echo_task.delay(1)
+        assert rows(result.id) == []
+        assert buffer.pending() == 1
+        [message] = sent
+        origin, detail, published_at = stamped(message)
+        assert (origin, detail) == (Origin.CODE, "")
+    # The interval is read after each wake-up: a fresh publish is written within it.
+    with override_settings(TASKCONSOLE_BUFFER_INTERVAL=0.05):
+        buffer.flush()
+        second = echo_task.delay(2)
+        row = wait_for(lambda: TaskRecord.objects.filter(task_id=second.id).first(), timeout=30)
+    assert (row.status, row.origin, row.args) == (TaskStatus.QUEUED, Origin.CODE, [2])
+    assert len(rows(result.id)) == 1
+    assert abs(rows(result.id)[0].created_at.timestamp() - published_at) < 0.001
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER, TASKCONSOLE_BUFFER_SIZE=5)
+def test_a_burst_writes_its_own_records_in_bulk(sent) -> None:
+    ids = [echo_task.delay(i).id for i in range(12)]
+    # Two full batches written by the publisher itself; two records still waiting.
+    assert TaskRecord.objects.filter(task_id__in=ids).count() == 10
+    assert buffer.pending() == 2
+    assert buffer.flush() == 2
+    assert (
+        list(
+            TaskRecord.objects.filter(task_id__in=ids)
+            .order_by("id")
+            .values_list("task_id", flat=True)
+        )
+        == ids
+    )
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=0)
+def test_a_publisher_whose_thread_never_runs_writes_stale_records_itself(sent, monkeypatch):
+    # A server that runs no threads: the daemon thread is started but never scheduled.
+    monkeypatch.setattr(buffer, "_buffer", buffer.PublishBuffer())
+    monkeypatch.setattr(buffer.PublishBuffer, "_start", lambda self: None)
+    first = echo_task.delay(1)
+    assert rows(first.id) == []
+    later = time.monotonic() + buffer.STALE + 1
+    monkeypatch.setattr(buffer, "clock", lambda: later)
+    second = echo_task.delay(2)
+    assert len(rows(first.id)) == len(rows(second.id)) == 1
+    assert buffer.pending() == 0
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_a_late_flush_never_overwrites_what_the_worker_wrote(sent, make_user) -> None:
+    user = make_user()
+    with launched_by(Launcher(user.pk, Origin.USER)):
+        result = echo_task.delay(3)
+    # The worker ran the task first: task_prerun created the row, task_success finished it.
+    done = TaskRecord.objects.create(
+        task_id=result.id,
+        name="tc_tests.echo",
+        origin=Origin.USER,
+        owner=user,
+        status=TaskStatus.SUCCESS,
+        result="3",
+    )
+    assert buffer.flush() == 1
+    [row] = rows(result.id)
+    assert (row.pk, row.status, row.result) == (done.pk, TaskStatus.SUCCESS, "3")
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_publishes_that_need_their_row_at_once_stay_synchronous(sent, make_user) -> None:
+    user = make_user("launch")
+    # In a transaction: the row commits or rolls back with the caller's writes.
+    with transaction.atomic():
+        inside = echo_task.delay(1)
+        assert len(rows(inside.id)) == 1
+    rolled_back: list[str] = []
+
+    def fails() -> None:
+        with transaction.atomic():
+            rolled_back.append(echo_task.delay(1).id)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fails()
+    assert rows(rolled_back[0]) == []
+    # The console's launch shows the task page next.
+    launched = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    assert rows(launched)[0].origin == Origin.CONSOLE
+    # Turned off.
+    with override_settings(TASKCONSOLE_BUFFER_PUBLISH=False):
+        plain = echo_task.delay(1)
+        assert len(rows(plain.id)) == 1
+    assert buffer.pending() == 0
+    assert all(stamped(m) is None for m in sent)
+
+
+@pytest.mark.urls("taskconsole.tests.buffer_urls")
+def test_a_task_published_by_a_view_is_recorded_by_the_thread(sent, make_user) -> None:
+    user = make_user()
+    client = Client()
+    client.force_login(user)
+    task_id = client.get("/tc-tests/publish/").content.decode()
+    # No request, publish or flush after the view: the buffer's thread writes the row.
+    row = wait_for(lambda: TaskRecord.objects.filter(task_id=task_id).first(), timeout=5)
+    assert (row.origin, row.owner, row.args) == (Origin.USER, user, [5])
+    assert stamped(sent[0])[0] == Origin.USER
+
+
+def test_buffered_records_are_written_at_exit(subprocess_env) -> None:
+    task_id = f"at-exit-{uuid.uuid4().hex}"
+    script = f"""
+import django
+django.setup()
+from django.test import override_settings
+from kombu.messaging import Producer
+from taskconsole import buffer
+from taskconsole.tests.sample_tasks import echo_task
+Producer.publish = lambda *args, **kwargs: None  # nothing leaves: only the record matters
+override_settings(TASKCONSOLE_BUFFER_INTERVAL={NEVER}).enable()
+echo_task.apply_async((9,), task_id="{task_id}")
+assert buffer.pending() == 1
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    [row] = rows(task_id)
+    assert (row.name, row.args, row.status) == ("tc_tests.echo", [9], TaskStatus.QUEUED)
+
+
+# With a real worker -------------------------------------------------------------------------
+
+INCLUDE = ("-I", "taskconsole.tests.sample_tasks")
+
+
+@pytest.fixture(scope="module")
+def worker(start_module_worker):
+    # A queue of its own: the module-scoped worker of test_integration consumes `default`.
+    return start_module_worker(queues="tc_buffer", concurrency=1, name="tcbuf", extra_args=INCLUDE)
+
+
+@pytest.mark.integration
+def test_the_worker_records_a_task_that_ran_before_the_flush(worker, make_user, monkeypatch):
+    user = make_user()
+    held: list[dict] = []
+    # The flush comes after the task ran, however fast the worker is.
+    monkeypatch.setattr(buffer, "add", held.append)
+    with launched_by(Launcher(user.pk, Origin.USER, "a view")):
+        result = sleep_task.apply_async((0.1,), queue="tc_buffer")
+    done = wait_for(
+        lambda: TaskRecord.objects.filter(task_id=result.id, status=TaskStatus.SUCCESS).first(),
+        timeout=60,
+    )
+    # Created by task_prerun from the headers the publisher stamped: nothing is missing.
+    [published] = held
+    assert (done.origin, done.owner, done.origin_detail) == (Origin.USER, user, "a view")
+    assert (done.args, done.queue) == ([0.1], "tc_buffer")
+    assert done.created_at == published["created_at"]
+    assert done.finished_at >= done.started_at >= done.created_at
+    buffer.write(held)
+    [row] = rows(result.id)
+    assert (row.pk, row.status, row.result) == (done.pk, TaskStatus.SUCCESS, "0.1")
