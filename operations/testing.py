@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 
 T = TypeVar("T")
 
@@ -109,3 +111,13 @@ class ManagedProcess:
 
 def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "myproject", *args]
+
+
+def console_launch(client: Client, task: str, arguments: dict) -> tuple[int, dict]:
+    """Launch a task through the console's JSON API as client's user: (status, answer)."""
+    response = client.post(
+        "/console/api/launch/",
+        json.dumps({"task": task, "arguments": arguments}),
+        "application/json",
+    )
+    return response.status_code, response.json()

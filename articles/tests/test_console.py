@@ -6,8 +6,8 @@ import json
 
 import pytest
 from django.test import Client
-from kombu.messaging import Producer
 
+from operations.testing import console_launch
 from taskconsole.models import ApiToken, AuditEntry, TaskRecord
 
 from .factories import make_article, make_user
@@ -19,26 +19,10 @@ TASK = "articles.tasks.expand_abbreviations"
 CONSOLE_PERMS = ("taskconsole.view_taskrecord", "taskconsole.launch_task")
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Task messages the launch would have sent; nothing reaches the broker."""
-    messages: list[dict] = []
-
-    def publish(self, body, routing_key=None, headers=None, **kwargs):
-        if (headers or {}).get("task"):
-            messages.append({"body": body, "headers": headers})
-
-    monkeypatch.setattr(Producer, "publish", publish)
-    return messages
-
-
 def launch(arguments: dict, *perms: str) -> tuple[int, dict]:
     client = Client()
     client.force_login(make_user(*CONSOLE_PERMS, *perms))
-    response = client.post(
-        LAUNCH, json.dumps({"task": TASK, "arguments": arguments}), "application/json"
-    )
-    return response.status_code, response.json()
+    return console_launch(client, TASK, arguments)
 
 
 def test_an_editor_launches_it_with_the_article_id(sent) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
-from kombu.messaging import Producer
 
 from imports import services, tasks
 from imports.models import ImportFile
+from operations.testing import console_launch
 from taskconsole.models import AuditEntry, TaskRecord
 
 from .factories import csv_file, make_batch, product_csv, user_with
@@ -20,19 +19,6 @@ pytestmark = pytest.mark.django_db
 
 LAUNCH = "/console/api/launch/"
 TASK = "imports.tasks.reprocess_import_file"
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Task messages the launch would have sent; nothing reaches the broker."""
-    messages: list[dict] = []
-
-    def publish(self, body, routing_key=None, headers=None, **kwargs):
-        if (headers or {}).get("task"):
-            messages.append({"body": body, "routing_key": routing_key, "headers": headers})
-
-    monkeypatch.setattr(Producer, "publish", publish)
-    return messages
 
 
 def stored_file(status: str = ImportFile.Status.FAILED) -> ImportFile:
@@ -51,10 +37,7 @@ def launch(arguments: dict, *perms: str) -> tuple[int, dict]:
     )
     client = Client()
     client.force_login(user)
-    response = client.post(
-        LAUNCH, json.dumps({"task": TASK, "arguments": arguments}), "application/json"
-    )
-    return response.status_code, response.json()
+    return console_launch(client, TASK, arguments)
 
 
 def test_a_failed_file_is_launched_on_the_heavy_queue(sent) -> None:

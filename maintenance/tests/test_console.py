@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
-from kombu.messaging import Producer
 
 from maintenance import services
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from maintenance.tasks import run_job_now
+from operations.testing import console_launch
 from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
 
 from .helpers import insert_task_results, make_user
@@ -24,26 +23,10 @@ TASK = "maintenance.tasks.run_job_now"
 CONSOLE_PERMS = ("taskconsole.view_taskrecord", "taskconsole.launch_task")
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Task messages the launch would have sent; nothing reaches the broker."""
-    messages: list[dict] = []
-
-    def publish(self, body, routing_key=None, headers=None, **kwargs):
-        if (headers or {}).get("task"):
-            messages.append({"body": body, "headers": headers})
-
-    monkeypatch.setattr(Producer, "publish", publish)
-    return messages
-
-
 def launch(arguments: dict, *perms: str) -> tuple[int, dict]:
     client = Client()
     client.force_login(make_user("operator", *CONSOLE_PERMS, *perms))
-    response = client.post(
-        LAUNCH, json.dumps({"task": TASK, "arguments": arguments}), "application/json"
-    )
-    return response.status_code, response.json()
+    return console_launch(client, TASK, arguments)
 
 
 def record(task_id: str, age_days: int, status: str = TaskStatus.SUCCESS) -> TaskRecord:

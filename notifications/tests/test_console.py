@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.test import Client
-from kombu.messaging import Producer
 
 from notifications import services
 from notifications.models import Delivery
 from notifications.tasks import send_notification
+from operations.testing import console_launch
 from taskconsole.models import AuditEntry, TaskRecord
 
 from . import factories
@@ -21,19 +19,6 @@ LAUNCH = "/console/api/launch/"
 TASK = "notifications.tasks.send_notification"
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Task messages the launch would have sent; nothing reaches the broker."""
-    messages: list[dict] = []
-
-    def publish(self, body, routing_key=None, headers=None, **kwargs):
-        if (headers or {}).get("task"):
-            messages.append({"body": body, "headers": headers})
-
-    monkeypatch.setattr(Producer, "publish", publish)
-    return messages
-
-
 def console_client(*notification_perms: str) -> Client:
     client = Client()
     client.force_login(factories.console_user(*notification_perms))
@@ -41,10 +26,7 @@ def console_client(*notification_perms: str) -> Client:
 
 
 def launch(client: Client, arguments: dict) -> tuple[int, dict]:
-    response = client.post(
-        LAUNCH, json.dumps({"task": TASK, "arguments": arguments}), "application/json"
-    )
-    return response.status_code, response.json()
+    return console_launch(client, TASK, arguments)
 
 
 def test_a_sender_launches_it_with_the_notification_id(sent) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.test import Client
-from kombu.messaging import Producer
 
+from operations.testing import console_launch
 from pages.models import PageInfo
 from pages.tasks import submit_url
 from taskconsole.models import AuditEntry, TaskRecord
@@ -21,26 +19,10 @@ TASK = "pages.tasks.submit_url"
 CONSOLE_PERMS = ("taskconsole.view_taskrecord", "taskconsole.launch_task")
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Task messages the launch would have sent; nothing reaches the broker."""
-    messages: list[dict] = []
-
-    def publish(self, body, routing_key=None, headers=None, **kwargs):
-        if (headers or {}).get("task"):
-            messages.append({"body": body, "headers": headers})
-
-    monkeypatch.setattr(Producer, "publish", publish)
-    return messages
-
-
 def launch(arguments: dict, *perms: str) -> tuple[int, dict]:
     client = Client()
     client.force_login(make_user(*CONSOLE_PERMS, *perms))
-    response = client.post(
-        LAUNCH, json.dumps({"task": TASK, "arguments": arguments}), "application/json"
-    )
-    return response.status_code, response.json()
+    return console_launch(client, TASK, arguments)
 
 
 def test_a_url_is_launched_as_the_form_would_clean_it(sent) -> None:

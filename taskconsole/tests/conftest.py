@@ -4,7 +4,6 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import Permission
-from kombu.messaging import Producer
 
 from taskconsole import registry
 
@@ -43,16 +42,3 @@ def make_user(django_user_model):
         return type(user).objects.get(pk=user.pk)
 
     return make
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Capture messages instead of sending them: the whole publish path runs, nothing leaves."""
-    messages: list[dict] = []
-
-    def publish(self, body, routing_key=None, headers=None, **kwargs):
-        if (headers or {}).get("task"):  # task messages, not events or control broadcasts
-            messages.append({"body": body, "routing_key": routing_key, "headers": headers})
-
-    monkeypatch.setattr(Producer, "publish", publish)
-    return messages
