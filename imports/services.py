@@ -611,17 +611,39 @@ def make_thumbnail(import_file: ImportFile, progress: ProgressReporter) -> None:
 
 def batch_status(batch: ImportBatch) -> dict[str, Any]:
     """The batch as the page and its JSON endpoint show it: one source for both."""
+    files = list(batch.files.all())
+    states = _task_states(files)
     return {
         "id": batch.pk,
         "status": batch.status,
         "status_display": batch.get_status_display(),
         "finished": batch.finished,
-        "files": [file_status(import_file) for import_file in batch.files.all()],
+        "files": [file_status(f, states.get(f.task_id)) for f in files],
     }
 
 
-def file_status(import_file: ImportFile) -> dict[str, Any]:
-    finished = import_file.status in {ImportFile.Status.DONE, ImportFile.Status.FAILED}
+def _task_states(files: Sequence[ImportFile]) -> dict[str, str]:
+    """The Celery states of the unfinished files' tasks, in one query where results are rows.
+
+    The batch page polls this every second, so it must not ask once per file.
+    """
+    ids = [f.task_id for f in files if f.task_id and not _finished(f)]
+    if not ids:
+        return {}
+    if settings.CELERY_RESULT_BACKEND == "django-db":
+        from django_celery_results.models import TaskResult
+
+        found = dict(TaskResult.objects.filter(task_id__in=ids).values_list("task_id", "status"))
+        return {task_id: found.get(task_id, "PENDING") for task_id in ids}
+    return {task_id: AsyncResult(task_id).state for task_id in ids}
+
+
+def _finished(import_file: ImportFile) -> bool:
+    return import_file.status in {ImportFile.Status.DONE, ImportFile.Status.FAILED}
+
+
+def file_status(import_file: ImportFile, task_state: str | None = None) -> dict[str, Any]:
+    finished = _finished(import_file)
     return {
         "id": import_file.pk,
         "name": import_file.original_name,
@@ -638,7 +660,9 @@ def file_status(import_file: ImportFile) -> dict[str, Any]:
         "error": import_file.error,
         # The Celery state (PENDING, STARTED, PROGRESS...) while the file is not finished.
         "task_state": (
-            AsyncResult(import_file.task_id).state if import_file.task_id and not finished else None
+            (task_state or AsyncResult(import_file.task_id).state)
+            if import_file.task_id and not finished
+            else None
         ),
         "thumbnail_url": (
             reverse("imports:thumbnail", args=[import_file.pk]) if import_file.thumbnail else None
