@@ -138,8 +138,13 @@ def test_a_heavy_worker_processes_a_whole_batch_uploaded_through_the_page(
 
     # Every file ran on the heavy_tasks worker, each task to its end.
     for import_file in files.values():
-        row = TaskResult.objects.get(task_id=import_file.task_id)
-        assert row.status == "SUCCESS"
+        # The file's row is saved inside the task, a moment before its result is stored.
+        row = wait_for(
+            lambda f=import_file: TaskResult.objects.filter(
+                task_id=f.task_id, status="SUCCESS"
+            ).first(),
+            timeout=30,
+        )
         assert row.worker.startswith("heavy-")
         assert import_file.task_id in heavy_worker.output
     page = client.get(reverse("imports:batch", args=[batch.pk])).content.decode()
@@ -217,7 +222,10 @@ def test_a_worker_killed_mid_file_loses_nothing_and_doubles_nothing(
     assert Product.objects.filter(source_file=import_file).count() == products.good_count
     assert RowError.objects.filter(file=import_file).count() == len(products.bad)
     assert "WorkerLostError" in heavy_worker.output
-    assert TaskResult.objects.get(task_id=import_file.task_id).status == "SUCCESS"
+    wait_for(
+        lambda: TaskResult.objects.filter(task_id=import_file.task_id, status="SUCCESS").exists(),
+        timeout=30,
+    )
 
 
 def test_past_the_soft_time_limit_the_file_fails_clearly(heavy_worker: ManagedProcess) -> None:
@@ -254,7 +262,10 @@ def test_a_file_whose_worker_is_lost_too_often_fails_and_can_be_reprocessed_from
     assert import_file.status == ImportFile.Status.FAILED
     assert "stopped unexpectedly (WorkerLostError" in import_file.error
     assert not Product.objects.filter(source_file=import_file).exists()
-    assert TaskResult.objects.get(task_id=first_task).status == "FAILURE"
+    wait_for(
+        lambda: TaskResult.objects.filter(task_id=first_task, status="FAILURE").exists(),
+        timeout=30,
+    )
 
     admin_client.post(
         reverse("admin:imports_importfile_changelist"),
