@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from taskconsole import registry
-from taskconsole.context import current_request_user
 
 from .models import Article
 from .tasks import expand_abbreviations
@@ -29,9 +28,7 @@ class ExpandAbbreviationsArgs(BaseModel):
     @classmethod
     def _may_change(cls, data: Any) -> Any:
         # Expanding rewrites the body: it needs what editing the article needs.
-        user = current_request_user()
-        if user is not None and not user.has_perm(CHANGE_PERMISSION):
-            raise PydanticCustomError("permission_denied", _("You may not change articles."))
+        registry.require_permission(CHANGE_PERMISSION, _("You may not change articles."))
         return data
 
     @field_validator("article_id")

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from taskconsole import registry
-from taskconsole.context import current_request_user
 
 from .models import ImportFile
 from .tasks import reprocess_import_file
@@ -29,11 +28,9 @@ class ReprocessFileArgs(BaseModel):
     @classmethod
     def _may_reprocess(cls, data: Any) -> Any:
         # The admin's action asks for this permission; the console asks for it too.
-        user = current_request_user()
-        if user is not None and not user.has_perm(REPROCESS_PERMISSION):
-            raise PydanticCustomError(
-                "permission_denied", _("You may not re-process imported files.")
-            )
+        registry.require_permission(
+            REPROCESS_PERMISSION, _("You may not re-process imported files.")
+        )
         return data
 
     @field_validator("file_id")

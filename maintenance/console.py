@@ -7,10 +7,8 @@ from typing import Any, Literal
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from pydantic import BaseModel, Field, model_validator
-from pydantic_core import PydanticCustomError
 
 from taskconsole import registry
-from taskconsole.context import current_request_user
 
 from .models import Job
 from .tasks import run_job_now
@@ -34,9 +32,7 @@ class RunJobArgs(BaseModel):
     @classmethod
     def _may_run(cls, data: Any) -> Any:
         # The console's launch permission is not enough: the page asks for this one.
-        user = current_request_user()
-        if user is not None and not user.has_perm(RUN_PERMISSION):
-            raise PydanticCustomError("permission_denied", _("You may not start maintenance jobs."))
+        registry.require_permission(RUN_PERMISSION, _("You may not start maintenance jobs."))
         return data
 
 

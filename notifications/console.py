@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from taskconsole import registry
-from taskconsole.context import current_request_user
 
 from .models import Delivery, Notification
 from .tasks import send_notification
@@ -36,9 +35,7 @@ class SendNotificationArgs(BaseModel):
     @classmethod
     def _may_send(cls, data: Any) -> Any:
         # The console's launch permission is not enough: sending needs what the page needs.
-        user = current_request_user()
-        if user is not None and not user.has_perm(SEND_PERMISSION):
-            raise PydanticCustomError("permission_denied", _("You may not send notifications."))
+        registry.require_permission(SEND_PERMISSION, _("You may not send notifications."))
         return data
 
     @field_validator("notification_id")

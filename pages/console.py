@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from taskconsole import registry
-from taskconsole.context import current_request_user
 
 from . import client
 from .forms import PageSubmitForm
@@ -31,9 +30,7 @@ class SubmitUrlArgs(BaseModel):
     @classmethod
     def _may_submit(cls, data: Any) -> Any:
         # The console's launch permission is not enough: fetching needs what the page needs.
-        user = current_request_user()
-        if user is not None and not user.has_perm(SUBMIT_PERMISSION):
-            raise PydanticCustomError("permission_denied", _("You may not fetch pages."))
+        registry.require_permission(SUBMIT_PERMISSION, _("You may not fetch pages."))
         return data
 
     @field_validator("url")

@@ -24,6 +24,7 @@ from django.utils.functional import Promise
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 from pydantic import BaseModel
+from pydantic_core import PydanticCustomError
 
 
 class CancelPolicy(models.TextChoices):
@@ -102,6 +103,19 @@ def get(name: str) -> Launchable | None:
 
 def all_launchables() -> list[Launchable]:
     return sorted(_registry.values(), key=lambda item: item.name)
+
+
+def require_permission(permission: str, message: str) -> None:
+    """Refuse a launch whose requesting user lacks an app's own permission.
+
+    For a launch schema's validator, so the console asks what the app's own pages ask.
+    Outside a request (the shell, a script) there is no user to check.
+    """
+    from .context import current_request_user
+
+    user = current_request_user()
+    if user is not None and not user.has_perm(permission):
+        raise PydanticCustomError("permission_denied", str(message))
 
 
 def autodiscover() -> None:
