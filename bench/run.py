@@ -323,13 +323,15 @@ class _null:
 
 def item2_bulk(bench: Bench, rounds: int, n_bulk: int, n_loop: int) -> None:
     from celery import group
+    from kombu import Connection
 
     from bench import bare, product_tasks
     from taskconsole import buffer
+    from taskconsole.bulk import enqueue_many
     from taskconsole.models import TaskRecord
 
     print("\n[2] bulk dispatch")
-    loop_us, bulk_us, bare_group_us = Figure(), Figure(), Figure()
+    loop_us, product_loop_us, bulk_us, bare_group_us = Figure(), Figure(), Figure(), Figure()
     lost = 0
     for _r in range(rounds):
         bench.purge()
@@ -343,35 +345,53 @@ def item2_bulk(bench: Bench, rounds: int, n_bulk: int, n_loop: int) -> None:
             group(bare.noop.s("bulk") for _ in range(n_loop)).apply_async()
             bare_group_us.add((time.perf_counter() - t0) / n_loop * 1e6)
         bench.purge()
+        t0 = time.perf_counter()
+        for _ in range(n_loop):
+            product_tasks.noop.delay("bulk")
+        buffer.flush()
+        product_loop_us.add((time.perf_counter() - t0) / n_loop * 1e6)
+        bench.purge()
         before = TaskRecord.objects.count()
         t0 = time.perf_counter()
-        group(product_tasks.noop.s("bulk") for _ in range(n_bulk)).apply_async()
-        # The console's records of the last few tasks may still be in the publish buffer:
+        ids = enqueue_many(product_tasks.noop, [("bulk",)] * n_bulk)
+        # The console's records of the last chunk may still be in the publish buffer:
         # writing them is part of the cost, and the count below needs them.
         buffer.flush()
         bulk_us.add((time.perf_counter() - t0) / n_bulk * 1e6)
-        queued = bench.broker.llen("default")
         recorded = TaskRecord.objects.count() - before
-        lost += (n_bulk - queued) + (n_bulk - recorded)
+        # Drained: every message taken off the queue and matched to a returned id.
+        drained = set()
+        with Connection(bench.broker_url) as conn:
+            queue = conn.SimpleQueue("default", no_ack=True)
+            while True:
+                try:
+                    message = queue.get(timeout=1)
+                except queue.Empty:
+                    break
+                drained.add(message.headers["id"])
+            queue.close()
+        lost += len(set(ids) - drained) + (n_bulk - recorded)
+        print(f"    drained {len(drained):,} of {n_bulk:,}; {recorded:,} recorded")
+        TaskRecord.objects.filter(task_id__in=ids).delete()
     bench.purge()
     speedup = loop_us.median / bulk_us.median
     row(
         "2",
-        f"bulk: µs/task, group of {n_bulk:,} (×loop)",
-        "delay() loop " + loop_us.show(" µs", 1),
-        f"{bulk_us.show(' µs', 1)} ({speedup:.2f}× faster)",
+        f"enqueue_many of {n_bulk:,}: µs/task (×bare loop)",
+        "bare delay() loop " + loop_us.show(" µs", 1),
+        f"{bulk_us.show(' µs', 1)} ({speedup:.1f}× faster)",
         "≥ 10× faster than loop",
         speedup >= 10,
     )
     row(
         "2",
-        "bare Celery group(): µs/task",
-        bare_group_us.show(" µs", 1),
-        "",
+        "product delay() loop / bare group(): µs/task",
+        "bare group() " + bare_group_us.show(" µs", 1),
+        "delay() loop " + product_loop_us.show(" µs", 1),
         "(reported)",
         None,
     )
-    row("2", "tasks lost (broker + records)", "", str(lost), "0", lost == 0)
+    row("2", "tasks lost (drained + recorded)", "", str(lost), "0", lost == 0)
 
 
 def _records_done(since_id: int) -> int:
@@ -399,11 +419,11 @@ def _last_ids() -> tuple[int, int]:
     return a, b
 
 
-def _poll(predicate: Callable[[], bool], timeout: float) -> float:
+def _poll(predicate: Callable[[], bool], timeout: float, what: str = "") -> float:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
+            raise TimeoutError(f"condition not met: {what() if callable(what) else what}")
         time.sleep(0.05)
     return time.perf_counter()
 
@@ -419,9 +439,12 @@ def run_e2e(bench: Bench, kind: str, n: int) -> float:
         for _ in range(n):
             product_tasks.noop.delay(key)
     else:
+        # The publisher stamps ignore_result on each message (this process's bare app
+        # ignores results): the django-db worker must be told to keep them.
+        keep = {"ignore_result": kind != "bare-db"}
         with NoRecording():
             for _ in range(n):
-                bare.noop.delay(key)
+                bare.noop.apply_async((key,), **keep)
     end = bench.wait_count(key, n, timeout=300)
     if kind == "product":
         end = _poll(
@@ -429,7 +452,11 @@ def run_e2e(bench: Bench, kind: str, n: int) -> float:
             600,
         )
     elif kind == "bare-db":
-        end = _poll(lambda: _results_done(result_id) >= n, 300)
+        end = _poll(
+            lambda: _results_done(result_id) >= n,
+            300,
+            lambda: f"{_results_done(result_id)} of {n} results stored",
+        )
     return n / (end - t0)
 
 
@@ -853,7 +880,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="items to run, e.g. 1,5")
     parser.add_argument("--dispatches", type=int, default=1000, help="item 1, per path per round")
-    parser.add_argument("--bulk", type=int, default=20_000, help="item 2 (the issue asks 100,000)")
+    parser.add_argument("--bulk", type=int, default=100_000, help="item 2")
     parser.add_argument("--loop", type=int, default=5_000, help="item 2, delay() loop size")
     parser.add_argument("--tasks", type=int, default=10_000, help="item 3")
     parser.add_argument("--items", type=int, default=10_000, help="item 4")
