@@ -232,8 +232,10 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 
 # Events feed Flower. The "sent" event is a second broker round trip on every publish, paid
 # inside the request; the task console records queued tasks itself, so it is off by default
-# (Flower then shows a task from the moment a worker receives it).
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# (Flower then shows a task from the moment a worker receives it). Workers do not send task
+# events until someone watches: Flower switches them on when it starts (and every few seconds
+# after), so the three event publishes per task are paid only while Flower runs.
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=False)
 CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=False)
 
 # 不同任务交由不同Queue处理: `default` for ordinary tasks, `heavy_tasks` for long, heavy ones.

@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import signals
@@ -236,16 +237,57 @@ def _ensure(task_name: str, request: Any, **fields: Any) -> None:
         _update(request.id, **fields)
 
 
+class CancelledTasks:
+    """The ids of tasks cancelled in the console, as the worker's main process knows them.
+
+    Asking the database on every received message would put a query on the path every task
+    takes through the worker's main process (its busiest). Instead the set is loaded once
+    (cancellations of the last TASKCONSOLE_CANCEL_MEMORY_DAYS days) and topped up with the
+    newer ones at most every TASKCONSOLE_CANCEL_REFRESH seconds. A cancellation newer than
+    that also reaches running workers as a revoke broadcast; this is for the workers that were
+    down when it was made.
+    """
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.since: datetime | None = None
+        self.checked = 0.0
+
+    def __contains__(self, task_id: str) -> bool:
+        self.refresh()
+        return task_id in self.ids
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        fresh = now - self.checked < _setting("TASKCONSOLE_CANCEL_REFRESH", 2.0)
+        if self.since is not None and fresh:
+            return
+        self.checked = now
+        close_old_connections()
+        wall = timezone.now()
+        if self.since is None:
+            days = _setting("TASKCONSOLE_CANCEL_MEMORY_DAYS", 7)
+            since = wall - timedelta(days=days)
+        else:
+            # Overlap the previous look: a row committed late with an earlier timestamp.
+            since = self.since - timedelta(seconds=60)
+        self.ids.update(
+            TaskRecord.objects.filter(cancel_requested_at__gte=since).values_list(
+                "task_id", flat=True
+            )
+        )
+        self.since = wall
+
+
+cancelled = CancelledTasks()
+
+
 @_safe
 def on_task_received(request: Any = None, **_: Any) -> None:
     """Worker main process: refuse a task cancelled in the database, even while we were down."""
     if request is None or _ignored(request.name):
         return
-    close_old_connections()
-    cancelled = TaskRecord.objects.filter(
-        task_id=request.id, cancel_requested_at__isnull=False
-    ).exists()
-    if cancelled:
+    if request.id in cancelled:
         from celery.worker import state as worker_state
 
         worker_state.revoked.add(request.id)

@@ -112,6 +112,13 @@ class TaskRecord(models.Model):
             models.Index(fields=["root_id"], name="tc_root"),
             models.Index(fields=["group_id"], name="tc_group"),
             models.Index(fields=["origin_detail", "id"], name="tc_origin_detail_id"),
+            # Workers poll for new cancellations (capture.CancelledTasks); a partial index keeps
+            # that a lookup of the few cancelled rows, not a scan of the table.
+            models.Index(
+                fields=["cancel_requested_at"],
+                name="tc_cancel_requested",
+                condition=models.Q(cancel_requested_at__isnull=False),
+            ),
         ]
         permissions = [
             ("view_all_tasks", _("Can see every task, not only their own")),
