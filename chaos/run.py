@@ -40,7 +40,7 @@ from chaos.common import (
     setup_django,
 )
 
-MODULES = ["chaos.delivery", "chaos.beat", "chaos.database", "chaos.security"]
+MODULES = ["chaos.delivery", "chaos.beat", "chaos.database", "chaos.security", "chaos.health"]
 
 COLUMNS = [
     "scenario",
@@ -56,6 +56,7 @@ COLUMNS = [
     "errors",
     "stores",
     "refused",
+    "dead-lettered",
     "note",
 ]
 
