@@ -10,7 +10,8 @@ from typing import Literal
 
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError
+
+from reliability import outbox
 
 from . import text
 from .models import Abbreviation, Article, ExpansionStatus
@@ -68,34 +69,41 @@ def expand_article(article_id: int, *, max_attempts: int = MAX_ATTEMPTS) -> Expa
     )
 
 
+EXPAND_TASK = "articles.tasks.expand_abbreviations"
+
+
 def queue_expansion(article_ids: Iterable[int]) -> None:
     """Mark the articles pending and send one task each once the transaction commits.
 
     Sending before the commit lets a worker look for a row that does not exist yet, or that
-    a rollback removes; on_commit sends nothing at all if the transaction rolls back.
+    a rollback removes; on_commit sends nothing at all if the transaction rolls back. Each
+    task goes through the outbox (a row in this same transaction), so a broker that is down
+    or restarts loses nothing: the outbox sweeper sends it once the broker is back.
     """
     ids = list(article_ids)
     Article.objects.filter(pk__in=ids).update(expansion_status=ExpansionStatus.PENDING)
     for article_id in ids:
+        message = outbox.enqueue(EXPAND_TASK, (article_id,))
         # partial, not a lambda: a lambda in this loop would see only the last id.
-        transaction.on_commit(partial(send_expansion, article_id))
+        transaction.on_commit(partial(send_expansion, article_id, message.pk))
 
 
-def send_expansion(article_id: int) -> bool:
-    """Send the task for one article; on a broker error, record it on the article.
+def send_expansion(article_id: int, message_id: int | None = None) -> bool:
+    """Publish the article's outbox message; if the broker does not take it now, say so on
+    the article (the outbox sweeper still sends it once the broker is back).
 
     Runs after the commit, so the article is saved whatever happens here: a broker that is
     down must not turn a saved article into an error page that suggests it was lost.
     """
-    # tasks.py imports this module, so the task is imported when it is first needed.
-    from .tasks import expand_abbreviations
-
-    try:
-        expand_abbreviations.delay(article_id)
-    except OperationalError:
-        logger.exception("Could not queue the expansion of article %s", article_id)
-        Article.objects.filter(pk=article_id, expansion_status=ExpansionStatus.PENDING).update(
-            expansion_status=ExpansionStatus.NOT_QUEUED
-        )
-        return False
-    return True
+    if message_id is None:
+        message_id = outbox.enqueue(EXPAND_TASK, (article_id,)).pk
+    if outbox.publish(message_id) or outbox.is_sent(message_id):
+        return True
+    logger.error(
+        "Could not queue the expansion of article %s now; the outbox will send it later.",
+        article_id,
+    )
+    Article.objects.filter(pk=article_id, expansion_status=ExpansionStatus.PENDING).update(
+        expansion_status=ExpansionStatus.NOT_QUEUED
+    )
+    return False

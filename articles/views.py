@@ -64,7 +64,8 @@ def _edit(request: HttpRequest, article: Article) -> HttpResponse:
                 request,
                 _(
                     "“%(title)s” was saved, but its abbreviations could not be queued for "
-                    "expansion because the task queue is unavailable. Save it again later."
+                    "expansion yet because the task queue is unavailable; they will be expanded "
+                    "automatically once it is back."
                 )
                 % {"title": article.title},
             )

@@ -88,7 +88,15 @@ def setup_django(database_url: str) -> None:
 
 
 class Worker:
-    def __init__(self, broker: str, queue: str, name: str, log: Path) -> None:
+    def __init__(
+        self,
+        broker: str,
+        queue: str,
+        name: str,
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.log = log
         argv = [
             sys.executable,
@@ -108,12 +116,13 @@ class Worker:
             "--without-mingle",
             "--without-gossip",
             "--prefetch-multiplier=1",
+            *extra_args,
         ]
         self.handle = log.open("a")
         self.process = subprocess.Popen(
             argv,
             cwd=BASE_DIR,
-            env={**ENV, "CELERY_BROKER_URL": broker},
+            env={**ENV, "CELERY_BROKER_URL": broker, **(extra_env or {})},
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -35,6 +35,8 @@ from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as BrokerError
 from PIL import ImageOps
 
+from reliability import outbox
+
 from .forms import PRODUCT_COLUMNS, AcceptedFile, ProductRowForm
 from .models import ImportBatch, ImportFile, Product, RowError
 from .validators import ImageBombError, open_image
@@ -60,6 +62,9 @@ class ImportRejected(Exception):
 
 # Uploading and dispatching
 # ------------------------------------------------------------------------------
+
+
+PROCESS_TASK = "imports.tasks.process_import_file"
 
 
 def new_task_id() -> str:
@@ -130,6 +135,10 @@ def reprocess_files(files: QuerySet[ImportFile]) -> int:
 
 def _dispatch_on_commit(files: Sequence[ImportFile]) -> None:
     jobs = [(f.pk, f.task_id) for f in files]
+    for file_id, task_id in jobs:
+        # In the caller's transaction: committed with the rows, so the outbox sweeper sends
+        # the task even if the broker is down (or loses it) when the commit sends it below.
+        outbox.enqueue(PROCESS_TASK, (file_id,), task_id=task_id)
     if jobs:
         # robust: a failure here is handled inside dispatch_files and must never turn a
         # committed upload into an error page.
@@ -143,6 +152,7 @@ def dispatch_files(jobs: Sequence[tuple[int, str]]) -> None:
     for position, (file_id, task_id) in enumerate(jobs):
         try:
             process_import_file.apply_async((file_id,), task_id=task_id)
+            outbox.mark_sent(task_id)
         except BrokerError as exc:
             logger.error("Could not queue imported files %s: %s", jobs[position:], exc)
             # The broker is down for the rest as well: do not wait on it once per file.
@@ -163,8 +173,8 @@ def _mark_unqueued(file_id: int, task_id: str, exc: Exception) -> None:
         _fail(
             import_file,
             _(
-                "The file is stored, but it could not be queued for processing (%(error)s). "
-                "Re-process it from the admin when the task broker is back."
+                "The file is stored, but it could not be queued for processing yet "
+                "(%(error)s); it is queued automatically once the task broker is back."
             )
             % {"error": exc},
         )

@@ -9,6 +9,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import task_failure
 
+from reliability.delivery import IdempotentTask
 from taskconsole import progress as console_progress
 
 from . import services
@@ -27,6 +28,9 @@ TIME_LIMIT = 20 * 60
 
 @shared_task(
     bind=True,
+    # IdempotentTask: a second copy (the outbox sweeper's) is skipped once a run finished, and a
+    # file that kills its worker every time is set aside after RELIABILITY_MAX_DELIVERIES.
+    base=IdempotentTask,
     # The message is acknowledged only once the file is processed, and a worker process that
     # dies mid-file (killed, out of memory) gets the task sent again, at most twice: processing
     # starts over from the stored file, so nothing is lost and nothing is doubled.

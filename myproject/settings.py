@@ -199,10 +199,17 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # Results: django_celery_results stores each task's state and result in the database.
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="django-db")
+# A result write that fails because the database is unreachable is retried (the worker waits,
+# backing off up to 5 s a time) instead of losing the task: see reliability/results.py.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = env.bool("CELERY_RESULT_BACKEND_ALWAYS_RETRY", default=True)
+CELERY_RESULT_BACKEND_MAX_RETRIES = env.int("CELERY_RESULT_BACKEND_MAX_RETRIES", default=60)
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 5000
 # Extended results keep the task's name, args, kwargs, worker and queue beside its result.
 CELERY_RESULT_EXTENDED = True
-# STARTED is recorded too, so a running task is told apart from a queued one.
-CELERY_TASK_TRACK_STARTED = True
+# STARTED is recorded too, so a running task is told apart from a queued one (and the admin
+# shows when it started). It is one more write before each task body runs:
+# CELERY_TASK_TRACK_STARTED=False leaves that to the task console's own record.
+CELERY_TASK_TRACK_STARTED = env.bool("CELERY_TASK_TRACK_STARTED", default=True)
 # 为存储结果设置过期日期. When set (seconds), beat adds Celery's daily celery.backend_cleanup,
 # which deletes every expired result in ONE transaction and locks the table while it does.
 # Off by default: maintenance.prune-task-results deletes results older than
@@ -349,6 +356,9 @@ RELIABILITY_MAX_COUNTDOWN = env.int("RELIABILITY_MAX_COUNTDOWN", default=30 * 60
 # sweeper re-sends messages still pending after the grace period.
 RELIABILITY_OUTBOX_GRACE_SECONDS = env.int("RELIABILITY_OUTBOX_GRACE_SECONDS", default=10)
 RELIABILITY_OUTBOX_CLAIM_SECONDS = env.int("RELIABILITY_OUTBOX_CLAIM_SECONDS", default=30)
+# A message sent this long ago whose task (IdempotentTask/AtMostOnceTask) never started while
+# its queue is empty was lost by the broker (a Redis restart without persistence): re-sent.
+RELIABILITY_OUTBOX_CONFIRM_SECONDS = env.int("RELIABILITY_OUTBOX_CONFIRM_SECONDS", default=60)
 RELIABILITY_OUTBOX_KEEP_DAYS = env.int("RELIABILITY_OUTBOX_KEEP_DAYS", default=7)
 CELERY_BEAT_SCHEDULE["reliability-sweep-outbox"] = {
     "task": "reliability.tasks.sweep_outbox",
@@ -369,4 +379,8 @@ RELIABILITY_IDEMPOTENT_TASKS = env.list(
 # Redis scans for expired unacknowledged messages once every this many 10-second ticks.
 CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = env.int(
     "CELERY_UNACKED_RESTORE_THROTTLE", default=10
+)
+# ...and one tick is this many seconds (kombu's default, 10).
+CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = env.int(
+    "CELERY_UNACKED_RESTORE_INTERVAL", default=10
 )

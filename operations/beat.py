@@ -17,8 +17,10 @@ import os
 import socket
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 
+from celery.schedules import crontab
 from celery.schedules import schedule as interval_schedule
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 BEAT_HEARTBEAT = "beat"
 BEAT_LOCK = "beat-leader"
 TIME_ZONE_KEY = "time_zone"
+#: How far back a crontab's latest time is looked for: every-hour crontabs minute by minute,
+#: the others day by day. Older than that, the minute of the send is the slot.
+SLOT_LOOKBACK_MINUTES = 8 * 24 * 60
+SLOT_LOOKBACK_DAYS = 400
 
 
 def _setting(name: str, default: float) -> float:
@@ -62,17 +68,69 @@ def release_lease(owner: str) -> None:
 
 
 def slot_start(schedule: object, now: datetime) -> datetime:
-    """The start of the slot `now` falls in: a grid of the interval, or the minute for crontabs.
+    """The start of the slot `now` falls in: a grid of the interval, the crontab's latest time.
 
     Intervals are cut on a grid from the Unix epoch, so two beats (or one restarted) agree on
-    the slot whatever their own last_run_at; crontab, solar and clocked schedules fire on whole
-    minutes at most once, so the minute is their slot.
+    the slot whatever their own last_run_at. A crontab's slot is its latest scheduled time at
+    or before `now`, not the minute of the send: a beat restarted minutes after a dispatch reads
+    a stale last_run_at and sends a catch-up run, which must fall in the slot already sent.
+    Solar and clocked schedules fire on whole minutes at most once, so the minute is theirs.
     """
     now = now.astimezone(UTC)
     if isinstance(schedule, interval_schedule) and type(schedule) is interval_schedule:
         every = max(schedule.run_every.total_seconds(), 1.0)
         return datetime.fromtimestamp(int(now.timestamp() // every * every), tz=UTC)
+    if isinstance(schedule, crontab):
+        latest = _latest_crontab_time(schedule, now)
+        if latest is not None:
+            return latest
     return now.replace(second=0, microsecond=0)
+
+
+def _matches_day(schedule: crontab, day: date) -> bool:
+    return (
+        day.month in schedule.month_of_year
+        and day.day in schedule.day_of_month
+        and day.isoweekday() % 7 in schedule.day_of_week  # crontab counts Sunday as 0
+    )
+
+
+def _latest_crontab_time(schedule: crontab, now: datetime) -> datetime | None:
+    """The crontab's latest time at or before `now` (UTC), None if none in the look-back.
+
+    A crontab with fixed hours names wall-clock times: 02:30 in a zone that goes back an hour
+    in autumn happens twice but is one slot (the first instant, as Celery reads a wall time),
+    and the spring 02:30 that does not exist is the instant Celery fires it at. A crontab for
+    every hour names real hours, so the repeated hour's minutes are slots of their own.
+    """
+    tz = schedule.tz
+    minute = now.replace(second=0, microsecond=0)
+    if len(schedule.hour) == 24:
+        for back in range(SLOT_LOOKBACK_MINUTES):
+            candidate = minute - timedelta(minutes=back)
+            local = candidate.astimezone(tz)
+            if (
+                local.minute in schedule.minute
+                and local.hour in schedule.hour
+                and _matches_day(schedule, local.date())
+            ):
+                return candidate
+        return None
+    wall = minute.astimezone(tz).replace(tzinfo=None)
+    for back in range(SLOT_LOOKBACK_DAYS):
+        day = wall.date() - timedelta(days=back)
+        if not _matches_day(schedule, day):
+            continue
+        for hour in sorted(schedule.hour, reverse=True):
+            for at_minute in sorted(schedule.minute, reverse=True):
+                candidate = datetime.combine(day, dt_time(hour, at_minute))
+                if candidate > wall:
+                    continue
+                # fold=0: the first of a repeated time, and the pre-change offset in a gap.
+                instant = candidate.replace(tzinfo=tz).astimezone(UTC)
+                if instant <= minute:
+                    return instant
+    return None
 
 
 def slot_key(name: str, schedule: object, now: datetime) -> str:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 
+from . import outbox
 from .models import DeadLetter, Delivery
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class IdempotentTask(Task):
             return super().__call__(*args, **kwargs)
         close_old_connections()
         delivery = count_delivery(self.request)
+        outbox.forget_args(self.request.id)
         if delivery.finished_at is not None:
             # A duplicate message (outbox re-send, redelivery) of a run that already finished.
             logger.info(
@@ -174,4 +176,5 @@ class AtMostOnceTask(Task):
                 self.request.id,
             )
             return None
+        outbox.forget_args(self.request.id)
         return super().__call__(*args, **kwargs)

@@ -7,6 +7,12 @@ waits on a broker that is down; ``sweep()`` (the periodic task reliability.tasks
 re-sends what the broker did not take. A message can reach the broker twice (published, then
 the database went away before it was marked sent): tasks dispatched this way should use
 IdempotentTask or AtMostOnceTask, which skip a second delivery of the same task id.
+
+The broker can also lose a message it took: a Redis without persistence that restarts drops
+its queues. For tasks built on IdempotentTask or AtMostOnceTask, which record when they start,
+the sweeper re-sends a message that was sent RELIABILITY_OUTBOX_CONFIRM_SECONDS ago, never
+started, and whose queue is empty (so it is not merely waiting its turn). Its arguments are kept
+until the task starts, for that re-send.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from django.utils.module_loading import autodiscover_modules
 
 from .models import OutboxMessage, OutboxStatus
 
@@ -35,17 +42,38 @@ def dispatch_with_options(
     task: Any, args: tuple | list = (), kwargs: dict | None = None, **options: Any
 ) -> str:
     """Like dispatch_on_commit, with apply_async options (queue, countdown...)."""
-    name = task if isinstance(task, str) else task.name
-    task_id = str(uuid.uuid4())
-    message = OutboxMessage.objects.create(
-        task_id=task_id,
-        task_name=name,
+    message = enqueue(task, args, kwargs, **options)
+    transaction.on_commit(lambda: publish(message.pk))
+    return message.task_id
+
+
+def enqueue(
+    task: Any,
+    args: tuple | list = (),
+    kwargs: dict | None = None,
+    task_id: str | None = None,
+    **options: Any,
+) -> OutboxMessage:
+    """Only write the outbox row: for callers that publish it after commit themselves
+    (``publish(message.pk)``), to say something when the broker did not take it at once."""
+    return OutboxMessage.objects.create(
+        task_id=task_id or str(uuid.uuid4()),
+        task_name=task if isinstance(task, str) else task.name,
         args=list(args),
         kwargs=dict(kwargs or {}),
         options=options,
     )
-    transaction.on_commit(lambda: publish(message.pk))
-    return task_id
+
+
+def is_sent(pk: int) -> bool:
+    return OutboxMessage.objects.filter(pk=pk, status=OutboxStatus.SENT).exists()
+
+
+def mark_sent(task_id: str) -> None:
+    """For a caller that published the message itself, with the outbox row's task id."""
+    OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.PENDING).update(
+        status=OutboxStatus.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1
+    )
 
 
 def _claim(pk: int, now: Any) -> bool:
@@ -70,17 +98,17 @@ def publish(pk: int) -> bool:
         logger.warning("Outbox message %s not published now (database): %s", pk, exc)
         return False
     options = dict(message.options or {})
+    # A tuple, as delay() sends: the stored result shows the same arguments either way.
+    args = tuple(message.args or ())
     try:
-        task = app.tasks.get(message.task_name)
+        task = _task(app, message.task_name)
         # No publish retries: the request must not wait; the sweeper tries again later.
         if task is not None:
-            task.apply_async(
-                message.args, message.kwargs, task_id=message.task_id, retry=False, **options
-            )
+            task.apply_async(args, message.kwargs, task_id=message.task_id, retry=False, **options)
         else:
             app.send_task(
                 message.task_name,
-                message.args,
+                args,
                 message.kwargs,
                 task_id=message.task_id,
                 retry=False,
@@ -97,14 +125,14 @@ def publish(pk: int) -> bool:
             claimed_at=None, attempts=message.attempts + 1, last_error=str(exc)[:2000]
         )
         return False
+    sent: dict[str, Any] = {}
+    if not records_start(task):
+        # The broker has them now: arguments (perhaps secrets) are not kept a second time.
+        # (A task that records its start drops them itself when it starts: see forget_args.)
+        sent = {"args": [], "kwargs": {}}
     try:
         OutboxMessage.objects.filter(pk=pk).update(
-            status=OutboxStatus.SENT,
-            sent_at=timezone.now(),
-            attempts=message.attempts + 1,
-            # The broker has them now: arguments (perhaps secrets) are not kept a second time.
-            args=[],
-            kwargs={},
+            status=OutboxStatus.SENT, sent_at=timezone.now(), attempts=message.attempts + 1, **sent
         )
     except DatabaseError as exc:
         # Published but not marked: the sweeper will send it again, the worker skips the copy.
@@ -121,7 +149,89 @@ def sweep(older_than: float | None = None, limit: int = 500) -> int:
         .order_by("id")
         .values_list("pk", flat=True)[:limit]
     )
-    return sum(1 for pk in pending if publish(pk))
+    return sum(1 for pk in pending if publish(pk)) + resend_lost(limit=limit)
+
+
+def _task(app: Any, name: str) -> Any:
+    """The registered task, importing every app's tasks.py first if need be: a web process
+    has not imported them, and the task's class decides what the outbox keeps."""
+    task = app.tasks.get(name)
+    if task is None:
+        autodiscover_modules("tasks")
+        task = app.tasks.get(name)
+    return task
+
+
+def records_start(task: Any) -> bool:
+    """IdempotentTask and AtMostOnceTask write a Delivery row when they start."""
+    from .delivery import AtMostOnceTask, IdempotentTask
+
+    return isinstance(task, IdempotentTask | AtMostOnceTask)
+
+
+def forget_args(task_id: str) -> None:
+    """Called by a task that started: the broker delivered it, the re-send copy can go."""
+    OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.SENT).exclude(
+        args=[], kwargs={}
+    ).update(args=[], kwargs={})
+
+
+def _queue_is_empty(app: Any, message: OutboxMessage) -> bool:
+    route = app.amqp.router.route(dict(message.options or {}), message.task_name)
+    try:
+        with app.connection_for_write() as conn:
+            declared = conn.default_channel.queue_declare(route["queue"].name, passive=True)
+    except Exception as exc:
+        # No such queue (the broker forgot it) is empty; a broker that does not answer is not.
+        return "404" in str(exc) or "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower()
+    return declared.message_count == 0
+
+
+def resend_lost(limit: int = 500) -> int:
+    """Send again what the broker took but lost: sent long enough ago, never started, and
+    its queue is empty. The task's own start record makes a late duplicate harmless."""
+    from myproject.celery import app
+
+    from .models import Delivery
+
+    now = timezone.now()
+    wait = timedelta(seconds=settings.RELIABILITY_OUTBOX_CONFIRM_SECONDS)
+    names = [name for name, task in app.tasks.items() if records_start(task)]
+    # Never started: no Delivery row (an anti-join on its task_id index).
+    sent = (
+        OutboxMessage.objects.filter(
+            status=OutboxStatus.SENT,
+            task_name__in=names,
+            sent_at__lte=now - wait,
+            sent_at__gte=now - timedelta(days=1),
+        )
+        .filter(~Exists(Delivery.objects.filter(task_id=OuterRef("task_id"))))
+        .order_by("id")[:limit]
+    )
+    empty: dict[str, bool] = {}
+    resent = 0
+    for message in sent:
+        options = message.options or {}
+        due = message.sent_at + timedelta(seconds=float(options.get("countdown") or 0))
+        if options.get("eta") or due > now - wait:
+            continue  # a countdown/ETA not reached yet: not started is expected
+        queue = str(options.get("queue") or "")
+        if queue not in empty:
+            empty[queue] = _queue_is_empty(app, message)
+        if not empty[queue]:
+            continue
+        logger.warning(
+            "Outbox: %s[%s] was sent %s but never started and its queue is empty; sending it "
+            "again.",
+            message.task_name,
+            message.task_id,
+            message.sent_at.isoformat(timespec="seconds"),
+        )
+        OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.SENT).update(
+            status=OutboxStatus.PENDING, claimed_at=None
+        )
+        resent += publish(message.pk)
+    return resent
 
 
 def prune(max_age_days: int) -> int:

@@ -26,7 +26,16 @@ from celery import signals
 from celery._state import get_current_task
 from celery.utils.saferepr import saferepr
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, router, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    router,
+    transaction,
+)
 from django.utils import timezone
 
 from . import buffer, context
@@ -182,6 +191,28 @@ def _update(task_id: str | None, **fields: Any) -> int:
     return TaskRecord.objects.filter(task_id=task_id).update(**fields)
 
 
+def _finish(task_id: str | None, **fields: Any) -> int:
+    """_update for a task's outcome, retried while the database is unreachable.
+
+    A worker that loses the database just after storing a task's result would otherwise leave
+    its record STARTED for good. It waits instead (as the result backend does, see
+    reliability.results), backing off, for TASKCONSOLE_FINISH_RETRY_SECONDS at most.
+    """
+    give_up = time.monotonic() + float(_setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120))
+    pause = 0.1
+    while True:
+        try:
+            return _update(task_id, **fields)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > give_up:
+                raise
+            # The broken connection must not be reused: the next try opens a new one.
+            with contextlib.suppress(DatabaseError):
+                connections[router.db_for_write(TaskRecord)].close()
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def _header(request: Any, name: str) -> Any:
     # A task's Context carries the message headers as attributes; a worker Request keeps
     # them in its request_dict.
@@ -327,7 +358,7 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         text = json.dumps(result, default=repr)
     except (TypeError, ValueError):
         text = repr(result)
-    _update(
+    _finish(
         sender.request.id,
         status=TaskStatus.SUCCESS,
         result=clip_text(text, limit),
@@ -347,7 +378,7 @@ def on_failure(
     if _ignored(name):
         return
     limit = _setting("TASKCONSOLE_MAX_STORED_RESULT", 10_000)
-    _update(
+    _finish(
         task_id,
         status=TaskStatus.FAILURE,
         exception=clip_text(f"{type(exception).__name__}: {exception}", 2000),

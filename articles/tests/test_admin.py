@@ -18,7 +18,8 @@ CHANGELIST = reverse("admin:articles_article_changelist")
 
 @pytest.fixture
 def delay():
-    with mock.patch("articles.tasks.expand_abbreviations.delay") as delay:
+    # The outbox publishes with apply_async((article_id,), {}, task_id=..., retry=False).
+    with mock.patch("articles.tasks.expand_abbreviations.apply_async") as delay:
         yield delay
 
 
@@ -39,7 +40,7 @@ def test_the_action_queues_each_selected_article(
             follow=True,
         )
     assert "Queued the expansion of 2 articles." in response.content.decode()
-    assert sorted(call.args[0] for call in delay.call_args_list) == [first.pk, second.pk]
+    assert sorted(call.args[0] for call in delay.call_args_list) == [(first.pk,), (second.pk,)]
     pending = Article.objects.filter(expansion_status=ExpansionStatus.PENDING)
     assert set(pending) == {first, second}
 
@@ -54,7 +55,7 @@ def test_adding_in_the_admin_sets_the_author_and_queues(
     assert response.status_code == 302
     article = Article.objects.get()
     assert article.author.username == "boss"
-    delay.assert_called_once_with(article.pk)
+    assert [call.args[0] for call in delay.call_args_list] == [(article.pk,)]
 
 
 def test_the_admin_refuses_an_abbreviation_that_would_expand_again(admin: Client) -> None:

@@ -135,13 +135,13 @@ def test_an_article_edited_on_every_attempt_gives_up_without_writing() -> None:
 def test_queue_expansion_sends_after_the_commit_only(django_capture_on_commit_callbacks) -> None:
     first, second = make_article(), make_article()
     with (
-        mock.patch("articles.tasks.expand_abbreviations.delay") as delay,
+        mock.patch("articles.tasks.expand_abbreviations.apply_async") as delay,
         django_capture_on_commit_callbacks(execute=True) as callbacks,
     ):
         queue_expansion([first.pk, second.pk])
         assert delay.call_count == 0
     assert len(callbacks) == 2
-    assert delay.call_args_list == [mock.call(first.pk), mock.call(second.pk)]
+    assert [call.args[0] for call in delay.call_args_list] == [(first.pk,), (second.pk,)]
     statuses = set(Article.objects.values_list("expansion_status", flat=True))
     assert statuses == {ExpansionStatus.PENDING}
 
@@ -155,7 +155,7 @@ def test_queue_expansion_in_a_rolled_back_transaction_sends_nothing() -> None:
             queue_expansion([article.pk])
             raise RuntimeError("rolled back")
 
-    with mock.patch("articles.tasks.expand_abbreviations.delay") as delay:
+    with mock.patch("articles.tasks.expand_abbreviations.apply_async") as delay:
         with pytest.raises(RuntimeError):
             queue_then_fail()
         assert delay.call_count == 0
@@ -166,7 +166,7 @@ def test_queue_expansion_in_a_rolled_back_transaction_sends_nothing() -> None:
 def test_a_broker_error_is_recorded_on_the_article() -> None:
     article = make_article(expansion_status=ExpansionStatus.PENDING)
     with mock.patch(
-        "articles.tasks.expand_abbreviations.delay", side_effect=OperationalError("down")
+        "articles.tasks.expand_abbreviations.apply_async", side_effect=OperationalError("down")
     ):
         assert services.send_expansion(article.pk) is False
     assert Article.objects.get(pk=article.pk).expansion_status == ExpansionStatus.NOT_QUEUED

@@ -25,7 +25,8 @@ def edit_url(article: Article) -> str:
 
 @pytest.fixture
 def delay():
-    with mock.patch("articles.tasks.expand_abbreviations.delay") as delay:
+    # The outbox publishes with apply_async((article_id,), {}, task_id=..., retry=False).
+    with mock.patch("articles.tasks.expand_abbreviations.apply_async") as delay:
         yield delay
 
 
@@ -85,7 +86,7 @@ def test_creating_sends_the_task_after_the_commit(
     assert article.author is not None
     assert article.expansion_status == ExpansionStatus.PENDING
     assert len(callbacks) == 1
-    delay.assert_called_once_with(article.pk)
+    assert [call.args[0] for call in delay.call_args_list] == [(article.pk,)]
     assert "being expanded" in str(next(iter(get_messages(response.wsgi_request))))
 
 
@@ -101,7 +102,7 @@ def test_editing_saves_only_the_form_fields_and_sends_the_task(
     assert response.status_code == 302
     assert save.call_args.kwargs == {"update_fields": ["body", "updated_at"]}
     assert Article.objects.get(pk=article.pk).body == "MyCorp, edited"
-    delay.assert_called_once_with(article.pk)
+    assert [call.args[0] for call in delay.call_args_list] == [(article.pk,)]
 
 
 def test_bad_input_is_shown_again_and_nothing_is_saved_or_sent(writer: Client, delay) -> None:
@@ -119,7 +120,7 @@ def test_bad_input_is_shown_again_and_nothing_is_saved_or_sent(writer: Client, d
 @pytest.mark.django_db(transaction=True)
 def test_a_broker_that_is_down_keeps_the_article_and_says_so(writer: Client) -> None:
     with mock.patch(
-        "articles.tasks.expand_abbreviations.delay", side_effect=OperationalError("down")
+        "articles.tasks.expand_abbreviations.apply_async", side_effect=OperationalError("down")
     ):
         response = writer.post(CREATE, {"title": "Kept", "body": "MyCorp"})
     assert response.status_code == 302
