@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import threading
 import time
@@ -150,7 +151,20 @@ def main() -> None:
     print()
     print("\n".join(lines))
     print(f"\nchaos suite wall time: {elapsed / 60:.1f} min")
-    (tmp / "RESULTS.md").write_text("\n".join(lines) + f"\n\nwall time {elapsed / 60:.1f} min\n")
+    report = [
+        "# Chaos suite results",
+        "",
+        f"Written by `python chaos/run.py` (`make chaos`) on {time.strftime('%Y-%m-%d')}; "
+        f"{os.cpu_count()} CPUs; database {database.split('@')[-1]}; brokers "
+        f"{', '.join(name for name, _url in brokers) or 'none'}; wall time {elapsed / 60:.1f} min.",
+        "",
+        *lines,
+        "",
+    ]
+    (tmp / "RESULTS.md").write_text("\n".join(report))
+    if set(only) == set(scenarios):
+        # The whole suite: the table the README quotes.
+        (BASE_DIR / "chaos" / "RESULTS.md").write_text("\n".join(report))
 
 
 if __name__ == "__main__":

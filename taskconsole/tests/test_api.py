@@ -6,6 +6,7 @@ import json
 from unittest import mock
 
 import pytest
+from celery import current_app
 from django.test import Client
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -294,7 +295,9 @@ def test_workers_and_audit_endpoints(people) -> None:
         "w1@host": {"pool": {"implementation": "prefork", "max-concurrency": 2}, "total": {"a": 3}}
     }
     fake.active.return_value = {"w1@host": [{"id": "abc", "name": "app.tasks.add"}]}
-    with mock.patch("celery.app.control.Control.inspect", return_value=fake):
+    # On the app's own Control: `inspect` is a cached property, so another test that asked
+    # workers first has it stored on the instance, where a class-level patch cannot reach.
+    with mock.patch.object(current_app.control, "inspect", return_value=fake):
         data = login(owner).get(f"{API}/workers/").json()
     assert data["workers"] == [
         {
