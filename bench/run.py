@@ -134,6 +134,7 @@ class Bench:
         self.r = redis.Redis.from_url(self.counter_url)
         self.broker = redis.Redis.from_url(self.broker_url)
         self.workers: list = []
+        self.machine: list[str] = []
 
     def _database(self, url: str | None) -> tuple[str, str]:
         if not url:
@@ -657,7 +658,7 @@ def item6_console(bench: Bench, rounds: int, rows: int, runs: int) -> None:
                     continue
                 admin.get(target)  # warm
                 times = []
-                for _ in range(runs if side == 0 else 3):
+                for _ in range(runs if side == 0 else 2):
                     t = time.perf_counter()
                     response = admin.get(target)
                     times.append((time.perf_counter() - t) * 1000)
@@ -850,10 +851,10 @@ def write_results(bench: Bench, elapsed: float, options: argparse.Namespace) -> 
         "Written by `python bench/run.py` (`make bench`); medians over alternating runs, "
         "min–max in brackets.",
         "",
-        *machine(bench),
+        *bench.machine,
         f"- Rounds: item 1 {options.rounds}, items 3–5 {options.e2e_rounds} (each worker kind "
         f"in turn; bare Celery with django-db results once), item 6 two (admin baseline: "
-        f"first round, 3 runs), items 2 and 7 one; suite wall time {elapsed / 60:.1f} min",
+        f"first round, 2 runs), items 2 and 7 one; suite wall time {elapsed / 60:.1f} min",
         "",
         *table(),
         "",
@@ -873,14 +874,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="item 1, alternating rounds")
     parser.add_argument("--e2e-rounds", type=int, default=2, help="items 3-5, rounds of 3 workers")
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="items to run, e.g. 1,5")
-    parser.add_argument("--dispatches", type=int, default=1000, help="item 1, per path per round")
+    parser.add_argument("--dispatches", type=int, default=600, help="item 1, per path per round")
     parser.add_argument("--bulk", type=int, default=100_000, help="item 2")
     parser.add_argument("--loop", type=int, default=3_000, help="item 2, delay() loop size")
     parser.add_argument("--tasks", type=int, default=10_000, help="item 3")
     parser.add_argument("--items", type=int, default=10_000, help="item 4")
     parser.add_argument("--probes", type=int, default=200, help="item 5, per round")
     parser.add_argument("--rows", type=int, default=1_000_000, help="item 6")
-    parser.add_argument("--beat-seconds", type=int, default=45, help="item 7, per phase")
+    parser.add_argument("--beat-seconds", type=int, default=40, help="item 7, per phase")
     parser.add_argument("--beat-load", type=int, default=10_000, help="item 7")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     options = parser.parse_args()
@@ -896,7 +897,8 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         call_command("createcachetable", verbosity=0)
-        print("\n".join(machine(bench)))
+        bench.machine = machine(bench)
+        print("\n".join(bench.machine))
         print(f"  {'#':<4} {'measure':<44} {'baseline':>28} {'product':>30}  target")
         steps = [
             ("1", lambda: item1_dispatch(bench, options.rounds, options.dispatches)),

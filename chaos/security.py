@@ -122,7 +122,9 @@ def sentinel_scenario(broker_name: str, broker: str, tmp: Path) -> dict:
     except RuntimeError:
         flower.stop()
         raise
-    worker = Worker(broker, queue, "secret", log)
+    # -E: task events from the first task on. The product's workers send events only once
+    # Flower has asked (it does every few seconds), which a one-task run could race.
+    worker = Worker(broker, queue, "secret", log, extra_args=("-E",))
     result = app.tasks["reliability.tasks.ledger_default"].apply_async(
         (run,), {"api_token": SENTINEL}, queue=queue
     )
