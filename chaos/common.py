@@ -88,6 +88,8 @@ def setup_django(database_url: str) -> None:
 
 
 class Worker:
+    """A real `celery -A myproject worker` on its own queue, its output appended to `log`."""
+
     def __init__(
         self,
         broker: str,
@@ -96,6 +98,8 @@ class Worker:
         log: Path,
         extra_env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
+        concurrency: int = 2,
+        wait: bool = True,
     ) -> None:
         self.log = log
         argv = [
@@ -110,7 +114,7 @@ class Worker:
             "-Q",
             queue,
             "-c",
-            "2",
+            str(concurrency),
             "-n",
             f"{name}-{uuid.uuid4().hex[:6]}@%h",
             "--without-mingle",
@@ -119,6 +123,8 @@ class Worker:
             *extra_args,
         ]
         self.handle = log.open("a")
+        # Several workers may append to one log in turn: only this one's lines say it is ready.
+        self.started = log.stat().st_size
         self.process = subprocess.Popen(
             argv,
             cwd=BASE_DIR,
@@ -127,10 +133,18 @@ class Worker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 90
-        while " ready." not in log.read_text(errors="replace"):
+        if wait:
+            self.ready()
+
+    def ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.log.open("rb") as handle:
+                handle.seek(self.started)
+                if b" ready." in handle.read():
+                    return
             if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"worker did not start; see {log}")
+                raise RuntimeError(f"worker did not start; see {self.log}")
             time.sleep(0.2)
 
     def children(self) -> list[int]:

@@ -41,7 +41,7 @@ FAST_RESTORE = {"CELERY_UNACKED_RESTORE_INTERVAL": "1", "CELERY_UNACKED_RESTORE_
 
 
 class ChaosWorker(Worker):
-    """A chaos.common.Worker that can start without blocking, with its own size and settings."""
+    """A chaos.common.Worker of four processes by default, with its settings given as `env`."""
 
     def __init__(
         self,
@@ -53,49 +53,9 @@ class ChaosWorker(Worker):
         env: dict[str, str] | None = None,
         wait: bool = True,
     ) -> None:
-        self.log = log
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "myproject",
-            "worker",
-            "-l",
-            "info",
-            "-Q",
-            queue,
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "--prefetch-multiplier=1",
-        ]
-        self.handle = log.open("a")
-        self.started = log.stat().st_size
-        self.process = subprocess.Popen(
-            argv,
-            cwd=BASE_DIR,
-            env={**ENV, "CELERY_BROKER_URL": broker, **(env or {})},
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            broker, queue, name, log, extra_env=env, concurrency=concurrency, wait=wait
         )
-        if wait:
-            self.ready()
-
-    def ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.log.open("rb") as handle:
-                handle.seek(self.started)
-                if b" ready." in handle.read():
-                    return
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"worker did not start; see {self.log}")
-            time.sleep(0.2)
 
 
 def fast_database() -> dict[str, str]:
