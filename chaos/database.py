@@ -206,7 +206,7 @@ def pg_outage(ctx: Context, broker_name: str, broker: str) -> dict:
     return {
         "scenario": "5 PostgreSQL cut 30 s",
         "broker": broker_name,
-        "policy": "default (early ack)",
+        "policy": "product default (AtMostOnceTask)",
         "tasks": n,
         "lost": sum(1 for task_id in ids if task_id not in finished),
         "ran twice": sum(1 for count in started.values() if count > 1),

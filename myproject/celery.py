@@ -7,7 +7,9 @@ from celery.signals import setup_logging
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")
 
 # 实例化
-app = Celery("myproject")
+# task_cls: every task that does not choose a delivery policy is at most once (early ack plus
+# a claim on its id, so a redelivered message never runs it twice): see reliability/delivery.py.
+app = Celery("myproject", task_cls="reliability.delivery:AtMostOnceTask")
 
 # namespace='CELERY': every Celery option lives in Django settings, prefixed with CELERY_.
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -338,11 +338,19 @@ TASKCONSOLE_MAX_AGE_DAYS = env.int("TASKCONSOLE_MAX_AGE_DAYS", default=RESULTS_M
 
 # RELIABILITY (no task lost or run twice; health endpoints)
 # ------------------------------------------------------------------------------
-# Delivery policy: Celery's early ack stays the default (a task never runs twice, but is lost
-# if its worker dies); tasks declared idempotent (base=reliability.delivery.IdempotentTask) are
+# Delivery policy: every task is at most once by default (the app's task class,
+# reliability.delivery.AtMostOnceTask: Celery's early ack plus a claim on the task id written
+# before the body runs, so a redelivered or re-sent message never runs it twice; lost if its
+# worker dies). Tasks declared idempotent (base=reliability.delivery.IdempotentTask) are
 # acknowledged after they run and requeued when their worker dies. A task delivered more than
 # this many times without finishing (a poison pill that kills its worker) is set aside.
 RELIABILITY_MAX_DELIVERIES = env.int("RELIABILITY_MAX_DELIVERIES", default=3)
+# Claims and delivery counts are kept this long: longer than any redelivery can come (the
+# visibility timeout, the outbox's one-day re-send window), then pruned.
+RELIABILITY_DELIVERY_KEEP_HOURS = env.int("RELIABILITY_DELIVERY_KEEP_HOURS", default=48)
+# A worker that cannot write a task's claim or delivery count waits this many seconds at most
+# for the database (instead of running the task unclaimed, or losing it).
+RELIABILITY_DATABASE_WAIT = env.int("RELIABILITY_DATABASE_WAIT", default=120)
 # Redis hands an unacknowledged message to another worker after visibility_timeout seconds,
 # so a countdown/ETA or a running acks_late task longer than this would run twice
 # (kombu#337, celery#4400). The system check reliability.W001 compares it with the time limits

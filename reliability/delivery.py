@@ -1,8 +1,14 @@
 """Delivery policy as a product default: which tasks may run twice, and which may never.
 
 Celery acknowledges a message when a worker receives it (early ack): a worker that dies loses
-the task, but it never runs twice. That stays the default for every task that does not say
-otherwise. A task that is safe to run again declares it::
+the task rather than run it again. Early ack alone still lets a message run twice: a Redis
+visibility timeout shorter than a countdown hands it to a second worker (kombu#337), a worker's
+main process killed between a child starting the task and the acknowledgement leaves it to be
+redelivered, an outbox re-send can cross a slow first copy. So the app's default task class
+(``Celery(task_cls=...)`` in myproject/celery.py) is ``AtMostOnceTask``: early ack plus a claim
+on the task id taken before the body runs, and a second delivery of a claimed run is dropped.
+Every task that does not say otherwise is at most once. A task that is safe to run again
+declares it::
 
     @shared_task(base=IdempotentTask)
     def rebuild_index(pk): ...
@@ -12,18 +18,31 @@ dies (reject_on_worker_lost), so it is never lost. A task that kills its worker 
 (a poison pill) is set aside after RELIABILITY_MAX_DELIVERIES deliveries: it fails with
 DeadLettered, visible in the console with its reason, and a DeadLetter row is written.
 
-``AtMostOnceTask`` adds a claim on the task id to the default early ack, so even a duplicate
-message (an outbox re-send, a Redis visibility-timeout redelivery) never runs it twice.
+Both classes wait for the database (RELIABILITY_DATABASE_WAIT seconds at most) rather than run
+a task whose claim or delivery count could not be written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import Task
+from celery.exceptions import Ignore
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    router,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
@@ -33,6 +52,7 @@ from . import outbox
 from .models import DeadLetter, Delivery
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DeliveryPolicy:
@@ -41,11 +61,16 @@ class DeliveryPolicy:
     AT_MOST_ONCE = "at-most-once"
     AT_LEAST_ONCE = "at-least-once"
     ACKS_LATE_ONLY = "acks-late"
+    EARLY_ACK_ONLY = "early-ack"
 
     labels = {
         AT_MOST_ONCE: _("At most once: never runs twice; lost if its worker dies"),
         AT_LEAST_ONCE: _("Idempotent: never lost; may run again after a worker dies"),
         ACKS_LATE_ONLY: _("Acknowledged late without requeue on worker loss"),
+        EARLY_ACK_ONLY: _(
+            "Early ack without a claim (not the product's task class): a redelivered message "
+            "runs again"
+        ),
     }
 
 
@@ -73,7 +98,9 @@ def policy_of(task: Any) -> str:
         if getattr(task, "reject_on_worker_lost", False):
             return DeliveryPolicy.AT_LEAST_ONCE
         return DeliveryPolicy.ACKS_LATE_ONLY
-    return DeliveryPolicy.AT_MOST_ONCE
+    if isinstance(task, AtMostOnceTask) and not task.name.startswith("celery."):
+        return DeliveryPolicy.AT_MOST_ONCE
+    return DeliveryPolicy.EARLY_ACK_ONLY
 
 
 def policy_label(task: Any) -> str:
@@ -95,6 +122,27 @@ def policies() -> list[tuple[str, str, bool]]:
 
 def _delivery_key(request: Any) -> str:
     return f"{request.id}:{request.retries or 0}"[:300]
+
+
+def _waiting_for_database(write: Callable[[], T]) -> T:
+    """Run `write`, waiting (with backoff) while the database is unreachable.
+
+    The message is already acknowledged (early ack) or will be requeued only if the worker
+    dies (acks_late): giving up here would lose the task, so a worker waits for the database
+    as the result backend does (reliability.results).
+    """
+    give_up = time.monotonic() + float(getattr(settings, "RELIABILITY_DATABASE_WAIT", 120))
+    pause = 0.1
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > give_up:
+                raise
+            with contextlib.suppress(DatabaseError):
+                connections[router.db_for_write(Delivery)].close()
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def count_delivery(request: Any) -> Delivery:
@@ -131,14 +179,15 @@ class IdempotentTask(Task):
         if self.request.is_eager or self.request.called_directly:
             return super().__call__(*args, **kwargs)
         close_old_connections()
-        delivery = count_delivery(self.request)
-        outbox.forget_args(self.request.id)
+        delivery = _waiting_for_database(lambda: count_delivery(self.request))
+        _waiting_for_database(lambda: outbox.forget_args(self.request.id))
         if delivery.finished_at is not None:
             # A duplicate message (outbox re-send, redelivery) of a run that already finished.
+            # Ignore, not return: the first run's stored result must not be overwritten.
             logger.info(
                 "Task %s[%s] already ran; skipping a duplicate.", self.name, self.request.id
             )
-            return None
+            raise Ignore()
         limit = getattr(self, "max_deliveries", None) or settings.RELIABILITY_MAX_DELIVERIES
         if delivery.count > limit:
             reason = (
@@ -148,12 +197,19 @@ class IdempotentTask(Task):
             dead_letter(self, delivery, reason)
             raise DeadLettered(reason)
         result = super().__call__(*args, **kwargs)
-        Delivery.objects.filter(pk=delivery.pk).update(finished_at=timezone.now())
+        _waiting_for_database(
+            lambda: Delivery.objects.filter(pk=delivery.pk).update(finished_at=timezone.now())
+        )
         return result
 
 
 class AtMostOnceTask(Task):
-    """Never runs twice: early ack plus a claim on the task id taken before the body runs."""
+    """Never runs twice: early ack plus a claim on the task id taken before the body runs.
+
+    The app's default task class. A task that sets acks_late itself (or through
+    CELERY_TASK_ACKS_LATE) chose redelivery, and Celery's own tasks (chord bookkeeping) retry
+    themselves: neither is claimed.
+    """
 
     abstract = True
     idempotent = False
@@ -161,20 +217,33 @@ class AtMostOnceTask(Task):
     reject_on_worker_lost = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.request.is_eager or self.request.called_directly:
+        request = self.request
+        if (
+            request.is_eager
+            or request.called_directly
+            or not request.id
+            or self.acks_late
+            or self.name.startswith("celery.")
+        ):
             return super().__call__(*args, **kwargs)
         close_old_connections()
-        try:
-            with transaction.atomic():
-                Delivery.objects.create(
-                    key=_delivery_key(self.request), task_id=self.request.id, count=1
-                )
-        except IntegrityError:
+        if not _waiting_for_database(lambda: claim(request)):
             logger.warning(
                 "Task %s[%s] was delivered again; it is not idempotent, so it does not run twice.",
                 self.name,
-                self.request.id,
+                request.id,
             )
-            return None
-        outbox.forget_args(self.request.id)
+            # Ignore, not return: the first run's state and result stay as they are.
+            raise Ignore()
+        _waiting_for_database(lambda: outbox.forget_args(request.id))
         return super().__call__(*args, **kwargs)
+
+
+def claim(request: Any) -> bool:
+    """Take this run of the task (id + retry number); False when it was taken before."""
+    try:
+        with transaction.atomic():
+            Delivery.objects.create(key=_delivery_key(request), task_id=request.id, count=1)
+    except IntegrityError:
+        return False
+    return True

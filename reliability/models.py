@@ -56,6 +56,8 @@ class Delivery(models.Model):
     class Meta:
         verbose_name = _("delivery")
         verbose_name_plural = _("deliveries")
+        # Pruned by age every few seconds (reliability.outbox.prune).
+        indexes = [models.Index(fields=["first_at"], name="rel_delivery_first_at")]
 
     def __str__(self) -> str:
         return f"{self.key} x{self.count}"

@@ -171,9 +171,13 @@ def records_start(task: Any) -> bool:
 
 def forget_args(task_id: str) -> None:
     """Called by a task that started: the broker delivered it, the re-send copy can go."""
-    OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.SENT).exclude(
+    kept = OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.SENT).exclude(
         args=[], kwargs={}
-    ).update(args=[], kwargs={})
+    )
+    # Most tasks did not come through the outbox: a read on the unique index answers that
+    # without taking the database's write lock, which an UPDATE of no rows would (SQLite).
+    if kept.exists():
+        kept.update(args=[], kwargs={})
 
 
 def _queue_is_empty(app: Any, message: OutboxMessage) -> bool:
@@ -235,10 +239,13 @@ def resend_lost(limit: int = 500) -> int:
 
 
 def prune(max_age_days: int) -> int:
-    """Delete sent messages and delivery counts older than max_age_days."""
+    """Delete sent messages older than max_age_days, and claims and delivery counts older
+    than RELIABILITY_DELIVERY_KEEP_HOURS (every task writes one: they must not pile up)."""
     from .models import Delivery
 
-    cutoff = timezone.now() - timedelta(days=max_age_days)
+    now = timezone.now()
+    cutoff = now - timedelta(days=max_age_days)
     deleted, _ = OutboxMessage.objects.filter(status=OutboxStatus.SENT, sent_at__lt=cutoff).delete()
-    Delivery.objects.filter(first_at__lt=cutoff).delete()
+    kept = timedelta(hours=settings.RELIABILITY_DELIVERY_KEEP_HOURS)
+    Delivery.objects.filter(first_at__lt=now - kept).delete()
     return deleted

@@ -15,8 +15,9 @@ minutes for the database.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 from celery._state import get_current_task
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, router
 from django_celery_results.backends.database import DatabaseBackend
@@ -26,6 +27,25 @@ BACKEND = "reliability.results:RetryingDatabaseBackend"
 
 
 class RetryingDatabaseBackend(DatabaseBackend):
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        status: str,
+        traceback: Any = None,
+        request: Any = None,
+        using: str | None = None,
+    ) -> Any:
+        # Celery writes STARTED before the task's own code can tell a second delivery of a
+        # finished run (which AtMostOnceTask then drops): it must not replace the outcome.
+        if status == states.STARTED and (
+            self.TaskModel._default_manager.using(using)
+            .filter(task_id=task_id, status__in=states.READY_STATES)
+            .exists()
+        ):
+            return result
+        return super()._store_result(task_id, result, status, traceback, request, using)
+
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, InterfaceError | OperationalError) and get_current_task() is not None:
             with contextlib.suppress(DatabaseError):

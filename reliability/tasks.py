@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from . import outbox
@@ -38,7 +38,14 @@ def write_ledger(task, run: str, sleep: float, kill: bool) -> int:
 
 @shared_task(bind=True)
 def ledger_default(self, run: str, sleep: float = 0.0, kill: bool = False, **extra) -> int:
-    """Celery's default: acknowledged on receipt. Extra keyword arguments are ignored."""
+    """The product's default (the app's task class, AtMostOnceTask): acknowledged on receipt,
+    claimed before it runs. Extra keyword arguments are ignored."""
+    return write_ledger(self, run, sleep, kill)
+
+
+@shared_task(bind=True, base=Task)
+def ledger_plain(self, run: str, sleep: float = 0.0, kill: bool = False) -> int:
+    """Celery's own Task, without the product's claim: what early ack alone does."""
     return write_ledger(self, run, sleep, kill)
 
 

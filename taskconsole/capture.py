@@ -39,7 +39,7 @@ from django.db import (
 from django.utils import timezone
 
 from . import buffer, context
-from .models import RUNNING_STATES, Origin, TaskRecord, TaskStatus
+from .models import FINISHED_STATES, RUNNING_STATES, Origin, TaskRecord, TaskStatus
 from .redaction import clip_json, clip_text, redact
 
 logger = logging.getLogger(__name__)
@@ -338,7 +338,11 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         "worker": clip_text(request.hostname or "", 255),
         "retries": request.retries or 0,
     }
-    if not _update(task_id, **fields):
+    # A finished record stays finished: a second delivery of the same run (a redelivered
+    # message that the task's own claim then drops) must not show it as started again.
+    started = TaskRecord.objects.filter(task_id=task_id).exclude(status__in=FINISHED_STATES)
+    missing = task_id and not started.update(**fields)
+    if missing and not TaskRecord.objects.filter(task_id=task_id).exists():
         _ensure(task.name, request, **fields)
 
 

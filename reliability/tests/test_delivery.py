@@ -17,6 +17,7 @@ from reliability.tasks import (
     ledger_at_most_once,
     ledger_default,
     ledger_idempotent,
+    ledger_plain,
     sweep_outbox,
 )
 from taskconsole.models import TaskRecord, TaskStatus
@@ -41,6 +42,9 @@ def test_policies_are_visible_per_task(client: Client, django_user_model) -> Non
     names = {name: (policy, idem) for name, policy, idem in delivery.policies()}
     assert names["reliability.tasks.ledger_idempotent"] == ("at-least-once", True)
     assert names["app.tasks.add"] == ("at-most-once", False)
+    # Only a task that opts out of the app's task class keeps Celery's bare early ack.
+    assert names["reliability.tasks.ledger_plain"] == ("early-ack", False)
+    assert delivery.policy_of(ledger_plain) == delivery.DeliveryPolicy.EARLY_ACK_ONLY
 
     assert client.get("/reliability/").status_code == 302
     client.force_login(django_user_model.objects.create_superuser("root", "r@x.org", "pw"))
@@ -91,6 +95,35 @@ def test_a_duplicate_message_never_runs_twice(worker) -> None:
     assert sorted(e.task_id for e in ledger(run)) == sorted([task_id, task_id + "-i"])
 
 
+def test_every_task_is_at_most_once_by_default_and_a_duplicate_keeps_the_first_outcome(
+    worker,
+) -> None:
+    """The app's task class claims each run: a second message with the same id (a Redis
+    redelivery, an outbox re-send) is dropped, and the stored result and the console's record
+    keep the first run's outcome instead of going back to STARTED."""
+    from django_celery_results.models import TaskResult
+
+    from reliability.models import Delivery
+
+    run, plain_run = uuid.uuid4().hex, uuid.uuid4().hex
+    task_id, plain_id = str(uuid.uuid4()), str(uuid.uuid4())
+    ledger_default.apply_async((run,), task_id=task_id)
+    wait_for(lambda: TaskResult.objects.filter(task_id=task_id, status="SUCCESS").exists(), 60)
+    ledger_default.apply_async((run,), task_id=task_id)
+    # Celery's own Task has no claim: the same duplicate runs again.
+    for _ in range(2):
+        ledger_plain.apply_async((plain_run,), task_id=plain_id)
+    wait_for(lambda: len(ledger(plain_run)) == 2, timeout=60)
+    ledger_default.delay(run + "-marker")
+    wait_for(lambda: LedgerEntry.objects.filter(run=run + "-marker").exists(), timeout=60)
+
+    assert [e.task_id for e in ledger(run)] == [task_id]
+    assert Delivery.objects.filter(task_id=task_id).count() == 1
+    result = TaskResult.objects.get(task_id=task_id)
+    assert (result.status, result.result) == ("SUCCESS", "1")
+    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.SUCCESS
+
+
 def test_dispatch_on_commit_returns_the_id_and_publishes_after_commit(worker) -> None:
     run = uuid.uuid4().hex
     with transaction.atomic():
@@ -133,3 +166,18 @@ def test_the_sweeper_resends_what_the_broker_refused(worker) -> None:
     wait_for(lambda: LedgerEntry.objects.filter(task_id=task_id).exists(), timeout=60)
     sweep_outbox.delay()
     assert len(ledger(run)) == 1
+
+
+def test_claims_are_pruned_after_the_redelivery_window(settings) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reliability.models import Delivery
+
+    settings.RELIABILITY_DELIVERY_KEEP_HOURS = 48
+    now = timezone.now()
+    old = Delivery.objects.create(key="old:0", task_id="old", first_at=now - timedelta(hours=49))
+    recent = Delivery.objects.create(key="new:0", task_id="new", first_at=now - timedelta(hours=47))
+    outbox.prune(max_age_days=7)
+    assert list(Delivery.objects.filter(pk__in=[old.pk, recent.pk])) == [recent]
