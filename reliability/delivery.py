@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task
+from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import (
@@ -159,7 +159,7 @@ def count_delivery(request: Any) -> Delivery:
     return Delivery.objects.get(key=key)
 
 
-def dead_letter(task: Task, delivery: Delivery, reason: str) -> None:
+def dead_letter(task: DjangoTask, delivery: Delivery, reason: str) -> None:
     DeadLetter.objects.get_or_create(
         task_id=task.request.id,
         defaults={"task_name": task.name, "reason": reason, "deliveries": delivery.count},
@@ -167,7 +167,7 @@ def dead_letter(task: Task, delivery: Delivery, reason: str) -> None:
     logger.error("Task %s[%s] set aside: %s", task.name, task.request.id, reason)
 
 
-class IdempotentTask(Task):
+class IdempotentTask(DjangoTask):
     """Never lost: acknowledged after it runs and requeued when its worker dies."""
 
     abstract = True
@@ -203,7 +203,7 @@ class IdempotentTask(Task):
         return result
 
 
-class AtMostOnceTask(Task):
+class AtMostOnceTask(DjangoTask):
     """Never runs twice: early ack plus a claim on the task id taken before the body runs.
 
     The app's default task class. A task that sets acks_late itself (or through

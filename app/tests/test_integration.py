@@ -47,6 +47,31 @@ def test_add_delay_gives_8_and_stores_the_row(celery_worker) -> None:
     assert row.date_done >= row.date_started
 
 
+def test_delay_on_commit_sends_after_the_commit_and_nothing_on_rollback(celery_worker) -> None:
+    """Celery's Django task class keeps its on-commit methods under the product's task class."""
+    from django.db import transaction
+
+    from reliability.models import Delivery
+
+    with transaction.atomic():
+        add.delay_on_commit(2, 3)
+        assert not TaskResult.objects.filter(task_name="app.tasks.add", result="5").exists()
+    row = wait_for(
+        lambda: TaskResult.objects.filter(task_name="app.tasks.add", result="5").first(), 30
+    )
+    assert Delivery.objects.filter(task_id=row.task_id).count() == 1  # claimed, ran once
+    def rolled_back() -> None:
+        with transaction.atomic():
+            add.delay_on_commit(4, 4000)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    probe = add.delay(1, 1)
+    assert probe.get(timeout=30) == 2
+    assert not TaskResult.objects.filter(task_name="app.tasks.add", result="4004").exists()
+
+
 def test_test_view_answers_before_the_task_is_done(client: Client, celery_worker) -> None:
     response = client.get("/test/")
     assert response.status_code == 200
