@@ -60,6 +60,7 @@ def test_delay_on_commit_sends_after_the_commit_and_nothing_on_rollback(celery_w
         lambda: TaskResult.objects.filter(task_name="app.tasks.add", result="5").first(), 30
     )
     assert Delivery.objects.filter(task_id=row.task_id).count() == 1  # claimed, ran once
+
     def rolled_back() -> None:
         with transaction.atomic():
             add.delay_on_commit(4, 4000)
