@@ -151,7 +151,7 @@ def dispatch_files(jobs: Sequence[tuple[int, str]]) -> None:
 
     for position, (file_id, task_id) in enumerate(jobs):
         try:
-            process_import_file.apply_async((file_id,), task_id=task_id)
+            process_import_file.apply_async((file_id,), task_id=task_id, headers=outbox.HEADERS)
             outbox.mark_sent(task_id)
         except BrokerError as exc:
             logger.error("Could not queue imported files %s: %s", jobs[position:], exc)

@@ -20,10 +20,56 @@ from typing import Any
 from celery import Celery, states
 from celery._state import get_current_task
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, router
+from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
 BACKEND = "reliability.results:RetryingDatabaseBackend"
+#: Databases with INSERT ... ON CONFLICT DO UPDATE ... WHERE (others take the library's path).
+UPSERT_VENDORS = ("sqlite", "postgresql")
+#: Written on every store; date_created only when the row is new, date_started on STARTED.
+STORED = (
+    "status",
+    "result",
+    "traceback",
+    "meta",
+    "content_encoding",
+    "content_type",
+    "periodic_task_name",
+    "task_name",
+    "task_args",
+    "task_kwargs",
+    "worker",
+)
+
+
+def upsert_task_result(connection: Any, model: Any, task_id: str, fields: dict[str, Any]) -> None:
+    """Store one task's state and result as django-celery-results does, in one statement.
+
+    The library reads the row (get_or_create) and saves it: two or three statements and a
+    savepoint per store, two stores per task. This writes the same columns with one upsert,
+    and never lets STARTED replace a finished state: Celery writes STARTED before the task's
+    own code can tell a second delivery of a finished run (which AtMostOnceTask then drops).
+    """
+    q = connection.ops.quote_name
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    started = now if fields["status"] == states.STARTED else None
+    columns = ["task_id", *STORED, "date_created", "date_done", "date_started"]
+    values = [task_id, *(fields.get(name) for name in STORED), now, now, started]
+    table = q(model._meta.db_table)
+    finished = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
+    updates = ", ".join(f"{q(name)} = excluded.{q(name)}" for name in (*STORED, "date_done"))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({q('task_id')}) DO UPDATE SET {updates}, "
+        f"{q('date_started')} = COALESCE(excluded.{q('date_started')}, "
+        f"{table}.{q('date_started')}) "
+        f"WHERE excluded.{q('status')} <> '{states.STARTED}' "
+        f"OR {table}.{q('status')} NOT IN ({finished})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
 
 
 class RetryingDatabaseBackend(DatabaseBackend):
@@ -36,15 +82,31 @@ class RetryingDatabaseBackend(DatabaseBackend):
         request: Any = None,
         using: str | None = None,
     ) -> Any:
-        # Celery writes STARTED before the task's own code can tell a second delivery of a
-        # finished run (which AtMostOnceTask then drops): it must not replace the outcome.
-        if status == states.STARTED and (
-            self.TaskModel._default_manager.using(using)
-            .filter(task_id=task_id, status__in=states.READY_STATES)
-            .exists()
-        ):
-            return result
-        return super()._store_result(task_id, result, status, traceback, request, using)
+        connection = connections[using or router.db_for_write(self.TaskModel)]
+        if connection.vendor not in UPSERT_VENDORS:
+            if status == states.STARTED and (
+                self.TaskModel._default_manager.using(using)
+                .filter(task_id=task_id, status__in=states.READY_STATES)
+                .exists()
+            ):
+                return result
+            return super()._store_result(task_id, result, status, traceback, request, using)
+        content_type, content_encoding, encoded = self.encode_content(result)
+        meta = {
+            **self._get_meta_from_request(request),
+            "children": self.current_task_children(request),
+        }
+        fields = {
+            "content_encoding": content_encoding,
+            "content_type": content_type,
+            "meta": self.encode_content(meta)[2],
+            "result": encoded,
+            "status": status,
+            "traceback": traceback,
+            **self._get_extended_properties(request, traceback),
+        }
+        upsert_task_result(connection, self.TaskModel, task_id, fields)
+        return result
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, InterfaceError | OperationalError) and get_current_task() is not None:

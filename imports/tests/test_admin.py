@@ -9,6 +9,7 @@ from django.urls import reverse
 from imports import services
 from imports.models import ImportFile
 from imports.tasks import process_import_file
+from reliability import outbox
 
 from .factories import corrupt_jpeg, csv_file, image_bytes, image_file, make_batch, product_csv
 
@@ -69,4 +70,6 @@ def test_the_admin_action_requeues_failed_files_only(
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
         for callback in callbacks:
             callback()
-    apply_async.assert_called_once_with((broken.pk,), task_id=broken.task_id)
+    apply_async.assert_called_once_with(
+        (broken.pk,), task_id=broken.task_id, headers=outbox.HEADERS
+    )

@@ -17,6 +17,7 @@ from imports.forms import AcceptedFile
 from imports.models import ImportBatch, ImportFile, Product, RowError
 from imports.tasks import process_import_file, record_import_failure
 from myproject.celery import app as celery_app
+from reliability import outbox
 
 from .factories import (
     CsvFile,
@@ -69,7 +70,9 @@ def test_dispatch_sends_one_task_per_file_with_the_stored_task_id() -> None:
     files = list(batch.files.all())
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
         services.dispatch_files([(f.pk, f.task_id) for f in files])
-    assert apply_async.call_args_list == [mock.call((f.pk,), task_id=f.task_id) for f in files]
+    assert apply_async.call_args_list == [
+        mock.call((f.pk,), task_id=f.task_id, headers=outbox.HEADERS) for f in files
+    ]
 
 
 def test_the_import_task_is_routed_to_heavy_tasks() -> None:
@@ -377,4 +380,6 @@ def test_reprocess_queues_only_failed_files_with_a_new_task_id(
     assert len(callbacks) == 1
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
         callbacks[0]()
-    apply_async.assert_called_once_with((broken.pk,), task_id=broken.task_id)
+    apply_async.assert_called_once_with(
+        (broken.pk,), task_id=broken.task_id, headers=outbox.HEADERS
+    )

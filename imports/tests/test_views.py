@@ -15,6 +15,7 @@ from PIL import Image
 from imports.models import ImportBatch, ImportFile
 from imports.tasks import process_import_file
 from imports.validators import CSV_SNIFF_BYTES, validate_upload
+from reliability import outbox
 
 from .factories import (
     corrupt_jpeg,
@@ -131,7 +132,9 @@ def test_several_files_are_stored_and_bad_ones_refused_without_stopping_the_rest
     assert len(callbacks) == 1
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
         callbacks[0]()
-    assert apply_async.call_args_list == [mock.call((f.pk,), task_id=f.task_id) for f in stored]
+    assert apply_async.call_args_list == [
+        mock.call((f.pk,), task_id=f.task_id, headers=outbox.HEADERS) for f in stored
+    ]
 
 
 def test_when_every_file_is_refused_nothing_is_stored(
