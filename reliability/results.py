@@ -15,6 +15,8 @@ minutes for the database.
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, states
@@ -51,15 +53,20 @@ def upsert_task_result(connection: Any, model: Any, task_id: str, fields: dict[s
     and never lets STARTED replace a finished state: Celery writes STARTED before the task's
     own code can tell a second delivery of a finished run (which AtMostOnceTask then drops).
     """
-    q = connection.ops.quote_name
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     started = now if fields["status"] == states.STARTED else None
-    columns = ["task_id", *STORED, "date_created", "date_done", "date_started"]
     values = [task_id, *(fields.get(name) for name in STORED), now, now, started]
-    table = q(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(_upsert_sql(connection.ops.quote_name, model._meta.db_table), values)
+
+
+@functools.lru_cache(maxsize=8)
+def _upsert_sql(q: Callable[[str], str], table: str) -> str:
+    columns = ["task_id", *STORED, "date_created", "date_done", "date_started"]
+    table = q(table)
     finished = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
     updates = ", ".join(f"{q(name)} = excluded.{q(name)}" for name in (*STORED, "date_done"))
-    sql = (
+    return (
         f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))}) "
         f"ON CONFLICT ({q('task_id')}) DO UPDATE SET {updates}, "
@@ -68,8 +75,6 @@ def upsert_task_result(connection: Any, model: Any, task_id: str, fields: dict[s
         f"WHERE excluded.{q('status')} <> '{states.STARTED}' "
         f"OR {table}.{q('status')} NOT IN ({finished})"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
 
 
 class RetryingDatabaseBackend(DatabaseBackend):

@@ -195,21 +195,25 @@ def _update(task_id: str | None, *, unless_finished: bool = False, **fields: Any
     if not task_id:
         return 0
     connection = connections[router.db_for_write(TaskRecord)]
-    q = connection.ops.quote_name
     opts = TaskRecord._meta
-    assignments, params = [], []
-    for name, value in fields.items():
-        field = opts.get_field(name)
-        assignments.append(f"{q(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    sql = f"UPDATE {q(opts.db_table)} SET {', '.join(assignments)} WHERE {q('task_id')} = %s"
+    params = [opts.get_field(name).get_db_prep_save(v, connection) for name, v in fields.items()]
     params.append(task_id)
     if unless_finished:
-        sql += f" AND {q('status')} NOT IN ({', '.join(['%s'] * len(FINISHED_STATES))})"
         params += sorted(FINISHED_STATES)
+    sql = _update_sql(connection.vendor, connection.ops.quote_name, tuple(fields), unless_finished)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(vendor: str, q: Callable[[str], str], names: tuple, unless_finished: bool) -> str:
+    opts = TaskRecord._meta
+    assignments = ", ".join(f"{q(opts.get_field(name).column)} = %s" for name in names)
+    sql = f"UPDATE {q(opts.db_table)} SET {assignments} WHERE {q('task_id')} = %s"
+    if unless_finished:
+        sql += f" AND {q('status')} NOT IN ({', '.join(['%s'] * len(FINISHED_STATES))})"
+    return sql
 
 
 def _finish(task_id: str | None, **fields: Any) -> int:
