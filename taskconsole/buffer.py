@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 0.05
 DEFAULT_SIZE = 1000
+#: Rows per INSERT statement (fewer where the database takes fewer parameters).
+ROWS_PER_INSERT = 100
 #: The longest the thread sleeps without looking at the buffer and the settings again.
 STEP = 0.05
 #: How late (beyond the interval) the oldest record may be before a publisher writes it itself.
@@ -76,13 +78,18 @@ class PublishBuffer:
         return len(self._records)
 
     def add(self, fields: dict[str, Any]) -> None:
+        self.add_many([fields])
+
+    def add_many(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
         if self._pid != os.getpid():
             self._after_fork()
         now = clock()
         with self._lock:
             if not self._records:
                 self._oldest = now
-            self._records.append(fields)
+            self._records.extend(entries)
             waiting = len(self._records)
             if self._thread is None or not self._thread.is_alive():
                 self._start()
@@ -168,38 +175,99 @@ def write(entries: list[dict[str, Any]]) -> None:
         records = [build_record(fields) for fields in entries]
         TaskRecord.objects.bulk_create(records, batch_size=500, ignore_conflicts=True)
         return
-    # One prepared INSERT run over every row: building model instances and compiling a
-    # bulk_create costs more than the database's own work for these narrow rows.
-    fields, sql = _statement(connection)
+    # INSERTs of many rows each, written directly: building model instances and compiling a
+    # bulk_create costs more than the database's own work for these narrow rows, and one
+    # statement per row costs the database more than one per batch of rows.
+    fields = _fields()
     limit = int(getattr(settings, "TASKCONSOLE_MAX_STORED_ARGS", 10_000))
-    rows = []
-    for entry in entries:
-        entry = {**entry, "args": clip_json(entry["args"], limit)}
-        entry["kwargs"] = clip_json(entry["kwargs"], limit)
-        rows.append(
-            [
-                field.get_db_prep_save(
-                    entry[field.attname] if field.attname in entry else field.get_default(),
-                    connection,
-                )
-                for field in fields
-            ]
-        )
+    rows = _rows(entries, fields, connection, limit)
+    size = ROWS_PER_INSERT
+    if connection.features.max_query_params:
+        size = max(1, min(size, connection.features.max_query_params // len(fields)))
+    whole = len(rows) - len(rows) % size
+    batches = [
+        [value for row in rows[start : start + size] for value in row]
+        for start in range(0, whole, size)
+    ]
     with transaction.atomic(using=alias), connection.cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            cursor.executemany(sql, rows[start : start + 500])
+        if batches:
+            # One statement, prepared once, run for every batch of `size` rows.
+            cursor.executemany(_statement(connection, size), batches)
+        if whole < len(rows):
+            rest = rows[whole:]
+            cursor.execute(
+                _statement(connection, len(rest)), [value for row in rest for value in row]
+            )
 
 
-def _statement(connection: Any) -> tuple[list, str]:
-    fields = [field for field in TaskRecord._meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    unique = quote(TaskRecord._meta.get_field("task_id").column)
-    return fields, (
-        f"INSERT INTO {quote(TaskRecord._meta.db_table)} ({columns}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({unique}) DO NOTHING"
-    )
+def _rows(
+    entries: list[dict[str, Any]], fields: list, connection: Any, limit: int
+) -> list[tuple[Any, ...]]:
+    """The INSERT's parameters: each record's fields prepared for the database.
+
+    Preparing a value (the JSON of the arguments, clipped, above all) is most of the cost of a
+    row, and the records of a burst share most of theirs (the task's name, its queue, its
+    origin...). So the rows are prepared a column at a time, and a value that is the very
+    object of the previous row's (the same object in every row, often) is prepared once. A
+    default is one object for all rows unless it is made per row (a callable).
+    """
+    columns = []
+    for field in fields:
+        attname = field.attname
+        if field.has_default() and callable(field.default):
+            values = [
+                entry[attname] if attname in entry else field.get_default() for entry in entries
+            ]
+        else:
+            fixed = field.get_default()
+            values = [entry.get(attname, fixed) for entry in entries]
+        clip = attname in ("args", "kwargs")
+        prepare = field.get_db_prep_save
+        distinct = len(set(map(id, values)))
+        if distinct == 1:
+            # One object in every row (the task's name, its origin, a default...).
+            value = values[0]
+            prepared = prepare(clip_json(value, limit) if clip else value, connection)
+            columns.append([prepared] * len(values))
+            continue
+        if distinct == len(values):
+            # A new object in every row (the task's id...): nothing to reuse.
+            if clip:
+                values = [clip_json(value, limit) for value in values]
+            columns.append([prepare(value, connection) for value in values])
+            continue
+        column = []
+        last: Any = column  # no value is this list
+        for value in values:
+            if value is not last:
+                last = value
+                prepared = prepare(clip_json(value, limit) if clip else value, connection)
+            column.append(prepared)
+        columns.append(column)
+    return list(zip(*columns, strict=True))
+
+
+def _fields() -> list:
+    return [field for field in TaskRecord._meta.concrete_fields if not field.primary_key]
+
+
+_statements: dict[tuple[str, int], str] = {}
+
+
+def _statement(connection: Any, rows: int) -> str:
+    """The INSERT of ``rows`` rows (made once per database vendor and size)."""
+    key = (connection.vendor, rows)
+    if key not in _statements:
+        quote = connection.ops.quote_name
+        fields = _fields()
+        columns = ", ".join(quote(field.column) for field in fields)
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        unique = quote(TaskRecord._meta.get_field("task_id").column)
+        _statements[key] = (
+            f"INSERT INTO {quote(TaskRecord._meta.db_table)} ({columns}) "
+            f"VALUES {', '.join([row] * rows)} ON CONFLICT ({unique}) DO NOTHING"
+        )
+    return _statements[key]
 
 
 _buffer = PublishBuffer()
@@ -208,6 +276,11 @@ os.register_at_fork(after_in_child=_buffer._after_fork)
 
 def add(fields: dict[str, Any]) -> None:
     _buffer.add(fields)
+
+
+def add_many(entries: list[dict[str, Any]]) -> None:
+    """Buffer several records at once (taskconsole.bulk): one lock, one size check."""
+    _buffer.add_many(entries)
 
 
 def flush() -> int:
@@ -219,4 +292,4 @@ def pending() -> int:
     return len(_buffer)
 
 
-__all__ = ["add", "enabled", "flush", "pending"]
+__all__ = ["add", "add_many", "enabled", "flush", "pending"]

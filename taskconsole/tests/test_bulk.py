@@ -1,22 +1,42 @@
-"""enqueue_many against a real Redis and a real worker: every call runs once and is recorded."""
+"""enqueue_many against a real Redis and a real worker: every call runs once and is recorded.
+
+On Redis enqueue_many writes the queue's list itself (see taskconsole.bulk); these tests hold
+that path to what ``delay()`` does: the same message (every field, in the same order, apart
+from ids and publishing times), run the same way by a worker, recorded the same way by the
+console. The kombu path it falls back to (RabbitMQ, other signal receivers...) is covered too.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
 import pytest
+import redis
+from celery import signals
+from django.db import transaction
 from django_celery_results.models import TaskResult
 from kombu import Connection
+from kombu import Queue as KombuQueue
+from kombu.messaging import Producer
 
 from app.tasks import add
 from operations.testing import wait_for
-from taskconsole import buffer
+from taskconsole import buffer, capture, context
 from taskconsole.bulk import BulkPublishError, enqueue_many
-from taskconsole.models import TaskRecord, TaskStatus
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 from .sample_tasks import echo_task
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 QUEUE = "tc_bulk"
+#: No worker consumes it: the tests read what was pushed there.
+IDLE = "tc_bulk_idle"
+#: Record fields that differ between any two tasks.
+PER_TASK = {"id", "task_id", "root_id", "created_at", "started_at", "finished_at", "worker"}
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +49,76 @@ def worker(start_module_worker):
     )
 
 
+@pytest.fixture
+def broker(broker_url: str) -> Iterator[redis.Redis]:
+    """The test broker's Redis, with the idle queue emptied before and after."""
+    if not broker_url.startswith("redis"):
+        pytest.skip("the Redis path needs Redis as the broker")
+    client = redis.Redis.from_url(broker_url)
+    client.delete(IDLE)
+    yield client
+    client.delete(IDLE)
+    client.close()
+
+
+@pytest.fixture
+def kombu_publishes(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Messages that went through kombu's Producer.publish (still sent for real)."""
+    calls: list[dict] = []
+    real = Producer.publish
+
+    def publish(self, body, *args, **kwargs):
+        if (kwargs.get("headers") or {}).get("task"):
+            calls.append(kwargs["headers"])
+        return real(self, body, *args, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    return calls
+
+
+@pytest.fixture
+def without_console_handler() -> Iterator[None]:
+    """Publish as a process without the console's publish handler: the worker records."""
+    signals.before_task_publish.disconnect(dispatch_uid="tc_publish")
+    try:
+        yield
+    finally:
+        signals.before_task_publish.connect(
+            capture.on_before_publish, weak=False, dispatch_uid="tc_publish"
+        )
+
+
+def _pushed(client: redis.Redis) -> list[dict]:
+    """The messages on the idle queue, oldest first (the order a worker takes them)."""
+    return [json.loads(raw) for raw in reversed(client.lrange(IDLE, 0, -1))]
+
+
+def _body(message: dict) -> list:
+    return json.loads(base64.b64decode(message["body"]))
+
+
+def _record(task_id: str) -> dict:
+    values = TaskRecord.objects.filter(task_id=task_id).values().get()
+    return {key: value for key, value in values.items() if key not in PER_TASK}
+
+
 @pytest.mark.integration
-def test_every_call_runs_once_with_its_arguments_and_is_recorded(worker) -> None:
-    calls = [(i + 1000,) for i in range(120)]
+def test_every_call_runs_once_with_its_arguments_and_is_recorded(
+    worker, kombu_publishes, broker_url
+) -> None:
+    calls = [(i + 1000,) for i in range(119)] + [{"value": 7, "api_token": "s3cret"}]
     ids = enqueue_many(echo_task, calls, queue=QUEUE, chunk=50)
     assert len(ids) == len(set(ids)) == 120
+    # On Redis none of them went through kombu's publish (one LPUSH per chunk); elsewhere
+    # every one did.
+    assert len(kombu_publishes) == (0 if broker_url.startswith("redis") else 120)
     done = wait_for(
         lambda: TaskResult.objects.filter(task_id__in=ids, status="SUCCESS").count() == 120 or None,
         timeout=90,
     )
     assert done
     results = dict(TaskResult.objects.filter(task_id__in=ids).values_list("task_id", "result"))
-    assert [int(results[task_id]) for task_id in ids] == [i + 1000 for i in range(120)]
+    assert [int(results[task_id]) for task_id in ids] == [i + 1000 for i in range(119)] + [7]
     records = wait_for(
         lambda: (
             TaskRecord.objects.filter(task_id__in=ids, status=TaskStatus.SUCCESS).count() == 120
@@ -52,22 +130,194 @@ def test_every_call_runs_once_with_its_arguments_and_is_recorded(worker) -> None
     row = TaskRecord.objects.get(task_id=ids[7])
     assert row.name == "tc_tests.echo"
     assert row.args == [1007]
+    assert row.root_id == ids[7]
     assert row.queue == QUEUE
+    assert row.origin == "code"
+    secret = TaskRecord.objects.get(task_id=ids[-1])
+    assert secret.kwargs == {"value": 7, "api_token": "********"}
+    assert secret.redacted
+    stored = TaskResult.objects.get(task_id=ids[-1])
+    assert "s3cret" not in stored.task_kwargs
 
 
 @pytest.mark.integration
-def test_kwargs_calls_and_secrets_are_redacted_in_the_message_and_the_record(worker, sent) -> None:
-    ids = enqueue_many(echo_task, [{"value": 1, "api_token": "s3cret"}], queue=QUEUE)
+def test_a_worker_runs_and_records_a_bulk_message_as_it_does_a_delay_message(
+    worker, without_console_handler
+) -> None:
+    # Without the publisher's records, the worker makes each record from the message alone:
+    # the two rows show what it read (name, arguments, root id, queue, outcome).
+    call = ((5,), {"api_token": "abc"})
+    sent = echo_task.apply_async(*call, queue=QUEUE).id
+    (bulk,) = enqueue_many(echo_task, [call], queue=QUEUE)
+    finished = wait_for(
+        lambda: (
+            TaskRecord.objects.filter(task_id__in=[sent, bulk], status=TaskStatus.SUCCESS).count()
+            == 2
+            or None
+        ),
+        timeout=60,
+    )
+    assert finished
+    assert _record(bulk) == _record(sent)
+    assert TaskRecord.objects.get(task_id=bulk).root_id == bulk
+    assert _record(bulk)["result"] == "5"
+    fields = ("status", "task_name", "task_args", "task_kwargs", "result", "content_type")
+    results = {
+        row["task_id"]: {key: row[key] for key in fields}
+        for row in TaskResult.objects.filter(task_id__in=[sent, bulk]).values()
+    }
+    assert results[bulk] == results[sent]
+    assert results[bulk]["task_args"] == '"(5,)"'
+
+
+@pytest.mark.parametrize(
+    ("options", "by_user"),
+    [({}, False), ({"countdown": 60, "expires": 600}, False), ({}, True)],
+    ids=["plain", "countdown-expires", "launched-by-a-user"],
+)
+def test_the_pushed_message_is_the_one_delay_pushes_apart_from_ids(
+    broker, make_user, options, by_user
+) -> None:
+    call = ((3,), {"api_token": {"nested": "s3cret"}})
+    launcher = context.Launcher(make_user().pk, Origin.USER) if by_user else None
+    with context.launched_by(launcher):
+        sent = echo_task.apply_async(*call, queue=IDLE, **options).id
+        (bulk,) = enqueue_many(echo_task, [call], queue=IDLE, **options)
+    reference, ours = _pushed(broker)
+    assert (capture.OWNER_HEADER in ours["headers"]) is by_user
+    assert (reference["headers"]["id"], ours["headers"]["id"]) == (sent, bulk)
+
+    # Secrets are out of the text form of the arguments, in both.
+    assert "s3cret" not in ours["headers"]["kwargsrepr"]
+    assert ours["headers"]["argsrepr"] == "(3,)"
+    # The same body once decoded.
+    assert _body(ours) == _body(reference) == [[3], call[1], _body(reference)[2]]
+
+    def comparable(message: dict, task_id: str) -> str:
+        message = json.loads(json.dumps(message))
+        headers, properties = message["headers"], message["properties"]
+        for key in ("id", "root_id"):
+            assert headers[key] == task_id
+            headers[key] = "<id>"
+        assert properties["correlation_id"] == task_id
+        properties["correlation_id"] = "<id>"
+        assert len(properties["delivery_tag"]) == 36
+        properties["delivery_tag"] = "<tag>"
+        # Times of publishing: the two were published within a second.
+        headers["taskconsole_record"][2] = round(headers["taskconsole_record"][2])
+        for key in ("eta", "expires"):
+            if headers[key]:
+                headers[key] = headers[key][:16]
+        if "expiration" in properties:
+            properties["expiration"] = str(round(int(properties["expiration"]), -4))
+        message["body"] = _body(message)
+        # Key order too: the comparison is of the JSON text.
+        return json.dumps(message)
+
+    assert comparable(ours, bulk) == comparable(reference, sent)
+    if options:
+        assert ours["headers"]["eta"]
+        assert ours["properties"]["expiration"]
+
     buffer.flush()
-    assert len(sent) == 1
-    headers = sent[0]["headers"]
-    assert headers["id"] == ids[0]
-    assert "s3cret" not in headers["kwargsrepr"]
-    assert sent[0]["routing_key"] == QUEUE
-    record = TaskRecord.objects.get(task_id=ids[0])
-    assert record.redacted
-    assert "s3cret" not in str(record.kwargs)
-    assert record.status == TaskStatus.QUEUED
+    record, reference_record = _record(bulk), _record(sent)
+    if options:
+        assert abs(record.pop("eta") - reference_record.pop("eta")) < timedelta(seconds=1)
+    assert record == reference_record
+    assert record["origin"] == (Origin.USER if by_user else Origin.CODE)
+    assert record["kwargs"]["api_token"] == "********"
+    assert record["redacted"]
+    assert record["status"] == (TaskStatus.SCHEDULED if options else TaskStatus.QUEUED)
+
+
+def test_other_publish_signal_receivers_see_every_message(broker, kombu_publishes) -> None:
+    seen: list[str] = []
+
+    def receiver(headers=None, **_):
+        seen.append(headers["id"])
+
+    signals.before_task_publish.connect(receiver, weak=False, dispatch_uid="test_bulk_seen")
+    try:
+        ids = enqueue_many(echo_task, [(1,), (2,), (3,)], queue=IDLE)
+    finally:
+        signals.before_task_publish.disconnect(dispatch_uid="test_bulk_seen")
+    # kombu's path, message by message, in order.
+    assert seen == ids
+    assert [headers["id"] for headers in kombu_publishes] == ids
+    assert [message["headers"]["id"] for message in _pushed(broker)] == ids
+    buffer.flush()
+    assert TaskRecord.objects.filter(task_id__in=ids).count() == 3
+
+
+def test_inside_a_transaction_records_are_written_with_it(broker) -> None:
+    with transaction.atomic():
+        ids = enqueue_many(echo_task, [(1,), (2,)], queue=IDLE)
+        # Not buffered: in the caller's transaction, before the messages were sent.
+        assert buffer.pending() == 0
+        assert TaskRecord.objects.filter(task_id__in=ids).count() == 2
+    pushed = _pushed(broker)
+    assert [message["headers"]["id"] for message in pushed] == ids
+    # Nothing for a worker to record from: the record exists.
+    assert capture.RECORD_HEADER not in pushed[0]["headers"]
+
+
+@pytest.mark.smoke
+def test_a_kombu_consumer_reads_every_message_in_order(broker_url: str) -> None:
+    # On Redis the fast path, on RabbitMQ kombu's own publishing: either way, a consumer
+    # gets every task, in the order of the calls, with its arguments.
+    calls = [(i,) for i in range(30)] + [{"value": 30, "api_token": "s3cret"}]
+    with Connection(broker_url) as conn:
+        queue = conn.SimpleQueue(IDLE, no_ack=True)
+        try:
+            ids = enqueue_many(echo_task, calls, queue=IDLE, chunk=8)
+            read = []
+            for _ in calls:
+                message = queue.get(timeout=10)
+                args, kwargs, _embed = message.decode()
+                read.append((message.headers["id"], args, kwargs))
+            with pytest.raises(queue.Empty):
+                queue.get(timeout=0.2)
+        finally:
+            queue.close()
+            KombuQueue(IDLE).bind(conn.default_channel).delete()
+    assert read == [(ids[i], [i], {}) for i in range(30)] + [
+        (ids[30], [], {"value": 30, "api_token": "s3cret"})
+    ]
+    buffer.flush()
+    assert TaskRecord.objects.filter(task_id__in=ids, status=TaskStatus.QUEUED).count() == 31
+
+
+def test_a_refused_chunk_fails_its_records_and_lists_what_was_published(
+    broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = redis.Redis.lpush
+    pushes = []
+
+    def lpush(self, name, *values):
+        pushes.append(len(values))
+        if len(pushes) == 2:
+            raise redis.ConnectionError("connection lost")
+        return real(self, name, *values)
+
+    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    with pytest.raises(BulkPublishError) as raised:
+        enqueue_many(echo_task, [(i,) for i in range(25)], queue=IDLE, chunk=10)
+    published = raised.value.published_ids
+    assert pushes == [10, 10]
+    assert len(published) == 10
+    assert "refused 15 tasks" in str(raised.value)
+    assert [message["headers"]["id"] for message in _pushed(broker)] == published
+    buffer.flush()
+    records = TaskRecord.objects.filter(name="tc_tests.echo", queue=IDLE)
+    assert set(records.filter(status=TaskStatus.QUEUED).values_list("task_id", flat=True)) == set(
+        published
+    )
+    failed = records.filter(status=TaskStatus.FAILURE, exception__startswith="Not published")
+    assert failed.count() == 15
+    # Recorded in the order of the calls (the console lists tasks by row id).
+    ordered = list(records.order_by("id").values_list("task_id", flat=True))
+    assert ordered[:10] == published
+    assert len(ordered) == 25
 
 
 def test_an_argument_json_cannot_carry_fails_the_chunk_and_loses_nothing_recorded() -> None:
@@ -96,8 +346,13 @@ def test_a_broker_that_is_down_is_a_clear_error() -> None:
     assert not TaskRecord.objects.filter(queue=QUEUE, status=TaskStatus.QUEUED).exists()
 
 
-def test_bad_calls_are_refused_before_anything_is_published(sent) -> None:
+def test_bad_calls_are_refused_before_anything_is_published(broker) -> None:
     with pytest.raises(TypeError):
-        enqueue_many(add, [1, 2])
-    assert sent == []
+        enqueue_many(add, [1, 2], queue=IDLE)
+    # Arguments the task does not take, as delay() refuses them.
+    with pytest.raises(TypeError):
+        enqueue_many(add, [(1, 2), (1, 2, 3)], queue=IDLE)
+    assert _pushed(broker) == []
+    buffer.flush()
+    assert not TaskRecord.objects.filter(queue=IDLE).exists()
     assert enqueue_many(add, []) == []
