@@ -13,3 +13,19 @@ class ReliabilityConfig(AppConfig):
         from .results import use_retrying_backend
 
         use_retrying_backend(current_app._get_current_object())
+        from celery.signals import task_postrun
+
+        task_postrun.connect(replace_broken_connections, weak=False, dispatch_uid=__name__)
+
+
+def replace_broken_connections(**_: object) -> None:
+    """After each task, drop a connection that failed during it (the database restarted).
+
+    Workers keep their connections across tasks (CELERY_DB_REUSE_MAX), so one broken by a
+    database restart would otherwise reach the next task's own queries. Django's own check,
+    as at the end of a request: with CONN_HEALTH_CHECKS the next query is preceded by a cheap
+    liveness check (SELECT 1 on PostgreSQL, nothing on SQLite).
+    """
+    from django.db import close_old_connections
+
+    close_old_connections()

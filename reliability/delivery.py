@@ -38,7 +38,6 @@ from django.db import (
     IntegrityError,
     InterfaceError,
     OperationalError,
-    close_old_connections,
     connections,
     router,
     transaction,
@@ -178,7 +177,6 @@ class IdempotentTask(DjangoTask):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.is_eager or self.request.called_directly:
             return super().__call__(*args, **kwargs)
-        close_old_connections()
         delivery = _waiting_for_database(lambda: count_delivery(self.request))
         if outbox.came_through_outbox(self.request):
             _waiting_for_database(lambda: outbox.forget_args(self.request.id))
@@ -227,7 +225,6 @@ class AtMostOnceTask(DjangoTask):
             or self.name.startswith("celery.")
         ):
             return super().__call__(*args, **kwargs)
-        close_old_connections()
         if not _waiting_for_database(lambda: claim(request)):
             logger.warning(
                 "Task %s[%s] was delivered again; it is not idempotent, so it does not run twice.",
