@@ -18,7 +18,7 @@ class ReliabilityConfig(AppConfig):
         task_postrun.connect(replace_broken_connections, weak=False, dispatch_uid=__name__)
 
 
-def replace_broken_connections(**_: object) -> None:
+def replace_broken_connections(task: object = None, **_: object) -> None:
     """After each task, drop a connection that failed during it (the database restarted).
 
     Workers keep their connections across tasks (CELERY_DB_REUSE_MAX), so one broken by a
@@ -26,6 +26,12 @@ def replace_broken_connections(**_: object) -> None:
     as at the end of a request: with CONN_HEALTH_CHECKS the next query is preceded by a cheap
     liveness check (SELECT 1 on PostgreSQL, nothing on SQLite).
     """
-    from django.db import close_old_connections
+    from django.db import close_old_connections, connections
 
+    # An eager task (apply(), tests) runs inside its caller's request or transaction, whose
+    # connection is not ours to close; Celery's own Django fixup leaves those alone too.
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
+    if any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+        return
     close_old_connections()

@@ -23,9 +23,9 @@ from kombu.entity import maybe_delivery_mode
 from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import JSONEncoder as KombuJSONEncoder
 
-from . import buffer, capture, context
+from . import buffer, capture
 from .bulk import Plan, Refused, uuid4s
-from .models import Origin, TaskStatus
+from .models import TaskStatus
 from .redaction import clip_text, redact, secret_pattern
 
 logger = logging.getLogger(__name__)
@@ -265,18 +265,7 @@ class _RecordPlan:
 
     def __init__(self, plan: Plan) -> None:
         headers = plan.headers
-        launcher = context.current_launcher()
-        periodic_name = headers.get("periodic_task_name")
-        if launcher is not None and launcher.origin != Origin.TASK:
-            origin, owner_id, detail = launcher.origin, launcher.user_id, launcher.detail
-        elif periodic_name:
-            origin, owner_id, detail = Origin.BEAT, None, str(periodic_name)
-        elif launcher is not None:
-            origin, owner_id, detail = Origin.TASK, launcher.user_id, launcher.detail
-        elif headers.get("parent_id"):
-            origin, owner_id, detail = Origin.TASK, None, ""
-        else:
-            origin, owner_id, detail = Origin.CODE, None, ""
+        origin, owner_id, detail = capture.origin_of(headers)
         self.origin, self.owner_id = origin, owner_id
         self.detail = clip_text(detail, 255)
         self.buffered = capture._buffered(origin)

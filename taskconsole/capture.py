@@ -124,18 +124,7 @@ def on_before_publish(
         )
         return
 
-    launcher = context.current_launcher()
-    periodic_name = headers.get("periodic_task_name")
-    if launcher is not None and launcher.origin != Origin.TASK:
-        origin, owner_id, detail = launcher.origin, launcher.user_id, launcher.detail
-    elif periodic_name:
-        origin, owner_id, detail = Origin.BEAT, None, str(periodic_name)
-    elif launcher is not None:
-        origin, owner_id, detail = Origin.TASK, launcher.user_id, launcher.detail
-    elif headers.get("parent_id"):
-        origin, owner_id, detail = Origin.TASK, None, ""
-    else:
-        origin, owner_id, detail = Origin.CODE, None, ""
+    origin, owner_id, detail = origin_of(headers)
     if owner_id is not None:
         # Stamped on the message so the tasks this one starts belong to the same person.
         headers[OWNER_HEADER] = owner_id
@@ -174,6 +163,21 @@ def on_before_publish(
             record.save(force_insert=True)
     except IntegrityError:
         logger.debug("task %s already recorded", task_id)
+
+
+def origin_of(headers: dict) -> tuple[str, int | None, str]:
+    """(origin, owner id, detail) of a task being published, from its launcher and headers."""
+    launcher = context.current_launcher()
+    periodic_name = headers.get("periodic_task_name")
+    if launcher is not None and launcher.origin != Origin.TASK:
+        return launcher.origin, launcher.user_id, launcher.detail
+    if periodic_name:
+        return Origin.BEAT, None, str(periodic_name)
+    if launcher is not None:
+        return Origin.TASK, launcher.user_id, launcher.detail
+    if headers.get("parent_id"):
+        return Origin.TASK, None, ""
+    return Origin.CODE, None, ""
 
 
 def _buffered(origin: str) -> bool:
