@@ -343,6 +343,8 @@ MIDDLEWARE = [*MIDDLEWARE, "taskconsole.middleware.TaskOwnerMiddleware"]
 TASKCONSOLE_PROGRESS_INTERVAL = env.float("TASKCONSOLE_PROGRESS_INTERVAL", default=0.5)
 # Largest launch arguments accepted by the console and its API, in bytes of JSON.
 TASKCONSOLE_MAX_ARGS_BYTES = env.int("TASKCONSOLE_MAX_ARGS_BYTES", default=16 * 1024)
+# The console's task page says how each task is delivered (at most once, idempotent...).
+TASKCONSOLE_DELIVERY_POLICY = "reliability.delivery.policy_label"
 # Finished task records older than this are pruned by taskconsole.tasks.prune_task_records.
 TASKCONSOLE_MAX_AGE_DAYS = env.int("TASKCONSOLE_MAX_AGE_DAYS", default=RESULTS_MAX_AGE_DAYS)
 

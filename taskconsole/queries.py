@@ -13,6 +13,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from . import describe, permissions, registry
 from .models import AuditEntry, TaskRecord, TaskStatus
@@ -83,6 +84,31 @@ def task_page(
 
 def get_task(user, task_id: str) -> TaskRecord | None:
     return visible_tasks(user).select_related("owner", "retry_of").filter(task_id=task_id).first()
+
+
+def delivery_of(name: str) -> str:
+    """How the task is acknowledged, in words: TASKCONSOLE_DELIVERY_POLICY (a dotted path to a
+    callable taking the task's name) when the project describes it, else Celery's own flags."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    describe = getattr(settings, "TASKCONSOLE_DELIVERY_POLICY", None)
+    if describe:
+        return str(import_string(describe)(name))
+    task = current_app.tasks.get(name)
+    if task is None:
+        # A web process imports the apps' tasks.py only when something asks.
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules("tasks")
+        task = current_app.tasks.get(name)
+    if task is None:
+        return ""
+    if not task.acks_late:
+        return str(_("Acknowledged on receipt (early ack)"))
+    if task.reject_on_worker_lost:
+        return str(_("Acknowledged after it runs; requeued if its worker dies"))
+    return str(_("Acknowledged after it runs"))
 
 
 def task_relations(record: TaskRecord, limit: int = 50) -> dict[str, list[TaskRecord]]:

@@ -102,6 +102,7 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
         task=record,
         relations=queries.task_relations(record),
         launchable=registry.get(record.name),
+        delivery=queries.delivery_of(record.name),
         can_cancel=queries.can_cancel(request.user, record),
         can_retry=queries.can_retry(request.user, record),
     )

@@ -235,3 +235,24 @@ def test_system_checks_pass() -> None:
     assert [(m.id, m.msg.split()[0]) for m in found] == [
         ("taskconsole.W002", "tc_tests.sleep_norevoke")
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "expected"),
+    [
+        ("app.tasks.add", "reliability.delivery.policy_label", "At most once: never runs twice"),
+        ("imports.tasks.process_import_file", "reliability.delivery.policy_label", "Idempotent"),
+        ("app.tasks.add", None, "Acknowledged on receipt (early ack)"),
+        ("imports.tasks.process_import_file", None, "requeued if its worker dies"),
+    ],
+)
+def test_the_detail_page_says_how_the_task_is_delivered(
+    make_user, settings, name, setting, expected
+) -> None:
+    """The project's own words for the policy (reliability), or Celery's flags without it."""
+    settings.TASKCONSOLE_DELIVERY_POLICY = setting
+    user = make_user("view")
+    row = TaskRecord.objects.create(task_id=f"d-{name}-{setting}", name=name, owner=user)
+    page = login(user).get(f"/console/tasks/{row.task_id}/").content.decode()
+    assert 'id="task-delivery"' in page
+    assert expected in page
