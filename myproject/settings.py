@@ -125,9 +125,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-# Persistent connections, SQLite included: Celery closes a worker's connection around every
-# task when it is obsolete, and with the default of 0 it always is, so each task would open
-# the database again (on SQLite a file open and the PRAGMAs above, on PostgreSQL a login).
+# Persistent connections, SQLite included: workers keep theirs across tasks (CELERY_DB_REUSE_MAX
+# below) and check them after each task with Django's close_old_connections(), which with the
+# default of 0 would close them every time (a reopen per task: on SQLite a file open and the
+# PRAGMAs above, on PostgreSQL a login).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 

@@ -49,6 +49,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import outbox
 from .models import DeadLetter, Delivery
+from .results import UPSERT_VENDORS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -241,12 +242,12 @@ class AtMostOnceTask(DjangoTask):
 def claim(request: Any) -> bool:
     """Take this run of the task (id + retry number); False when it was taken before.
 
-    One INSERT that ignores a conflict (SQLite and PostgreSQL both have ON CONFLICT DO
-    NOTHING): it runs before every task, so it skips the ORM's savepoint and exception path.
+    One INSERT that ignores a conflict (ON CONFLICT DO NOTHING, where the database has it):
+    it runs before every task, so it skips the ORM's savepoint and exception path.
     """
     alias = router.db_for_write(Delivery)
     connection = connections[alias]
-    if connection.vendor not in ("sqlite", "postgresql"):
+    if connection.vendor not in UPSERT_VENDORS:
         try:
             with transaction.atomic(using=alias):
                 Delivery.objects.create(key=_delivery_key(request), task_id=request.id, count=1)

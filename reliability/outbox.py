@@ -186,14 +186,11 @@ def records_start(task: Any) -> bool:
 
 
 def forget_args(task_id: str) -> None:
-    """Called by a task that started: the broker delivered it, the re-send copy can go."""
-    kept = OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.SENT).exclude(
+    """Called by a task from the outbox that started (came_through_outbox): the broker
+    delivered it, the re-send copy can go."""
+    OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.SENT).exclude(
         args=[], kwargs={}
-    )
-    # Most tasks did not come through the outbox: a read on the unique index answers that
-    # without taking the database's write lock, which an UPDATE of no rows would (SQLite).
-    if kept.exists():
-        kept.update(args=[], kwargs={})
+    ).update(args=[], kwargs={})
 
 
 def _queue_is_empty(app: Any, message: OutboxMessage) -> bool:

@@ -204,14 +204,14 @@ def _update(task_id: str | None, *, unless_finished: bool = False, **fields: Any
     params.append(task_id)
     if unless_finished:
         params += sorted(FINISHED_STATES)
-    sql = _update_sql(connection.vendor, connection.ops.quote_name, tuple(fields), unless_finished)
+    sql = _update_sql(connection.ops.quote_name, tuple(fields), unless_finished)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 
 
 @functools.lru_cache(maxsize=64)
-def _update_sql(vendor: str, q: Callable[[str], str], names: tuple, unless_finished: bool) -> str:
+def _update_sql(q: Callable[[str], str], names: tuple, unless_finished: bool) -> str:
     opts = TaskRecord._meta
     assignments = ", ".join(f"{q(opts.get_field(name).column)} = %s" for name in names)
     sql = f"UPDATE {q(opts.db_table)} SET {assignments} WHERE {q('task_id')} = %s"

@@ -92,9 +92,9 @@ def delivery_of(name: str) -> str:
     from django.conf import settings
     from django.utils.module_loading import import_string
 
-    describe = getattr(settings, "TASKCONSOLE_DELIVERY_POLICY", None)
-    if describe:
-        return str(import_string(describe)(name))
+    project_policy = getattr(settings, "TASKCONSOLE_DELIVERY_POLICY", None)
+    if project_policy:
+        return str(import_string(project_policy)(name))
     task = current_app.tasks.get(name)
     if task is None:
         # A web process imports the apps' tasks.py only when something asks.
@@ -105,10 +105,10 @@ def delivery_of(name: str) -> str:
     if task is None:
         return ""
     if not task.acks_late:
-        return str(_("Acknowledged on receipt (early ack)"))
+        return _("Acknowledged on receipt (early ack)")
     if task.reject_on_worker_lost:
-        return str(_("Acknowledged after it runs; requeued if its worker dies"))
-    return str(_("Acknowledged after it runs"))
+        return _("Acknowledged after it runs; requeued if its worker dies")
+    return _("Acknowledged after it runs")
 
 
 def task_relations(record: TaskRecord, limit: int = 50) -> dict[str, list[TaskRecord]]:
