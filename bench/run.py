@@ -446,7 +446,9 @@ def run_e2e(bench: Bench, kind: str, n: int) -> float:
         with NoRecording():
             for _ in range(n):
                 bare.noop.apply_async((key,), **keep)
+    published = time.perf_counter()
     end = bench.wait_count(key, n, timeout=300)
+    print(f"      publish {published - t0:.1f} s, body done {end - t0:.1f} s", flush=True)
     if kind == "product":
         end = _poll(
             lambda: _records_done(record_id) >= n and _results_done(result_id) >= n,

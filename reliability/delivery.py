@@ -131,14 +131,19 @@ def _waiting_for_database(write: Callable[[], T]) -> T:
     dies (acks_late): giving up here would lose the task, so a worker waits for the database
     as the result backend does (reliability.results).
     """
-    give_up = time.monotonic() + float(getattr(settings, "RELIABILITY_DATABASE_WAIT", 120))
+    wait = float(getattr(settings, "RELIABILITY_DATABASE_WAIT", 120))
+    give_up = time.monotonic() + wait
     pause = 0.1
     while True:
         try:
             return write()
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError) as exc:
             if time.monotonic() + pause > give_up:
                 raise
+            if pause == 0.1:
+                logger.warning(
+                    "Database unreachable (%s); waiting for it, %d s at most.", exc, wait
+                )
             with contextlib.suppress(DatabaseError):
                 connections[router.db_for_write(Delivery)].close()
             time.sleep(pause)

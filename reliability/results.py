@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from celery import Celery, states
@@ -25,6 +27,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
+
+from taskconsole import writeback
 
 BACKEND = "reliability.results:RetryingDatabaseBackend"
 #: Databases with INSERT ... ON CONFLICT DO UPDATE ... WHERE (others take the library's path).
@@ -53,11 +57,52 @@ def upsert_task_result(connection: Any, model: Any, task_id: str, fields: dict[s
     and never lets STARTED replace a finished state: Celery writes STARTED before the task's
     own code can tell a second delivery of a finished run (which AtMostOnceTask then drops).
     """
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    started = now if fields["status"] == states.STARTED else None
-    values = [task_id, *(fields.get(name) for name in STORED), now, now, started]
     with connection.cursor() as cursor:
-        cursor.execute(_upsert_sql(connection.ops.quote_name, model._meta.db_table), values)
+        cursor.execute(
+            _upsert_sql(connection.ops.quote_name, model._meta.db_table),
+            _row(connection, task_id, Store(fields)),
+        )
+
+
+@dataclass(frozen=True)
+class Store:
+    """One store of a task's state: its columns, when it was made, when the task started."""
+
+    fields: dict[str, Any]
+    at: datetime = field(default_factory=timezone.now)
+    started: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.started is None and self.fields["status"] == states.STARTED:
+            object.__setattr__(self, "started", self.at)
+
+
+def _row(connection: Any, task_id: str, store: Store) -> list[Any]:
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(store.at)
+    started = adapt(store.started) if store.started else None
+    return [task_id, *(store.fields.get(name) for name in STORED), now, now, started]
+
+
+#: The kind of the worker's deferred result stores (taskconsole.writeback).
+RESULT_WRITES = "reliability.results"
+
+
+def _merge(earlier: Store, later: Store) -> Store:
+    """Two stores of one task waiting together: the later wins, STARTED never over an outcome."""
+    if later.fields["status"] == states.STARTED and earlier.fields["status"] in states.READY_STATES:
+        return earlier
+    return Store(later.fields, later.at, later.started or earlier.started)
+
+
+def _write_stores(entries: list[tuple[str, Store]]) -> None:
+    connection = connections[router.db_for_write(TaskResult)]
+    sql = _upsert_sql(connection.ops.quote_name, TaskResult._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [_row(connection, task_id, store) for task_id, store in entries])
+
+
+writeback.register(RESULT_WRITES, _merge, _write_stores)
 
 
 @functools.lru_cache(maxsize=8)
@@ -110,8 +155,24 @@ class RetryingDatabaseBackend(DatabaseBackend):
             "traceback": traceback,
             **self._get_extended_properties(request, traceback),
         }
-        upsert_task_result(connection, self.TaskModel, task_id, fields)
+        if (
+            self.TaskModel is TaskResult
+            and connection.alias == router.db_for_write(TaskResult)
+            and writeback.deferring(request)
+            # A chord's parts are counted, then their results read, by whichever part ends
+            # last, maybe in another process: theirs are written at once.
+            and not getattr(request, "chord", None)
+        ):
+            # Written with the worker's other writes about its tasks (taskconsole.writeback).
+            writeback.defer(RESULT_WRITES, task_id, Store(fields))
+        else:
+            upsert_task_result(connection, self.TaskModel, task_id, fields)
         return result
+
+    def _get_task_meta_for(self, task_id: str) -> Any:
+        # A task reading a result this process has not written yet.
+        writeback.settle(task_id)
+        return super()._get_task_meta_for(task_id)
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, InterfaceError | OperationalError) and get_current_task() is not None:

@@ -15,15 +15,16 @@ may already have finished it; a late flush must never put it back to QUEUED.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import time
 from typing import Any
 
-from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 
+from .conf import setting
 from .models import TaskRecord
 from .redaction import clip_json
 
@@ -41,19 +42,25 @@ clock = time.monotonic
 
 
 def enabled() -> bool:
-    return bool(getattr(settings, "TASKCONSOLE_BUFFER_PUBLISH", True))
+    return bool(setting("TASKCONSOLE_BUFFER_PUBLISH", True))
 
 
 def interval() -> float:
-    return float(getattr(settings, "TASKCONSOLE_BUFFER_INTERVAL", DEFAULT_INTERVAL))
+    return float(setting("TASKCONSOLE_BUFFER_INTERVAL", DEFAULT_INTERVAL))
 
 
 def max_size() -> int:
-    return int(getattr(settings, "TASKCONSOLE_BUFFER_SIZE", DEFAULT_SIZE))
+    return int(setting("TASKCONSOLE_BUFFER_SIZE", DEFAULT_SIZE))
 
 
-class PublishBuffer:
-    """The records of this process waiting to be written; safe across threads and fork."""
+class Batcher:
+    """Writes collected in this process and written in batches by a daemon thread.
+
+    Safe across threads and fork. A subclass says how entries are kept (`_keep`, `_take_all`)
+    and written (`_write`), and which settings pace it (`interval`, `max_size`).
+    """
+
+    thread_name = "taskconsole-batcher"
 
     def __init__(self) -> None:
         self._reset()
@@ -62,49 +69,64 @@ class PublishBuffer:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        # One writer at a time, so records are written in the order they were published.
+        # One writer at a time, so batches are written in the order they were collected.
         self._flush_lock = threading.Lock()
         self._pending = threading.Event()
-        self._records: list[dict[str, Any]] = []
+        self._size = 0
         self._oldest = 0.0
         self._thread: threading.Thread | None = None
+        self._clear()
 
     def _after_fork(self) -> None:
-        # The parent writes what it buffered; the child's copy (and the parent's thread,
+        # The parent writes what it collected; the child's copy (and the parent's thread,
         # which does not exist here) must not be used.
         self._reset()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return self._size
 
-    def add(self, fields: dict[str, Any]) -> None:
-        self.add_many([fields])
+    # What a subclass provides.
+    def _clear(self) -> None:
+        raise NotImplementedError
 
-    def add_many(self, entries: list[dict[str, Any]]) -> None:
+    def _keep(self, entries: list[Any]) -> int:
+        """Add the entries (the lock is held); returns how many are waiting now."""
+        raise NotImplementedError
+
+    def _take_all(self) -> Any:
+        raise NotImplementedError
+
+    def _write(self, taken: Any) -> int:
+        """Write a batch; returns how many entries it held, or raises (nothing is retried)."""
+        raise NotImplementedError
+
+    def interval(self) -> float:
+        return DEFAULT_INTERVAL
+
+    def max_size(self) -> int:
+        return DEFAULT_SIZE
+
+    def add_many(self, entries: list[Any]) -> None:
         if not entries:
             return
         if self._pid != os.getpid():
             self._after_fork()
         now = clock()
         with self._lock:
-            if not self._records:
+            if not self._size:
                 self._oldest = now
-            self._records.extend(entries)
-            waiting = len(self._records)
+            self._size = waiting = self._keep(entries)
             if self._thread is None or not self._thread.is_alive():
                 self._start()
-        if waiting >= max_size() or now - self._oldest > STALE + interval():
-            # A burst (a loop of delay()) writes its own records: one bulk INSERT per
-            # TASKCONSOLE_BUFFER_SIZE tasks, and the buffer never outgrows that. So does a
-            # publisher whose thread does not get to run (a server without threads).
+        if waiting >= self.max_size() or now - self._oldest > STALE + self.interval():
+            # A burst writes its own entries, and the batch never outgrows max_size(). So does
+            # a process whose thread does not get to run (a server without threads).
             self.flush()
         else:
             self._pending.set()
 
     def _start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="taskconsole-publish-buffer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
         if not self._atexit_registered:
             atexit.register(self.flush)
@@ -113,51 +135,103 @@ class PublishBuffer:
     def _run(self) -> None:
         while True:
             self._pending.wait()
-            # Collect what the next few milliseconds publish into the same INSERT. Sliced, so
-            # a changed interval applies at once and an explicit flush ends the wait.
+            # Collect what the next few milliseconds bring into the same batch. Sliced, so a
+            # changed interval applies at once and an explicit flush ends the wait.
             since = time.monotonic()
-            while self._pending.is_set() and time.monotonic() - since < interval():
-                time.sleep(min(STEP, interval()))
+            while self._pending.is_set() and time.monotonic() - since < self.interval():
+                time.sleep(min(STEP, self.interval()))
             if self._pending.is_set():
-                # The thread keeps its connection for the life of the process; flush() closes
-                # it when it breaks, so the next flush reconnects.
+                # The thread keeps its connection for the life of the process; a failed
+                # write closes it, so the next one reconnects.
                 self.flush()
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> Any:
         with self._lock:
-            records, self._records = self._records, []
+            taken = self._take_all()
+            self._size = 0
             self._pending.clear()
-        return records
+        return taken
 
     def flush(self) -> int:
-        """Write every buffered record now; returns how many were handed to the database."""
+        """Write everything collected now; returns how many entries were written."""
         if self._pid != os.getpid():
             self._after_fork()
             return 0
         with self._flush_lock:
-            records = self.take()
-            if not records:
+            taken = self.take()
+            if not taken:
                 return 0
+            if threading.current_thread() is self._thread:
+                # A database that is away fails the write itself, which says so.
+                with contextlib.suppress(DatabaseError):
+                    checkpoint_here()
+            return self._write(taken)
+
+
+_checkpointing = threading.local()
+
+
+def checkpoint_here() -> None:
+    """On SQLite, let this thread's commits copy the WAL back into the database.
+
+    That copy waits for the disk. A project can keep it out of requests and task starts by
+    setting a high wal_autocheckpoint on its connections (see myproject/settings.py): a
+    background writer, which commits every few milliseconds anyway, takes SQLite's default.
+    """
+    connection = connections[router.db_for_write(TaskRecord)]
+    if connection.vendor != "sqlite":
+        return
+    connection.ensure_connection()
+    if getattr(_checkpointing, "connection", None) is not connection.connection:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint=1000")
+        _checkpointing.connection = connection.connection
+
+
+class PublishBuffer(Batcher):
+    """The publish records of this process waiting to be written."""
+
+    thread_name = "taskconsole-publish-buffer"
+
+    def _clear(self) -> None:
+        self._records: list[dict[str, Any]] = []
+
+    def _keep(self, entries: list[dict[str, Any]]) -> int:
+        self._records.extend(entries)
+        return len(self._records)
+
+    def _take_all(self) -> list[dict[str, Any]]:
+        records, self._records = self._records, []
+        return records
+
+    def interval(self) -> float:
+        return interval()
+
+    def max_size(self) -> int:
+        return max_size()
+
+    def add(self, fields: dict[str, Any]) -> None:
+        self.add_many([fields])
+
+    def _write(self, records: list[dict[str, Any]]) -> int:
+        try:
+            write(records)
+        except Exception:
+            # A broken connection (database restarted): one retry on a fresh one.
             try:
+                connections[router.db_for_write(TaskRecord)].close()
                 write(records)
             except Exception:
-                # A broken connection (database restarted): one retry on a fresh one.
-                try:
-                    connections[router.db_for_write(TaskRecord)].close()
-                    write(records)
-                except Exception:
-                    # Not lost for good: the worker's task_prerun creates the row of any task
-                    # it runs, from what the publisher stamped on the message.
-                    logger.exception(
-                        "taskconsole: could not write %d publish records", len(records)
-                    )
-                    return 0
-            return len(records)
+                # Not lost for good: the worker's task_prerun creates the row of any task
+                # it runs, from what the publisher stamped on the message.
+                logger.exception("taskconsole: could not write %d publish records", len(records))
+                return 0
+        return len(records)
 
 
 def build_record(fields: dict[str, Any]) -> TaskRecord:
     """The publish record from the fields on_before_publish collected (arguments unclipped)."""
-    limit = int(getattr(settings, "TASKCONSOLE_MAX_STORED_ARGS", 10_000))
+    limit = int(setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000))
     return TaskRecord(
         **{
             **fields,
@@ -179,7 +253,7 @@ def write(entries: list[dict[str, Any]]) -> None:
     # bulk_create costs more than the database's own work for these narrow rows, and one
     # statement per row costs the database more than one per batch of rows.
     fields = _fields()
-    limit = int(getattr(settings, "TASKCONSOLE_MAX_STORED_ARGS", 10_000))
+    limit = int(setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000))
     rows = _rows(entries, fields, connection, limit)
     size = ROWS_PER_INSERT
     if connection.features.max_query_params:

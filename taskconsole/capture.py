@@ -19,13 +19,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import signals
 from celery._state import get_current_task
 from celery.utils.saferepr import saferepr
-from django.conf import settings
 from django.db import (
     DatabaseError,
     IntegrityError,
@@ -38,7 +38,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from . import buffer, context
+from . import buffer, conf, context, writeback
 from .models import FINISHED_STATES, RUNNING_STATES, Origin, TaskRecord, TaskStatus
 from .redaction import clip_json, clip_text, redact
 
@@ -52,7 +52,7 @@ DEFAULT_IGNORED = ("celery.chord_unlock",)
 
 
 def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
+    return conf.setting(name, default)
 
 
 def _ignored(name: str | None) -> bool:
@@ -118,7 +118,9 @@ def on_before_publish(
     status = TaskStatus.SCHEDULED if eta and eta > now else TaskStatus.QUEUED
     retries = int(headers.get("retries") or 0)
     if retries:
-        # Celery republishes a retried task under the same id: the row exists already.
+        # Celery republishes a retried task under the same id: the row exists already. The
+        # worker's deferred STARTED of the run that retries is written first, not after.
+        writeback.settle(task_id)
         TaskRecord.objects.filter(task_id=task_id).update(
             status=TaskStatus.RETRY, retries=retries, eta=eta, worker=""
         )
@@ -220,13 +222,16 @@ def _update_sql(q: Callable[[str], str], names: tuple, unless_finished: bool) ->
     return sql
 
 
-def _finish(task_id: str | None, **fields: Any) -> int:
-    """_update for a task's outcome, retried while the database is unreachable.
+def _finish(task_id: str | None, request: Any = None, **fields: Any) -> int:
+    """_update for a task's outcome, deferred in a worker, retried while the database is away.
 
     A worker that loses the database just after storing a task's result would otherwise leave
     its record STARTED for good. It waits instead (as the result backend does, see
     reliability.results), backing off, for TASKCONSOLE_FINISH_RETRY_SECONDS at most.
     """
+    if task_id and writeback.deferring(request):
+        writeback.defer(RECORD_WRITES, task_id, Pending(fields, guard=False))
+        return 1
     give_up = time.monotonic() + float(_setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120))
     pause = 0.1
     while True:
@@ -240,6 +245,47 @@ def _finish(task_id: str | None, **fields: Any) -> int:
                 connections[router.db_for_write(TaskRecord)].close()
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+
+#: The kind of the worker's deferred writes to task records (taskconsole.writeback).
+RECORD_WRITES = "taskconsole.record"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A deferred write to one task's record: the fields, and what is needed to create it.
+
+    `guard`: leave a finished record alone (STARTED must never replace an outcome). `name` and
+    `request` (the run's request) create the row when the publisher's record is not there yet.
+    """
+
+    fields: dict[str, Any]
+    guard: bool
+    name: str = ""
+    request: Any = None
+
+
+def _merge(earlier: Pending, later: Pending) -> Pending:
+    if later.guard and earlier.fields.get("status") in FINISHED_STATES:
+        return earlier
+    return Pending(
+        {**earlier.fields, **later.fields},
+        earlier.guard and later.guard,
+        later.name or earlier.name,
+        later.request or earlier.request,
+    )
+
+
+def _write_pending(entries: list[tuple[str, Pending]]) -> None:
+    for task_id, pending in entries:
+        changed = _update(task_id, unless_finished=pending.guard, **pending.fields)
+        if changed or pending.request is None:
+            continue
+        if not TaskRecord.objects.filter(task_id=task_id).exists():
+            _ensure(pending.name, pending.request, **pending.fields)
+
+
+writeback.register(RECORD_WRITES, _merge, _write_pending)
 
 
 def _header(request: Any, name: str) -> Any:
@@ -369,6 +415,9 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     }
     # A finished record stays finished: a second delivery of the same run (a redelivered
     # message that the task's own claim then drops) must not show it as started again.
+    if task_id and writeback.deferring(request):
+        writeback.defer(RECORD_WRITES, task_id, Pending(fields, True, task.name, request))
+        return
     missing = task_id and not _update(task_id, unless_finished=True, **fields)
     if missing and not TaskRecord.objects.filter(task_id=task_id).exists():
         _ensure(task.name, request, **fields)
@@ -392,6 +441,7 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         text = repr(result)
     _finish(
         sender.request.id,
+        sender.request,
         status=TaskStatus.SUCCESS,
         result=clip_text(text, limit),
         finished_at=timezone.now(),
@@ -412,6 +462,7 @@ def on_failure(
     limit = _setting("TASKCONSOLE_MAX_STORED_RESULT", 10_000)
     _finish(
         task_id,
+        getattr(sender, "request", None),
         status=TaskStatus.FAILURE,
         exception=clip_text(f"{type(exception).__name__}: {exception}", 2000),
         traceback=clip_text(str(getattr(einfo, "traceback", "") or ""), limit * 2),
@@ -425,6 +476,7 @@ def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: A
     # so only the reason is written here, never the status.
     if request is None or _ignored(getattr(sender, "name", None)):
         return
+    writeback.settle(request.id)
     _update(request.id, exception=clip_text(str(reason), 2000))
 
 
@@ -433,6 +485,7 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
     if request is None or _ignored(getattr(sender, "name", None)):
         return
     close_old_connections()
+    writeback.settle(request.id)
     fields: dict[str, Any] = {"status": TaskStatus.REVOKED, "finished_at": timezone.now()}
     if terminated:
         fields["exception"] = "Terminated"
@@ -444,6 +497,7 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
 
 @_safe
 def on_internal_error(sender: Any = None, task_id: str | None = None, exception=None, **_) -> None:
+    writeback.settle(task_id)
     _update(
         task_id,
         status=TaskStatus.FAILURE,
@@ -465,6 +519,7 @@ def connect() -> None:
     signals.task_internal_error.connect(
         on_internal_error, weak=False, dispatch_uid="tc_internal_error"
     )
+    writeback.connect()
 
 
 __all__ = ["RUNNING_STATES", "connect"]

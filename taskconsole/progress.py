@@ -48,9 +48,12 @@ def report(current: int, total: int, message: str = "", *, task_id: str | None =
         _last_write.pop(task_id, None)
     if len(_last_write) > 1000:  # a long-lived child must not grow this forever
         _last_write.clear()
+    from . import writeback
     from .models import RUNNING_STATES, TaskRecord, TaskStatus
 
     try:
+        # The worker's deferred STARTED goes first, or it would be written over the progress.
+        writeback.settle(task_id)
         TaskRecord.objects.filter(task_id=task_id, status__in=RUNNING_STATES).update(
             status=TaskStatus.PROGRESS,
             progress_current=current,

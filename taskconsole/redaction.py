@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from django.conf import settings
+from .conf import setting
 
 REDACTED = "********"
 # Strong words anywhere in the key; weaker ones only as a whole part of it (between _ . - or
@@ -20,9 +20,7 @@ MAX_DEPTH = 6
 
 
 def secret_pattern() -> re.Pattern[str]:
-    return re.compile(
-        getattr(settings, "TASKCONSOLE_SECRET_KEYS", DEFAULT_SECRET_PATTERN), re.IGNORECASE
-    )
+    return re.compile(setting("TASKCONSOLE_SECRET_KEYS", DEFAULT_SECRET_PATTERN), re.IGNORECASE)
 
 
 def redact(value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0) -> tuple[Any, bool]:

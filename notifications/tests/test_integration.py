@@ -88,8 +88,15 @@ def test_25_recipients_go_out_in_3_batches_once_each(smtp: LocalSMTPServer) -> N
     # NOTIFICATIONS_BATCH_SIZE=10 in the worker's environment: 10 + 10 + 5.
     per_batch = Counter(notification.deliveries.values_list("batch_task_id", flat=True))
     assert sorted(per_batch.values()) == [5, 10, 10]
-    results = wait_for(lambda: len(rows := batch_results(notification)) == 3 and rows)
-    assert {row.status for row in results} == {"SUCCESS"}
+    # The worker writes results with its next batch of writes (taskconsole.writeback).
+    results = wait_for(
+        lambda: (
+            (rows := batch_results(notification))
+            and {row.status for row in rows} == {"SUCCESS"}
+            and len(rows) == 3
+            and rows
+        )
+    )
     assert {row.worker.split("-")[0] for row in results} == {"mail"}
     assert set(notification.deliveries.values_list("status", "attempts")) == {(DStatus.SENT, 1)}
     assert {r.subject for r in smtp.handler.received_for(notification.pk)} == {"Batched"}

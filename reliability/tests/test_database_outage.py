@@ -84,8 +84,8 @@ def test_tasks_wait_for_the_database_then_run_and_are_recorded(start_worker, tmp
         # by the publish buffer's (whose connection would outlive the test database).
         with transaction.atomic():
             ids = [ledger_default.apply_async((run,), queue=queue).id for _ in range(6)]
-        # The worker holds the tasks: writing their STARTED state fails and is retried.
-        worker.wait_for_output("Failed operation _store_result. Retrying", timeout=30)
+        # The worker holds the tasks: taking their claim fails and is retried.
+        worker.wait_for_output("Database unreachable", timeout=30)
         assert not LedgerEntry.objects.filter(run=run).exists()
         restore()
         wait_for(

@@ -1,0 +1,220 @@
+"""A worker's writes about its tasks, deferred and merged (taskconsole.writeback).
+
+The unit tests drive the handlers and the result backend as a worker process would, with the
+process marked as a worker; the integration tests run a real worker and watch its writes
+arrive (or wait) in the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from celery import states
+from celery.app.task import Context
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+from django_celery_results.models import TaskResult
+
+from myproject.celery import app as celery_app
+from operations.testing import wait_for
+from taskconsole import capture, writeback
+from taskconsole.models import TaskRecord, TaskStatus
+
+from .sample_tasks import echo_task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def in_worker(monkeypatch: pytest.MonkeyPatch):
+    """This process plays a worker's: writes wait for flush() (the thread is not started)."""
+    monkeypatch.setattr(writeback, "_in_worker", True)
+    monkeypatch.setattr(writeback._writes, "_start", lambda: None)
+    yield
+    writeback._writes.take()
+
+
+def run_request(task_id: str, **extra) -> Context:
+    fields = {
+        "id": task_id,
+        "task": echo_task.name,
+        "args": [3],
+        "kwargs": {},
+        "hostname": "w1@host",
+        "retries": 0,
+        "is_eager": False,
+        "delivery_info": {"routing_key": "default"},
+        **extra,
+    }
+    return Context(fields)
+
+
+def start_and_finish(task_id: str, result: int = 3, **extra) -> None:
+    """What the tracer does around a task body: prerun, STARTED, SUCCESS, task_success."""
+    echo_task.push_request(**run_request(task_id, **extra).__dict__)
+    try:
+        request = echo_task.request
+        capture.on_prerun(task_id=task_id, task=echo_task)
+        celery_app.backend.store_result(task_id, {"pid": 1}, states.STARTED, request=request)
+        celery_app.backend.store_result(task_id, result, states.SUCCESS, request=request)
+        capture.on_success(sender=echo_task, result=result)
+    finally:
+        echo_task.pop_request()
+
+
+def queued(task_id: str) -> TaskRecord:
+    return TaskRecord.objects.create(task_id=task_id, name=echo_task.name)
+
+
+def test_a_task_start_and_outcome_wait_and_are_written_together(in_worker) -> None:
+    task_id = str(uuid.uuid4())
+    queued(task_id)
+    start_and_finish(task_id)
+    # Nothing written yet: one record write and one result write wait, merged.
+    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.QUEUED
+    assert not TaskResult.objects.filter(task_id=task_id).exists()
+    assert writeback.pending() == 2
+    with CaptureQueriesContext(connection) as queries:
+        assert writeback.flush() == 2
+    statements = [q["sql"] for q in queries.captured_queries]
+    # One transaction: the record's UPDATE and the result's upsert.
+    assert sum(sql.startswith("UPDATE") for sql in statements) == 1
+    assert sum("INSERT INTO" in sql for sql in statements) == 1
+    assert sum(sql == "COMMIT" for sql in statements) == 1
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.status, record.result, record.worker) == (TaskStatus.SUCCESS, "3", "w1@host")
+    assert record.finished_at >= record.started_at
+    result = TaskResult.objects.get(task_id=task_id)
+    assert result.status == states.SUCCESS
+    assert result.result == "3"
+    assert result.task_name == echo_task.name
+    # STARTED merged into the outcome: its time is kept.
+    assert result.date_started is not None
+    assert result.date_done >= result.date_started
+
+
+def test_a_start_arriving_after_the_outcome_does_not_undo_it(in_worker) -> None:
+    task_id = str(uuid.uuid4())
+    queued(task_id)
+    start_and_finish(task_id)
+    # A second delivery of the finished run (which the task's claim then drops) starts it
+    # again before the batch is written.
+    echo_task.push_request(**run_request(task_id, hostname="w2@host").__dict__)
+    try:
+        capture.on_prerun(task_id=task_id, task=echo_task)
+        celery_app.backend.store_result(
+            task_id, {"pid": 2}, states.STARTED, request=echo_task.request
+        )
+    finally:
+        echo_task.pop_request()
+    writeback.flush()
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.status, record.worker) == (TaskStatus.SUCCESS, "w1@host")
+    assert TaskResult.objects.get(task_id=task_id).status == states.SUCCESS
+
+
+def test_a_record_the_publisher_has_not_written_yet_is_created_by_the_flush(in_worker) -> None:
+    task_id = str(uuid.uuid4())
+    start_and_finish(task_id, result=4)
+    writeback.flush()
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.status, record.args, record.queue) == (TaskStatus.SUCCESS, [3], "default")
+
+
+def test_a_chord_part_stores_its_result_at_once(in_worker) -> None:
+    # Whichever part of a chord ends last reads the others' results from the database.
+    task_id = str(uuid.uuid4())
+    request = run_request(task_id, chord={"task": "tc_tests.echo"}, group=str(uuid.uuid4()))
+    celery_app.backend.store_result(task_id, 5, states.SUCCESS, request=request)
+    assert TaskResult.objects.get(task_id=task_id).status == states.SUCCESS
+
+
+def test_nothing_waits_outside_a_worker_or_in_eager_mode(monkeypatch) -> None:
+    assert not writeback.deferring(run_request("x"))
+    monkeypatch.setattr(writeback, "_in_worker", True)
+    assert writeback.deferring(run_request("x"))
+    assert not writeback.deferring(run_request("x", is_eager=True))
+    with monkeypatch.context() as m:
+        m.setattr(writeback, "enabled", lambda: False)
+        assert not writeback.deferring(run_request("x"))
+    result = echo_task.apply(args=(6,))
+    assert TaskRecord.objects.get(task_id=result.id).status == TaskStatus.SUCCESS
+
+
+def test_a_synchronous_write_about_a_task_goes_after_its_waiting_ones(in_worker) -> None:
+    task_id, other = str(uuid.uuid4()), str(uuid.uuid4())
+    queued(task_id)
+    queued(other)
+    echo_task.push_request(**run_request(task_id).__dict__)
+    try:
+        capture.on_prerun(task_id=task_id, task=echo_task)
+    finally:
+        echo_task.pop_request()
+    writeback.settle(other)
+    assert writeback.pending() == 1
+    # The retry's republish sets RETRY at once: the STARTED before it is written first.
+    writeback.settle(task_id)
+    assert writeback.pending() == 0
+    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.STARTED
+
+
+def test_a_database_that_went_away_is_waited_for(in_worker, monkeypatch, settings) -> None:
+    settings.TASKCONSOLE_FINISH_RETRY_SECONDS = 30
+    task_id = str(uuid.uuid4())
+    queued(task_id)
+    start_and_finish(task_id)
+    real, calls = writeback.write_all, []
+
+    def down_once(entries):
+        calls.append(len(entries))
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        real(entries)
+
+    monkeypatch.setattr(writeback, "write_all", down_once)
+    assert writeback.flush() == 2
+    assert calls == [2, 2]
+    assert TaskResult.objects.get(task_id=task_id).status == states.SUCCESS
+
+
+@pytest.mark.integration
+def test_a_real_worker_defers_its_writes_and_writes_them_when_it_stops(start_worker) -> None:
+    worker = start_worker(
+        queues="default",
+        concurrency=1,
+        name="writeback",
+        extra_args=("-I", "taskconsole.tests.sample_tasks"),
+        extra_env={"TASKCONSOLE_WORKER_WRITE_INTERVAL": "600"},
+    )
+    result = echo_task.delay(8)
+    worker.wait_for_output(f"{result.id}] succeeded", timeout=60)
+    # Ran, and its outcome waits in the worker (the interval is ten minutes).
+    assert not TaskResult.objects.filter(task_id=result.id, status=states.SUCCESS).exists()
+    record = wait_for(lambda: TaskRecord.objects.filter(task_id=result.id).first(), timeout=30)
+    assert record.status == TaskStatus.QUEUED
+    # A warm shutdown writes what waits.
+    worker.stop()
+    assert TaskResult.objects.get(task_id=result.id).status == states.SUCCESS
+    record.refresh_from_db()
+    assert (record.status, record.result) == (TaskStatus.SUCCESS, "8")
+    assert record.worker.startswith("writeback")
+
+
+@pytest.mark.integration
+def test_a_burst_through_a_real_worker_is_recorded_whole(start_worker) -> None:
+    start_worker(
+        queues="default",
+        concurrency=2,
+        name="writeback-burst",
+        extra_args=("-I", "taskconsole.tests.sample_tasks"),
+    )
+    ids = [echo_task.delay(i).id for i in range(200)]
+    done = wait_for(
+        lambda: TaskResult.objects.filter(task_id__in=ids, status=states.SUCCESS).count() == 200,
+        timeout=120,
+    )
+    assert done
+    assert TaskRecord.objects.filter(task_id__in=ids, status=TaskStatus.SUCCESS).count() == 200
+    assert not TaskResult.objects.filter(task_id__in=ids, date_started=None).exists()
+    assert not TaskRecord.objects.filter(task_id__in=ids, started_at=None).exists()

@@ -1,0 +1,181 @@
+"""A worker's writes about the tasks it runs, collected and written together across tasks.
+
+A worker writes, for every task, its record's STARTED state before the body runs and its
+outcome after (and django-celery-results does the same for the result, see
+reliability.results). Each would be its own statement and commit; for tiny tasks those commits,
+not the broker, bound how many tasks a worker runs per second. In a worker process they are
+deferred instead: kept per task (a task's STARTED and its outcome merge into one write when both
+are waiting) and written by a daemon thread every TASKCONSOLE_WORKER_WRITE_INTERVAL seconds
+(0.05 by default), all kinds in one transaction, so a result and the console's record of it
+become visible together.
+
+The price, on purpose: a task's result is stored up to that interval after it finished, and a
+worker process killed outright (SIGKILL, out of memory) loses the outcomes it had not written.
+With the database unreachable the thread waits and retries (TASKCONSOLE_FINISH_RETRY_SECONDS)
+and the worker's tasks wait with it once TASKCONSOLE_WORKER_WRITE_SIZE writes are waiting.
+TASKCONSOLE_WORKER_WRITE_BEHIND = False writes each one at once, as before.
+
+Outside a worker, in eager mode (CELERY_TASK_ALWAYS_EAGER, `apply()`) and for a task's own
+synchronous writes (see `settle`), nothing is deferred.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import signals
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import router as db_router
+
+from .buffer import Batcher
+from .conf import setting
+from .models import TaskRecord
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 0.05
+DEFAULT_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of deferred write: how two writes for the same key merge, how a batch is written."""
+
+    merge: Callable[[Any, Any], Any]
+    write: Callable[[list[tuple[str, Any]]], None]
+
+
+_kinds: dict[str, Kind] = {}
+
+
+def register(name: str, merge: Callable[[Any, Any], Any], write: Callable[..., None]) -> None:
+    """Declare a kind of write. `write(entries)` gets [(key, payload), ...] in arrival order."""
+    _kinds[name] = Kind(merge, write)
+
+
+def enabled() -> bool:
+    return bool(setting("TASKCONSOLE_WORKER_WRITE_BEHIND", True))
+
+
+class WorkerWrites(Batcher):
+    """The deferred writes of this worker process, one per (kind, key), merged as they come."""
+
+    thread_name = "taskconsole-worker-writes"
+
+    def _clear(self) -> None:
+        self._entries: dict[tuple[str, str], Any] = {}
+
+    def _keep(self, entries: list[tuple[str, str, Any]]) -> int:
+        for kind, key, payload in entries:
+            slot = (kind, key)
+            earlier = self._entries.get(slot)
+            self._entries[slot] = (
+                payload if earlier is None else _kinds[kind].merge(earlier, payload)
+            )
+        return len(self._entries)
+
+    def _take_all(self) -> dict[tuple[str, str], Any]:
+        entries, self._entries = self._entries, {}
+        return entries
+
+    def interval(self) -> float:
+        return float(setting("TASKCONSOLE_WORKER_WRITE_INTERVAL", DEFAULT_INTERVAL))
+
+    def max_size(self) -> int:
+        return int(setting("TASKCONSOLE_WORKER_WRITE_SIZE", DEFAULT_SIZE))
+
+    def holds(self, key: str) -> bool:
+        with self._lock:
+            return any(slot[1] == key for slot in self._entries)
+
+    def _write(self, entries: dict[tuple[str, str], Any]) -> int:
+        give_up = time.monotonic() + float(setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120))
+        pause = 0.1
+        while True:
+            try:
+                write_all(entries)
+                return len(entries)
+            except (OperationalError, InterfaceError) as exc:
+                # The database went away: the outcomes wait for it rather than be lost.
+                if pause == 0.1:
+                    logger.warning("taskconsole: database unreachable (%s); waiting for it", exc)
+                if time.monotonic() + pause > give_up:
+                    logger.exception("taskconsole: gave up writing %d task outcomes", len(entries))
+                    return 0
+                with contextlib.suppress(DatabaseError):
+                    connections[db_router.db_for_write(TaskRecord)].close()
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            except Exception:
+                logger.exception("taskconsole: could not write %d task outcomes", len(entries))
+                return 0
+
+
+def write_all(entries: dict[tuple[str, str], Any]) -> None:
+    """Every kind's batch, in the order the kinds were registered, in one transaction."""
+    by_kind: dict[str, list[tuple[str, Any]]] = {name: [] for name in _kinds}
+    for (kind, key), payload in entries.items():
+        by_kind[kind].append((key, payload))
+    with transaction.atomic(using=db_router.db_for_write(TaskRecord)):
+        for name, batch in by_kind.items():
+            if batch:
+                _kinds[name].write(batch)
+
+
+_writes = WorkerWrites()
+_in_worker = False
+
+
+def in_worker() -> bool:
+    return _in_worker
+
+
+def deferring(request: Any) -> bool:
+    """Whether this task's writes may wait: in a worker, not eager, and switched on."""
+    return _in_worker and not getattr(request, "is_eager", False) and enabled()
+
+
+def defer(kind: str, key: str, payload: Any) -> None:
+    _writes.add_many([(kind, key, payload)])
+
+
+def settle(key: str | None) -> None:
+    """Write what waits for this key now, before a synchronous write about it that must follow."""
+    if key and _in_worker and _writes.holds(key):
+        _writes.flush()
+
+
+def flush() -> int:
+    """Write this process's deferred writes now (shutdown, chords, tests)."""
+    return _writes.flush()
+
+
+def pending() -> int:
+    return len(_writes)
+
+
+def _worker_started(**_: Any) -> None:
+    global _in_worker
+    _in_worker = True
+
+
+def _worker_stopping(**_: Any) -> None:
+    flush()
+
+
+def connect() -> None:
+    """Defer in worker processes (prefork children and the main process of the other pools)."""
+    signals.worker_process_init.connect(_worker_started, weak=False, dispatch_uid="tc_wb_init")
+    signals.worker_init.connect(_worker_started, weak=False, dispatch_uid="tc_wb_main")
+    signals.worker_process_shutdown.connect(
+        _worker_stopping, weak=False, dispatch_uid="tc_wb_process_shutdown"
+    )
+    signals.worker_shutdown.connect(_worker_stopping, weak=False, dispatch_uid="tc_wb_shutdown")
+
+
+__all__ = ["connect", "defer", "deferring", "flush", "pending", "register", "settle"]
