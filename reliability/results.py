@@ -60,28 +60,37 @@ def upsert_task_result(connection: Any, model: Any, task_id: str, fields: dict[s
     with connection.cursor() as cursor:
         cursor.execute(
             _upsert_sql(connection.ops.quote_name, model._meta.db_table),
-            _row(connection, task_id, Store(fields)),
+            _row(connection, task_id, Store(fields["status"], fields)),
         )
 
 
 @dataclass(frozen=True)
 class Store:
-    """One store of a task's state: its columns, when it was made, when the task started."""
+    """One store of a task's state: its columns, when it was made, when the task started.
 
-    fields: dict[str, Any]
+    `fields` may be a function that makes them: a deferred STARTED is usually merged into the
+    task's outcome before it is written, and then its columns are never needed.
+    """
+
+    status: str
+    fields: dict[str, Any] | Callable[[], dict[str, Any]]
     at: datetime = field(default_factory=timezone.now)
     started: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.started is None and self.fields["status"] == states.STARTED:
+        if self.started is None and self.status == states.STARTED:
             object.__setattr__(self, "started", self.at)
+
+    def columns(self) -> dict[str, Any]:
+        return self.fields() if callable(self.fields) else self.fields
 
 
 def _row(connection: Any, task_id: str, store: Store) -> list[Any]:
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(store.at)
     started = adapt(store.started) if store.started else None
-    return [task_id, *(store.fields.get(name) for name in STORED), now, now, started]
+    columns = store.columns()
+    return [task_id, *(columns.get(name) for name in STORED), now, now, started]
 
 
 #: The kind of the worker's deferred result stores (taskconsole.writeback).
@@ -90,9 +99,9 @@ RESULT_WRITES = "reliability.results"
 
 def _merge(earlier: Store, later: Store) -> Store:
     """Two stores of one task waiting together: the later wins, STARTED never over an outcome."""
-    if later.fields["status"] == states.STARTED and earlier.fields["status"] in states.READY_STATES:
+    if later.status == states.STARTED and earlier.status in states.READY_STATES:
         return earlier
-    return Store(later.fields, later.at, later.started or earlier.started)
+    return Store(later.status, later.fields, later.at, later.started or earlier.started)
 
 
 def _write_stores(entries: list[tuple[str, Store]]) -> None:
@@ -141,20 +150,23 @@ class RetryingDatabaseBackend(DatabaseBackend):
             ):
                 return result
             return super()._store_result(task_id, result, status, traceback, request, using)
-        content_type, content_encoding, encoded = self.encode_content(result)
-        meta = {
-            **self._get_meta_from_request(request),
-            "children": self.current_task_children(request),
-        }
-        fields = {
-            "content_encoding": content_encoding,
-            "content_type": content_type,
-            "meta": self.encode_content(meta)[2],
-            "result": encoded,
-            "status": status,
-            "traceback": traceback,
-            **self._get_extended_properties(request, traceback),
-        }
+
+        def columns() -> dict[str, Any]:
+            content_type, content_encoding, encoded = self.encode_content(result)
+            meta = {
+                **self._get_meta_from_request(request),
+                "children": self.current_task_children(request),
+            }
+            return {
+                "content_encoding": content_encoding,
+                "content_type": content_type,
+                "meta": self.encode_content(meta)[2],
+                "result": encoded,
+                "status": status,
+                "traceback": traceback,
+                **self._get_extended_properties(request, traceback),
+            }
+
         if (
             self.TaskModel is TaskResult
             and connection.alias == router.db_for_write(TaskResult)
@@ -164,9 +176,11 @@ class RetryingDatabaseBackend(DatabaseBackend):
             and not getattr(request, "chord", None)
         ):
             # Written with the worker's other writes about its tasks (taskconsole.writeback).
-            writeback.defer(RESULT_WRITES, task_id, Store(fields))
+            # STARTED's columns are made only if it is written before the outcome replaces it.
+            lazy = status == states.STARTED
+            writeback.defer(RESULT_WRITES, task_id, Store(status, columns if lazy else columns()))
         else:
-            upsert_task_result(connection, self.TaskModel, task_id, fields)
+            upsert_task_result(connection, self.TaskModel, task_id, columns())
         return result
 
     def _get_task_meta_for(self, task_id: str) -> Any:

@@ -114,6 +114,22 @@ def test_a_start_arriving_after_the_outcome_does_not_undo_it(in_worker) -> None:
     assert TaskResult.objects.get(task_id=task_id).status == states.SUCCESS
 
 
+def test_a_start_written_before_its_outcome_has_all_its_columns(in_worker) -> None:
+    # STARTED's columns are made by the flush, only when it is written on its own.
+    task_id = str(uuid.uuid4())
+    request = run_request(task_id)
+    celery_app.backend.store_result(task_id, {"pid": 1}, states.STARTED, request=request)
+    writeback.flush()
+    row = TaskResult.objects.get(task_id=task_id)
+    assert (row.status, row.task_name, row.worker) == (states.STARTED, echo_task.name, "w1@host")
+    assert row.date_started is not None
+    celery_app.backend.store_result(task_id, 3, states.SUCCESS, request=request)
+    writeback.flush()
+    row.refresh_from_db()
+    assert (row.status, row.result) == (states.SUCCESS, "3")
+    assert row.date_started is not None
+
+
 def test_a_record_the_publisher_has_not_written_yet_is_created_by_the_flush(in_worker) -> None:
     task_id = str(uuid.uuid4())
     start_and_finish(task_id, result=4)
