@@ -32,7 +32,6 @@ from django.db.models import Count, QuerySet
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from kombu.exceptions import OperationalError as BrokerError
 from PIL import ImageOps
 
 from reliability import outbox
@@ -134,34 +133,33 @@ def reprocess_files(files: QuerySet[ImportFile]) -> int:
 
 
 def _dispatch_on_commit(files: Sequence[ImportFile]) -> None:
-    jobs = [(f.pk, f.task_id) for f in files]
-    for file_id, task_id in jobs:
+    jobs = []
+    for f in files:
         # In the caller's transaction: committed with the rows, so the outbox sweeper sends
         # the task even if the broker is down (or loses it) when the commit sends it below.
-        outbox.enqueue(PROCESS_TASK, (file_id,), task_id=task_id)
+        message = outbox.enqueue(PROCESS_TASK, (f.pk,), task_id=f.task_id)
+        jobs.append((f.pk, f.task_id, message.pk))
     if jobs:
         # robust: a failure here is handled inside dispatch_files and must never turn a
         # committed upload into an error page.
         transaction.on_commit(partial(dispatch_files, jobs), robust=True)
 
 
-def dispatch_files(jobs: Sequence[tuple[int, str]]) -> None:
-    """Send one task per file, with the task id already stored on its row."""
-    from .tasks import process_import_file
-
-    for position, (file_id, task_id) in enumerate(jobs):
-        try:
-            process_import_file.apply_async((file_id,), task_id=task_id, headers=outbox.HEADERS)
-            outbox.mark_sent(task_id)
-        except BrokerError as exc:
-            logger.error("Could not queue imported files %s: %s", jobs[position:], exc)
-            # The broker is down for the rest as well: do not wait on it once per file.
-            for unqueued_id, unqueued_task in jobs[position:]:
-                _mark_unqueued(unqueued_id, unqueued_task, exc)
-            return
+def dispatch_files(jobs: Sequence[tuple[int, str, int]]) -> None:
+    """Publish each file's outbox message (file id, task id, message id), in order."""
+    for position, (_file_id, _task_id, message_id) in enumerate(jobs):
+        if outbox.publish(message_id) or outbox.is_sent(message_id):
+            continue
+        error = outbox.last_error(message_id)
+        logger.error("Could not queue imported files %s: %s", jobs[position:], error)
+        # The broker is down for the rest as well: do not wait on it once per file. Their
+        # messages stay in the outbox, which sends them once the broker is back.
+        for unqueued_id, unqueued_task, _message_id in jobs[position:]:
+            _mark_unqueued(unqueued_id, unqueued_task, error)
+        return
 
 
-def _mark_unqueued(file_id: int, task_id: str, exc: Exception) -> None:
+def _mark_unqueued(file_id: int, task_id: str, error: str) -> None:
     import_file = (
         ImportFile.objects.select_related("batch")
         .filter(pk=file_id, task_id=task_id, status=ImportFile.Status.QUEUED)
@@ -176,7 +174,7 @@ def _mark_unqueued(file_id: int, task_id: str, exc: Exception) -> None:
                 "The file is stored, but it could not be queued for processing yet "
                 "(%(error)s); it is queued automatically once the task broker is back."
             )
-            % {"error": exc},
+            % {"error": error},
         )
 
 

@@ -411,6 +411,8 @@ BEAT_LEADER_TTL = env.int("BEAT_LEADER_TTL", default=30)
 RELIABILITY_MAX_QUEUE_AGE = env.int("RELIABILITY_MAX_QUEUE_AGE", default=300)
 # Bearer token for Prometheus on /metrics (besides console users and their API tokens).
 RELIABILITY_METRICS_TOKEN = env("RELIABILITY_METRICS_TOKEN", default="")
+# /metrics counts the console's records by state at most this often (a full index scan).
+RELIABILITY_METRICS_COUNT_SECONDS = env.int("RELIABILITY_METRICS_COUNT_SECONDS", default=15)
 # Tasks declared idempotent by name, for tasks that set acks_late themselves instead of using
 # IdempotentTask (a file import starts over from the stored file: running it again is safe).
 RELIABILITY_IDEMPOTENT_TASKS = env.list(

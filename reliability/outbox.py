@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
@@ -84,11 +84,9 @@ def is_sent(pk: int) -> bool:
     return OutboxMessage.objects.filter(pk=pk, status=OutboxStatus.SENT).exists()
 
 
-def mark_sent(task_id: str) -> None:
-    """For a caller that published the message itself, with the outbox row's task id."""
-    OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.PENDING).update(
-        status=OutboxStatus.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1
-    )
+def last_error(pk: int) -> str:
+    """Why the broker did not take the message the last time it was tried ("" if it did)."""
+    return OutboxMessage.objects.filter(pk=pk).values_list("last_error", flat=True).first() or ""
 
 
 def _claim(pk: int, now: Any) -> bool:

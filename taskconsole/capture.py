@@ -281,7 +281,11 @@ def _write_pending(entries: list[tuple[str, Pending]]) -> None:
         changed = _update(task_id, unless_finished=pending.guard, **pending.fields)
         if changed or pending.request is None:
             continue
-        if not TaskRecord.objects.filter(task_id=task_id).exists():
+        if TaskRecord.objects.filter(task_id=task_id).exists():
+            # Finished already (the guard), or the publisher's buffered INSERT committed
+            # between the two statements (PostgreSQL): the second try tells them apart.
+            _update(task_id, unless_finished=pending.guard, **pending.fields)
+        else:
             _ensure(pending.name, pending.request, **pending.fields)
 
 

@@ -71,5 +71,5 @@ def test_the_admin_action_requeues_failed_files_only(
         for callback in callbacks:
             callback()
     apply_async.assert_called_once_with(
-        (broken.pk,), task_id=broken.task_id, headers=outbox.HEADERS
+        (broken.pk,), {}, task_id=broken.task_id, retry=False, headers=outbox.HEADERS
     )

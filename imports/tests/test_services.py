@@ -18,6 +18,7 @@ from imports.models import ImportBatch, ImportFile, Product, RowError
 from imports.tasks import process_import_file, record_import_failure
 from myproject.celery import app as celery_app
 from reliability import outbox
+from reliability.models import OutboxMessage
 
 from .factories import (
     CsvFile,
@@ -65,13 +66,19 @@ def test_create_batch_stores_each_file_before_any_processing(
     assert len(callbacks) == 1  # one callback, run on commit, sends both files
 
 
+def jobs(files: list[ImportFile]) -> list[tuple[int, str, int]]:
+    """What the upload hands to dispatch_files: each file with its outbox message."""
+    return [(f.pk, f.task_id, OutboxMessage.objects.get(task_id=f.task_id).pk) for f in files]
+
+
 def test_dispatch_sends_one_task_per_file_with_the_stored_task_id() -> None:
     batch = make_batch(csv_file("a.csv", b"sku\n1\n"), csv_file("b.csv", b"sku\n1\n"))
     files = list(batch.files.all())
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
-        services.dispatch_files([(f.pk, f.task_id) for f in files])
+        services.dispatch_files(jobs(files))
     assert apply_async.call_args_list == [
-        mock.call((f.pk,), task_id=f.task_id, headers=outbox.HEADERS) for f in files
+        mock.call((f.pk,), {}, task_id=f.task_id, retry=False, headers=outbox.HEADERS)
+        for f in files
     ]
 
 
@@ -86,7 +93,7 @@ def test_a_broker_outage_marks_the_stored_files_failed_and_keeps_them(media: Pat
     with mock.patch.object(
         process_import_file, "apply_async", side_effect=BrokerError("connection refused")
     ) as apply_async:
-        services.dispatch_files([(f.pk, f.task_id) for f in files])
+        services.dispatch_files(jobs(files))
     assert apply_async.call_count == 1  # the second file does not wait on a dead broker again
     for f in files:
         f.refresh_from_db()
@@ -381,5 +388,5 @@ def test_reprocess_queues_only_failed_files_with_a_new_task_id(
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
         callbacks[0]()
     apply_async.assert_called_once_with(
-        (broken.pk,), task_id=broken.task_id, headers=outbox.HEADERS
+        (broken.pk,), {}, task_id=broken.task_id, retry=False, headers=outbox.HEADERS
     )

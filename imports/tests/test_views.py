@@ -133,7 +133,8 @@ def test_several_files_are_stored_and_bad_ones_refused_without_stopping_the_rest
     with mock.patch.object(process_import_file, "apply_async") as apply_async:
         callbacks[0]()
     assert apply_async.call_args_list == [
-        mock.call((f.pk,), task_id=f.task_id, headers=outbox.HEADERS) for f in stored
+        mock.call((f.pk,), {}, task_id=f.task_id, retry=False, headers=outbox.HEADERS)
+        for f in stored
     ]
 
 

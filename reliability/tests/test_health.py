@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from operations.models import Heartbeat
 from operations.testing import wait_for
+from reliability import metrics
 from reliability.views import READYZ_CACHE_KEY
 from taskconsole.models import ApiToken, TaskRecord, TaskStatus
 
@@ -20,8 +21,9 @@ TOKEN = "metrics-token-for-the-tests"
 
 @pytest.fixture(autouse=True)
 def fresh_readiness(settings):
-    # /readyz shares its outcome for a few seconds; each test asks afresh.
+    # /readyz and /metrics' counts are shared for a few seconds; each test asks afresh.
     cache.delete(READYZ_CACHE_KEY)
+    cache.delete(metrics.COUNTS_CACHE_KEY)
     settings.RELIABILITY_METRICS_TOKEN = TOKEN
 
 
@@ -123,3 +125,14 @@ def test_metrics_are_refused_to_strangers_and_shown_to_console_users(
     settings.RELIABILITY_METRICS_TOKEN = "scrape-secret"
     scraped = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
     assert scraped.status_code == 200
+
+
+def test_metrics_count_the_records_at_most_every_few_seconds(settings) -> None:
+    settings.RELIABILITY_METRICS_COUNT_SECONDS = 60
+    TaskRecord.objects.create(task_id="a", name="x", status=TaskStatus.SUCCESS, origin="code")
+    assert 'celery_tasks{state="SUCCESS"} 1' in metrics.render()
+    TaskRecord.objects.create(task_id="b", name="x", status=TaskStatus.SUCCESS, origin="code")
+    # Within the minute the count is the cached one; switched off, it is counted each time.
+    assert 'celery_tasks{state="SUCCESS"} 1' in metrics.render()
+    settings.RELIABILITY_METRICS_COUNT_SECONDS = 0
+    assert 'celery_tasks{state="SUCCESS"} 2' in metrics.render()

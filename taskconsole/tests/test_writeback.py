@@ -138,6 +138,25 @@ def test_a_record_the_publisher_has_not_written_yet_is_created_by_the_flush(in_w
     assert (record.status, record.args, record.queue) == (TaskStatus.SUCCESS, [3], "default")
 
 
+def test_a_record_committed_between_the_update_and_the_check_gets_the_write(
+    in_worker, monkeypatch
+) -> None:
+    # PostgreSQL: the publisher's buffered INSERT commits after the flush's UPDATE missed it.
+    task_id = str(uuid.uuid4())
+    queued(task_id)
+    start_and_finish(task_id)
+    real, calls = capture._update, []
+
+    def misses_first(key, **fields):
+        calls.append(key)
+        return 0 if len(calls) == 1 else real(key, **fields)
+
+    monkeypatch.setattr(capture, "_update", misses_first)
+    writeback.flush()
+    assert calls == [task_id, task_id]
+    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.SUCCESS
+
+
 def test_a_chord_part_stores_its_result_at_once(in_worker) -> None:
     # Whichever part of a chord ends last reads the others' results from the database.
     task_id = str(uuid.uuid4())
