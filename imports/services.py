@@ -151,6 +151,10 @@ def dispatch_files(jobs: Sequence[tuple[int, str, int]]) -> None:
         if outbox.publish(message_id) or outbox.is_sent(message_id):
             continue
         error = outbox.last_error(message_id)
+        if not error:
+            # Not refused by the broker: the sweeper is sending it this moment (or the
+            # database did not answer); the outbox sees it through.
+            continue
         logger.error("Could not queue imported files %s: %s", jobs[position:], error)
         # The broker is down for the rest as well: do not wait on it once per file. Their
         # messages stay in the outbox, which sends them once the broker is back.

@@ -25,16 +25,25 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
     Celery looks each option up under up to four names (prefixed, plain, old and new style) in
     every source, and a miss in Django's lazy settings object is an AttributeError turned into
     a KeyError: a few dozen microseconds for every delay(), a fifth of a bare publish (bench
-    item 1). Settings do not change while a process runs; a test that overrides a CELERY_
-    setting must change app.conf too.
+    item 1). A test that overrides a CELERY_ setting (override_settings) updates the copy.
     """
     from django.conf import settings
+    from django.core.signals import setting_changed
 
     values = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
     for maps in (source.maps, source.defaults):
         for index, mapping in enumerate(maps):
             if getattr(mapping, "obj", None) is settings:
                 maps[index] = values
+
+    def follow(setting: str, value, enter: bool, **_) -> None:
+        if setting.startswith("CELERY_"):
+            if hasattr(settings, setting):
+                values[setting] = getattr(settings, setting)
+            else:
+                values.pop(setting, None)
+
+    setting_changed.connect(follow, weak=False, dispatch_uid="myproject_celery_settings")
 
 
 @setup_logging.connect

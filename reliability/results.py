@@ -174,12 +174,16 @@ class RetryingDatabaseBackend(DatabaseBackend):
             # A chord's parts are counted, then their results read, by whichever part ends
             # last, maybe in another process: theirs are written at once.
             and not getattr(request, "chord", None)
+            # RETRY (and a task's own states) at once: the retry may already be running in
+            # another worker, and its outcome must not be overwritten by a late RETRY.
+            and (status == states.STARTED or status in states.READY_STATES)
         ):
             # Written with the worker's other writes about its tasks (taskconsole.writeback).
             # STARTED's columns are made only if it is written before the outcome replaces it.
             lazy = status == states.STARTED
             writeback.defer(RESULT_WRITES, task_id, Store(status, columns if lazy else columns()))
         else:
+            writeback.settle(task_id)
             upsert_task_result(connection, self.TaskModel, task_id, columns())
         return result
 

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError, connections, router, transaction
@@ -158,14 +159,25 @@ class Batcher:
             self._after_fork()
             return 0
         with self._flush_lock:
-            taken = self.take()
-            if not taken:
-                return 0
-            if threading.current_thread() is self._thread:
-                # A database that is away fails the write itself, which says so.
-                with contextlib.suppress(DatabaseError):
-                    checkpoint_here()
-            return self._write(taken)
+            return self._flush_held()
+
+    def flush_if(self, wanted: Callable[[], bool]) -> int:
+        """Flush when `wanted()`, asked after any batch being written has been written."""
+        if self._pid != os.getpid():
+            self._after_fork()
+            return 0
+        with self._flush_lock:
+            return self._flush_held() if wanted() else 0
+
+    def _flush_held(self) -> int:
+        taken = self.take()
+        if not taken:
+            return 0
+        if threading.current_thread() is self._thread:
+            # A database that is away fails the write itself, which says so.
+            with contextlib.suppress(DatabaseError):
+                checkpoint_here()
+        return self._write(taken)
 
 
 _checkpointing = threading.local()

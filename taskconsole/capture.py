@@ -478,9 +478,12 @@ def on_failure(
 def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
     # The republish already set RETRY; a second worker may be running the retry by now,
     # so only the reason is written here, never the status.
-    if request is None or _ignored(getattr(sender, "name", None)):
+    if request is None:
         return
+    # The run's deferred writes go first, recorded task or not (its result row too).
     writeback.settle(request.id)
+    if _ignored(getattr(sender, "name", None)):
+        return
     _update(request.id, exception=clip_text(str(reason), 2000))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ class WorkerWrites(Batcher):
         return int(setting("TASKCONSOLE_WORKER_WRITE_SIZE", DEFAULT_SIZE))
 
     def holds(self, key: str) -> bool:
+        if self._pid != os.getpid():
+            return False
         with self._lock:
             return any(slot[1] == key for slot in self._entries)
 
@@ -112,8 +115,19 @@ class WorkerWrites(Batcher):
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
             except Exception:
-                logger.exception("taskconsole: could not write %d task outcomes", len(entries))
-                return 0
+                # One bad entry (a constraint, a value the column refuses) must not take the
+                # other tasks' writes with it: each is tried on its own.
+                return self._write_one_by_one(entries)
+
+    def _write_one_by_one(self, entries: dict[tuple[str, str], Any]) -> int:
+        written = 0
+        for slot, payload in entries.items():
+            try:
+                write_all({slot: payload})
+                written += 1
+            except Exception:
+                logger.exception("taskconsole: could not write %s of task %s", *slot)
+        return written
 
 
 def write_all(entries: dict[tuple[str, str], Any]) -> None:
@@ -128,6 +142,9 @@ def write_all(entries: dict[tuple[str, str], Any]) -> None:
 
 
 _writes = WorkerWrites()
+# A prefork parent defers too (revocations, lost workers): a child forked while its thread
+# writes must start with a lock of its own.
+os.register_at_fork(after_in_child=_writes._after_fork)
 _in_worker = False
 
 
@@ -145,9 +162,12 @@ def defer(kind: str, key: str, payload: Any) -> None:
 
 
 def settle(key: str | None) -> None:
-    """Write what waits for this key now, before a synchronous write about it that must follow."""
-    if key and _in_worker and _writes.holds(key):
-        _writes.flush()
+    """Write what waits for this key now, before a synchronous write about it that must follow.
+
+    Also waits for a batch the thread is writing at this moment, which may hold it.
+    """
+    if key and _in_worker:
+        _writes.flush_if(lambda: _writes.holds(key))
 
 
 def flush() -> int:

@@ -64,3 +64,14 @@ def test_time_limit_settings_become_each_tasks_defaults() -> None:
 
     assert tasks.nap.time_limit == settings.CELERY_TASK_TIME_LIMIT
     assert tasks.nap.soft_time_limit == settings.CELERY_TASK_SOFT_TIME_LIMIT
+
+
+def test_celery_reads_django_settings_once_and_follows_overrides(settings) -> None:
+    # The CELERY_ settings are a plain dict in app.conf (myproject/celery.py), not Django's
+    # lazy object, and an override in a test reaches Celery all the same.
+    assert not any(getattr(m, "obj", None) is not None for m in celery_app.conf.maps)
+    before = celery_app.conf.task_default_priority
+    settings.CELERY_TASK_DEFAULT_PRIORITY = 7
+    assert celery_app.conf.task_default_priority == 7
+    settings.CELERY_TASK_DEFAULT_PRIORITY = before
+    assert celery_app.conf.task_default_priority == before

@@ -194,6 +194,53 @@ def test_a_synchronous_write_about_a_task_goes_after_its_waiting_ones(in_worker)
     assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.STARTED
 
 
+def test_settle_waits_for_the_batch_being_written(in_worker) -> None:
+    import threading
+
+    task_id = str(uuid.uuid4())
+    queued(task_id)
+    start_and_finish(task_id)
+    # The writer thread has taken the batch and is writing it (it holds the flush lock).
+    writeback._writes._flush_lock.acquire()
+    taken = writeback._writes.take()
+    settled = threading.Event()
+    waiter = threading.Thread(target=lambda: (writeback.settle(task_id), settled.set()))
+    waiter.start()
+    assert not settled.wait(0.3)
+    writeback.write_all(taken)
+    writeback._writes._flush_lock.release()
+    assert settled.wait(5)
+    waiter.join()
+    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.SUCCESS
+
+
+def test_a_retry_is_stored_at_once(in_worker) -> None:
+    # The retried run may finish in another worker before a deferred RETRY would be written.
+    task_id = str(uuid.uuid4())
+    request = run_request(task_id)
+    celery_app.backend.store_result(task_id, {"pid": 1}, states.STARTED, request=request)
+    celery_app.backend.store_result(task_id, RuntimeError("later"), states.RETRY, request=request)
+    assert writeback.pending() == 0
+    assert TaskResult.objects.get(task_id=task_id).status == states.RETRY
+
+
+def test_one_bad_entry_does_not_lose_the_others(in_worker) -> None:
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    queued(good)
+    start_and_finish(good)
+    # A record write that the database refuses (a launcher that does not exist).
+    writeback.defer(
+        capture.RECORD_WRITES,
+        bad,
+        capture.Pending({"owner_id": 10**9}, guard=False, name=echo_task.name, request=None),
+    )
+    queued(bad)
+    assert writeback.flush() == 2
+    assert TaskRecord.objects.get(task_id=good).status == TaskStatus.SUCCESS
+    assert TaskResult.objects.get(task_id=good).status == states.SUCCESS
+    assert TaskRecord.objects.get(task_id=bad).owner_id is None
+
+
 def test_a_database_that_went_away_is_waited_for(in_worker, monkeypatch, settings) -> None:
     settings.TASKCONSOLE_FINISH_RETRY_SECONDS = 30
     task_id = str(uuid.uuid4())
