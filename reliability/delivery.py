@@ -24,9 +24,7 @@ a task whose claim or delivery count could not be written.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,10 +32,7 @@ from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import (
-    DatabaseError,
     IntegrityError,
-    InterfaceError,
-    OperationalError,
     connections,
     router,
     transaction,
@@ -46,6 +41,8 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
+
+from taskconsole.dbwait import waiting_for_database
 
 from . import outbox
 from .models import DeadLetter, Delivery
@@ -131,23 +128,8 @@ def _waiting_for_database(write: Callable[[], T]) -> T:
     dies (acks_late): giving up here would lose the task, so a worker waits for the database
     as the result backend does (reliability.results).
     """
-    wait = float(getattr(settings, "RELIABILITY_DATABASE_WAIT", 120))
-    give_up = time.monotonic() + wait
-    pause = 0.1
-    while True:
-        try:
-            return write()
-        except (OperationalError, InterfaceError) as exc:
-            if time.monotonic() + pause > give_up:
-                raise
-            if pause == 0.1:
-                logger.warning(
-                    "Database unreachable (%s); waiting for it, %d s at most.", exc, wait
-                )
-            with contextlib.suppress(DatabaseError):
-                connections[router.db_for_write(Delivery)].close()
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+    seconds = float(getattr(settings, "RELIABILITY_DATABASE_WAIT", 120))
+    return waiting_for_database(write, seconds=seconds, model=Delivery)
 
 
 def count_delivery(request: Any) -> Delivery:

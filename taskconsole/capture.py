@@ -27,10 +27,7 @@ from celery import signals
 from celery._state import get_current_task
 from celery.utils.saferepr import saferepr
 from django.db import (
-    DatabaseError,
     IntegrityError,
-    InterfaceError,
-    OperationalError,
     close_old_connections,
     connections,
     router,
@@ -39,6 +36,7 @@ from django.db import (
 from django.utils import timezone
 
 from . import buffer, conf, context, writeback
+from .dbwait import waiting_for_database
 from .models import FINISHED_STATES, RUNNING_STATES, Origin, TaskRecord, TaskStatus
 from .redaction import clip_json, clip_text, redact
 
@@ -232,19 +230,11 @@ def _finish(task_id: str | None, request: Any = None, **fields: Any) -> int:
     if task_id and writeback.deferring(request):
         writeback.defer(RECORD_WRITES, task_id, Pending(fields, guard=False))
         return 1
-    give_up = time.monotonic() + float(_setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120))
-    pause = 0.1
-    while True:
-        try:
-            return _update(task_id, **fields)
-        except (OperationalError, InterfaceError):
-            if time.monotonic() + pause > give_up:
-                raise
-            # The broken connection must not be reused: the next try opens a new one.
-            with contextlib.suppress(DatabaseError):
-                connections[router.db_for_write(TaskRecord)].close()
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+    return waiting_for_database(
+        lambda: _update(task_id, **fields),
+        seconds=float(_setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120)),
+        model=TaskRecord,
+    )
 
 
 #: The kind of the worker's deferred writes to task records (taskconsole.writeback).
@@ -278,15 +268,20 @@ def _merge(earlier: Pending, later: Pending) -> Pending:
 
 def _write_pending(entries: list[tuple[str, Pending]]) -> None:
     for task_id, pending in entries:
-        changed = _update(task_id, unless_finished=pending.guard, **pending.fields)
-        if changed or pending.request is None:
-            continue
-        if TaskRecord.objects.filter(task_id=task_id).exists():
-            # Finished already (the guard), or the publisher's buffered INSERT committed
-            # between the two statements (PostgreSQL): the second try tells them apart.
-            _update(task_id, unless_finished=pending.guard, **pending.fields)
-        else:
-            _ensure(pending.name, pending.request, **pending.fields)
+        _write_record(task_id, pending)
+
+
+def _write_record(task_id: str, pending: Pending) -> None:
+    """Set the fields on the task's record, creating it from the request when it is missing."""
+    changed = _update(task_id, unless_finished=pending.guard, **pending.fields)
+    if changed or pending.request is None:
+        return
+    if TaskRecord.objects.filter(task_id=task_id).exists():
+        # Finished already (the guard), or the publisher's buffered INSERT committed between
+        # the two statements (PostgreSQL): the second try tells them apart.
+        _update(task_id, unless_finished=pending.guard, **pending.fields)
+    else:
+        _ensure(pending.name, pending.request, **pending.fields)
 
 
 writeback.register(RECORD_WRITES, _merge, _write_pending)
@@ -419,12 +414,13 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     }
     # A finished record stays finished: a second delivery of the same run (a redelivered
     # message that the task's own claim then drops) must not show it as started again.
-    if task_id and writeback.deferring(request):
-        writeback.defer(RECORD_WRITES, task_id, Pending(fields, True, task.name, request))
+    if not task_id:
         return
-    missing = task_id and not _update(task_id, unless_finished=True, **fields)
-    if missing and not TaskRecord.objects.filter(task_id=task_id).exists():
-        _ensure(task.name, request, **fields)
+    pending = Pending(fields, True, task.name, request)
+    if writeback.deferring(request):
+        writeback.defer(RECORD_WRITES, task_id, pending)
+    else:
+        _write_record(task_id, pending)
 
 
 @_safe

@@ -21,20 +21,19 @@ synchronous writes (see `settle`), nothing is deferred.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from celery import signals
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db import router as db_router
 
 from .buffer import Batcher
 from .conf import setting
+from .dbwait import waiting_for_database
 from .models import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -97,27 +96,21 @@ class WorkerWrites(Batcher):
             return any(slot[1] == key for slot in self._entries)
 
     def _write(self, entries: dict[tuple[str, str], Any]) -> int:
-        give_up = time.monotonic() + float(setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120))
-        pause = 0.1
-        while True:
-            try:
-                write_all(entries)
-                return len(entries)
-            except (OperationalError, InterfaceError) as exc:
-                # The database went away: the outcomes wait for it rather than be lost.
-                if pause == 0.1:
-                    logger.warning("taskconsole: database unreachable (%s); waiting for it", exc)
-                if time.monotonic() + pause > give_up:
-                    logger.exception("taskconsole: gave up writing %d task outcomes", len(entries))
-                    return 0
-                with contextlib.suppress(DatabaseError):
-                    connections[db_router.db_for_write(TaskRecord)].close()
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
-            except Exception:
-                # One bad entry (a constraint, a value the column refuses) must not take the
-                # other tasks' writes with it: each is tried on its own.
-                return self._write_one_by_one(entries)
+        try:
+            # The database went away: the outcomes wait for it rather than be lost.
+            waiting_for_database(
+                lambda: write_all(entries),
+                seconds=float(setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120)),
+                model=TaskRecord,
+            )
+        except (OperationalError, InterfaceError):
+            logger.exception("taskconsole: gave up writing %d task outcomes", len(entries))
+            return 0
+        except Exception:
+            # One bad entry (a constraint, a value the column refuses) must not take the
+            # other tasks' writes with it: each is tried on its own.
+            return self._write_one_by_one(entries)
+        return len(entries)
 
     def _write_one_by_one(self, entries: dict[tuple[str, str], Any]) -> int:
         written = 0
@@ -146,10 +139,6 @@ _writes = WorkerWrites()
 # writes must start with a lock of its own.
 os.register_at_fork(after_in_child=_writes._after_fork)
 _in_worker = False
-
-
-def in_worker() -> bool:
-    return _in_worker
 
 
 def deferring(request: Any) -> bool:

@@ -18,7 +18,7 @@ from django_celery_results.models import TaskResult
 
 from myproject.celery import app as celery_app
 from operations.testing import wait_for
-from taskconsole import capture, writeback
+from taskconsole import capture, context, writeback
 from taskconsole.models import TaskRecord, TaskStatus
 
 from .sample_tasks import echo_task
@@ -33,6 +33,8 @@ def in_worker(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(writeback._writes, "_start", lambda: None)
     yield
     writeback._writes.take()
+    # on_prerun made this thread a running task's (task_postrun would undo it in a worker).
+    context.set_worker_launcher(None)
 
 
 def run_request(task_id: str, **extra) -> Context:
