@@ -15,7 +15,6 @@ may already have finished it; a late flush must never put it back to QUEUED.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import connections, router, transaction
 
 from .conf import setting
 from .models import TaskRecord
@@ -174,9 +173,12 @@ class Batcher:
         if not taken:
             return 0
         if threading.current_thread() is self._thread:
-            # A database that is away fails the write itself, which says so.
-            with contextlib.suppress(DatabaseError):
+            # Only a tuning of the thread's connection: whatever stops it (a database that is
+            # away fails the write itself, which says so) must not stop the thread.
+            try:
                 checkpoint_here()
+            except Exception:
+                logger.debug("taskconsole: wal_autocheckpoint not set", exc_info=True)
         return self._write(taken)
 
 
