@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,6 +40,8 @@ class Outcome:
     seconds: float = 0.0
     ran: bool = True
     note: str = ""
+    # "test id: first line of its failure", so the summary at the tail of a log names what failed.
+    failures: list[str] = field(default_factory=list)
 
 
 def reachable(url: str, default_port: int) -> bool:
@@ -124,10 +126,21 @@ def pytest_pass(name: str, args: list[str], env: dict[str, str]) -> Outcome:
                 outcome.skipped += int(suite.get("skipped", 0))
                 outcome.failed += errors
                 outcome.passed += int(suite.get("tests", 0)) - errors - int(suite.get("skipped", 0))
+                outcome.failures += failed_cases(suite)
         if code not in (0,) and outcome.failed == 0:
             outcome.failed = 1
             outcome.note = f"pytest exited with code {code}"
         return outcome
+
+
+def failed_cases(suite: ET.Element) -> list[str]:
+    found = []
+    for case in suite.iter("testcase"):
+        for problem in (*case.findall("failure"), *case.findall("error")):
+            message = (problem.get("message") or problem.text or "").strip().splitlines()
+            test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+            found.append(f"{test_id}: {message[0][:200] if message else problem.tag}")
+    return found
 
 
 def main() -> int:
@@ -162,6 +175,8 @@ def main() -> int:
             line = f"  {o.name}: {o.passed} passed, {o.failed} failed, {o.skipped} skipped"
             line += f" in {o.seconds:.0f} s" if o.seconds else ""
             print(line + (f" ({o.note})" if o.note else ""))
+            for failure in o.failures:
+                print(f"    FAILED {failure}")
         else:
             print(f"  {o.name}: SKIPPED this pass ({o.note})")
     ran = [o for o in outcomes if o.ran]
