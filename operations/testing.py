@@ -50,13 +50,15 @@ def database_url() -> str:
 class ManagedProcess:
     """A subprocess in its own process group whose output is collected line by line."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], name: str, cwd: str | Path | None = None
+    ) -> None:
         self.name = name
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.process = subprocess.Popen(
             argv,
-            cwd=settings.BASE_DIR,
+            cwd=cwd or settings.BASE_DIR,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from . import permissions, queries, registry
 from .capture import RETRY_OF_HEADER
+from .conf import has_beat
 from .context import Launcher, launched_by
 from .models import (
     WAITING_STATES,
@@ -229,20 +230,22 @@ def retry(user, task_id: str) -> str:
 
 
 def _periodic(user, pk: Any):
-    from django_celery_beat.models import PeriodicTask
-
     if not permissions.can_change_schedule(user):
         raise ActionError(403, "forbidden", _("You may not change periodic tasks."))
-    task = PeriodicTask.objects.filter(pk=pk).first() if str(pk).isdigit() else None
+    task = None
+    if has_beat() and str(pk).isdigit():
+        from django_celery_beat.models import PeriodicTask
+
+        task = PeriodicTask.objects.filter(pk=pk).first()
     if task is None:
         raise ActionError(404, "not_found", _("No such periodic task."))
     return task
 
 
 def set_enabled(user, pk: Any, enabled: bool):
+    task = _periodic(user, pk)
     from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
-    task = _periodic(user, pk)
     with transaction.atomic():
         # update() + update_changed(): beat reloads, and the admin-edit audit hook stays quiet.
         PeriodicTask.objects.filter(pk=task.pk).update(enabled=enabled)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.core import checks
+
+from .conf import has_beat
 
 
 @checks.register()
@@ -16,7 +17,7 @@ def check_console(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     from . import registry
 
     messages: list[checks.CheckMessage] = []
-    if not apps.is_installed("django_celery_beat"):
+    if not has_beat():
         messages.append(
             checks.Warning(
                 "django_celery_beat is not installed: the periodic tasks page will be empty.",

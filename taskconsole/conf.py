@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
 
@@ -21,6 +22,12 @@ def setting(name: str, default: Any) -> Any:
     if value is _MISSING:
         value = _values[name] = getattr(settings, name, default)
     return value
+
+
+def has_beat() -> bool:
+    """Whether django-celery-beat is in INSTALLED_APPS: importable is not enough, because its
+    models cannot even be imported in a project that does not install the app."""
+    return apps.is_installed("django_celery_beat")
 
 
 def _forget(**_: Any) -> None:

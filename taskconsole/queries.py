@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import describe, permissions, registry
+from .conf import has_beat
 from .models import AuditEntry, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,8 @@ def serialize_audit(entry: AuditEntry) -> dict[str, Any]:
 
 
 def periodic_tasks(language: str | None, now: datetime | None = None) -> list[dict[str, Any]]:
+    if not has_beat():
+        return []
     from django_celery_beat.models import PeriodicTask
 
     now = now or timezone.now()

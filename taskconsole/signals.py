@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save
 
+from .conf import has_beat
 from .context import current_request_user
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def on_periodic_deleted(sender: Any, instance: Any, **_: Any) -> None:
 
 
 def connect() -> None:
-    try:
-        from django_celery_beat.models import PeriodicTask
-    except ImportError:
+    if not has_beat():
         return
+    from django_celery_beat.models import PeriodicTask
+
     post_save.connect(on_periodic_saved, sender=PeriodicTask, dispatch_uid="tc_periodic_saved")
     post_delete.connect(on_periodic_deleted, sender=PeriodicTask, dispatch_uid="tc_periodic_del")
