@@ -154,7 +154,7 @@ def celery_worker(subprocess_env: dict[str, str]) -> Iterator[ManagedProcess]:
     """
     process = _start_worker(subprocess_env, queues="default", name="main")
     yield process
-    process.stop()
+    process.discard()
 
 
 def _worker_factory(env: dict[str, str]) -> tuple[WorkerFactory, list[ManagedProcess]]:
@@ -178,7 +178,7 @@ def start_worker(subprocess_env: dict[str, str]) -> Iterator[WorkerFactory]:
     start, started = _worker_factory(subprocess_env)
     yield start
     for process in started:
-        process.stop()
+        process.discard()
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def start_module_worker(subprocess_env: dict[str, str]) -> Iterator[WorkerFactor
     start, started = _worker_factory(subprocess_env)
     yield start
     for process in started:
-        process.stop()
+        process.discard()
 
 
 @pytest.fixture

@@ -98,6 +98,20 @@ class ManagedProcess:
     def send_signal(self, sig: int) -> None:
         self.process.send_signal(sig)
 
+    def discard(self) -> int:
+        """Kill the whole group at once, for a test's teardown.
+
+        A Celery worker's warm shutdown spends 2-3 s in Celery's and billiard's own waits, which
+        buys nothing once the test is over: what it would still write is about to be flushed
+        away, and a message it had reserved stays unacknowledged for the hour of Redis's
+        visibility timeout instead of reaching a later test.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        code = self.process.wait()
+        self._reader.join(timeout=5)
+        return code
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (a warm shutdown for Celery), then kill the whole group."""
         if self.process.poll() is None:

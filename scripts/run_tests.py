@@ -1,5 +1,6 @@
 """`make test`: lint, the whole suite on the embedded defaults, then the integration tests again
-on PostgreSQL and a smoke subset on RabbitMQ when those servers are reachable on localhost.
+on PostgreSQL (less those marked any_database) and a smoke subset on RabbitMQ when those servers
+are reachable on localhost.
 
 Environment:
   TEST_POSTGRES_URL   PostgreSQL for the second pass (default postgres://postgres@127.0.0.1:5432/myproject)
@@ -160,7 +161,9 @@ def main() -> int:
         outcomes.append(Outcome("PostgreSQL (integration)", ran=False, note=why_not))
     else:
         env = {**base_env, "DATABASE_URL": POSTGRES_URL}
-        outcomes.append(pytest_pass("PostgreSQL (integration)", ["-m", "integration"], env))
+        outcomes.append(
+            pytest_pass("PostgreSQL (integration)", ["-m", "integration and not any_database"], env)
+        )
 
     why_not = rabbitmq_usable(RABBITMQ_URL)
     if why_not:

@@ -14,7 +14,11 @@ from django.utils import timezone
 
 from operations.models import Heartbeat
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.any_database,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def test_celery_check_fails_clearly_without_workers_or_beat(subprocess_env) -> None:

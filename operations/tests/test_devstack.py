@@ -19,7 +19,7 @@ import pytest
 from operations.embedded_redis import free_port, is_listening
 from operations.testing import ManagedProcess, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.any_database]
 
 
 def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:

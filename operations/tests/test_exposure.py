@@ -13,7 +13,7 @@ import redis
 from operations import embedded_redis
 from operations.testing import ManagedProcess, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.any_database]
 
 
 def outside_addresses() -> list[str]:

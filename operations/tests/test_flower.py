@@ -13,7 +13,7 @@ import pytest
 from operations.embedded_redis import free_port
 from operations.testing import ManagedProcess, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.any_database]
 
 
 def status(url: str, auth: str | None = None) -> int:

@@ -10,7 +10,11 @@ import pytest
 
 from taskconsole.models import TaskRecord
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.any_database,
+    pytest.mark.django_db(transaction=True),
+]
 
 # Debian's chromium by default; `make test` installs it there, elsewhere set CHROMIUM.
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
