@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -32,16 +33,22 @@ from operations.testing import ManagedProcess, celery_argv, database_url
 SESSION = uuid.uuid4().hex[:8]
 
 _flush = TransactionTestCase._fixture_teardown
+#: Four of the workers' write intervals: their writer thread's period, and the write itself.
+WORKER_WRITES_SETTLE = 0.2
 
 
 def _flush_despite_deadlocks(self: TransactionTestCase) -> None:
     """Empty the tables after a transactional test, again if PostgreSQL broke a deadlock with it.
 
-    A module's worker keeps running between tests and writes its last outcomes up to
-    TASKCONSOLE_WORKER_WRITE_INTERVAL after the test's last assertion. PostgreSQL may then pick
-    the teardown's TRUNCATE, which locks every table, as the victim of a deadlock with that
-    write; the write commits and the TRUNCATE can simply run again.
+    A module's worker keeps running between tests and writes the outcomes of the tasks it ran
+    up to TASKCONSOLE_WORKER_WRITE_INTERVAL (0.05 s) after they finish, which can be after the
+    test's last assertion. Written after the flush, they would be the next test's stray rows:
+    with a worker running, the flush waits for them first. PostgreSQL may also pick the
+    TRUNCATE, which locks every table, as the victim of a deadlock with such a write; the write
+    commits and the TRUNCATE can simply run again.
     """
+    if any(p.process.poll() is None for p in ManagedProcess.running):
+        time.sleep(WORKER_WRITES_SETTLE)
     for attempt in range(5):
         try:
             return _flush(self)

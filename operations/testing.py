@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -50,6 +50,9 @@ def database_url() -> str:
 class ManagedProcess:
     """A subprocess in its own process group whose output is collected line by line."""
 
+    #: The ones started and not yet stopped, in this test process.
+    running: ClassVar[set[ManagedProcess]] = set()
+
     def __init__(
         self, argv: list[str], env: dict[str, str], name: str, cwd: str | Path | None = None
     ) -> None:
@@ -70,6 +73,7 @@ class ManagedProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        ManagedProcess.running.add(self)
 
     def _read(self) -> None:
         assert self.process.stdout
@@ -110,6 +114,7 @@ class ManagedProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         code = self.process.wait()
         self._reader.join(timeout=5)
+        ManagedProcess.running.discard(self)
         return code
 
     def stop(self, timeout: float = 15.0) -> int:
@@ -122,6 +127,7 @@ class ManagedProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         code = self.process.wait()
         self._reader.join(timeout=5)
+        ManagedProcess.running.discard(self)
         return code
 
 
