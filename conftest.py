@@ -21,8 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from django.core.management.color import no_style
-from django.db import OperationalError, connections
+from django.core.management.base import CommandError
+from django.db import OperationalError
 from django.test import TransactionTestCase
 from kombu.messaging import Producer
 
@@ -32,45 +32,35 @@ from operations.testing import ManagedProcess, celery_argv, database_url
 
 SESSION = uuid.uuid4().hex[:8]
 
+_flush = TransactionTestCase._fixture_teardown
 #: Four of the workers' write intervals: their writer thread's period, and the write itself.
 WORKER_WRITES_SETTLE = 0.2
-#: Kept across tests: what migrate and its post_migrate handlers create, which Django's flush
-#: deletes and then creates again for every transactional test (0.15 s each on a small machine).
-KEPT_TABLES = {"django_migrations", "django_content_type", "auth_permission"}
 
 
-def _empty_tables(self: TransactionTestCase) -> None:
-    """Empty the tables after a transactional test, instead of Django's flush.
+def _flush_despite_deadlocks(self: TransactionTestCase) -> None:
+    """Empty the tables after a transactional test, again if PostgreSQL broke a deadlock with it.
 
     A module's worker keeps running between tests and writes the outcomes of the tasks it ran
     up to TASKCONSOLE_WORKER_WRITE_INTERVAL (0.05 s) after they finish, which can be after the
-    test's last assertion. Written after the tables were emptied, they would be the next test's
-    stray rows: with a worker running, this first waits for them. PostgreSQL may also pick the
+    test's last assertion. Written after the flush, they would be the next test's stray rows:
+    with a worker running, the flush waits for them first. PostgreSQL may also pick the
     TRUNCATE, which locks every table, as the victim of a deadlock with such a write; the write
     commits and the TRUNCATE can simply run again.
     """
     if any(p.process.poll() is None for p in ManagedProcess.running):
         time.sleep(WORKER_WRITES_SETTLE)
-    for alias in self._databases_names(include_mirrors=False):
-        connection = connections[alias]
-        tables = [
-            table
-            for table in connection.introspection.django_table_names(
-                only_existing=True, include_views=False
-            )
-            if table not in KEPT_TABLES
-        ]
-        statements = connection.ops.sql_flush(no_style(), tables)
-        for attempt in range(5):
-            try:
-                connection.ops.execute_sql_flush(statements)
-                break
-            except OperationalError as exc:
-                if attempt == 4 or "deadlock detected" not in str(exc):
-                    raise
+    for attempt in range(5):
+        try:
+            return _flush(self)
+        except CommandError as exc:
+            cause = exc.__cause__
+            if attempt == 4 or not (
+                isinstance(cause, OperationalError) and "deadlock detected" in str(cause)
+            ):
+                raise
 
 
-TransactionTestCase._fixture_teardown = _empty_tables
+TransactionTestCase._fixture_teardown = _flush_despite_deadlocks
 
 
 def _use_broker(url: str) -> None:
