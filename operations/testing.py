@@ -107,8 +107,9 @@ class ManagedProcess:
 
         A Celery worker's warm shutdown spends 2-3 s in Celery's and billiard's own waits, which
         buys nothing once the test is over: what it would still write would only land after
-        the test's tables were emptied, and a message it had reserved stays unacknowledged for
-        the hour of Redis's visibility timeout instead of reaching a later test.
+        the test's tables were emptied. A message it had reserved stays unacknowledged for the
+        hour of Redis's visibility timeout instead of reaching a later test (RabbitMQ requeues
+        it at once, as a warm shutdown would have).
         """
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
