@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.core.management.base import CommandError
 from django.db import OperationalError
-from django.test import TransactionTestCase
+from django.test import TransactionTestCase, override_settings
 from kombu.messaging import Producer
 
 from myproject.celery import app as celery_app
@@ -90,6 +90,30 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if server is not None:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """Users made by tests hash their password with MD5, not PBKDF2's million rounds.
+
+    Most tests make a user or two; at half a second each, hashing was the slowest part of their
+    set-up. Nothing here tests the hasher, and processes started by tests keep the real one.
+    """
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _batchers_disconnected_at_the_end(django_db_setup) -> Iterator[None]:
+    """The console's writer threads in this process let go of the test database at the end.
+
+    They keep their connections for the life of the process; PostgreSQL refuses to drop a
+    database that still has connections.
+    """
+    yield
+    from taskconsole import buffer
+
+    buffer.close_all_connections()
 
 
 @pytest.fixture(scope="session")
@@ -224,3 +248,18 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     monkeypatch.setattr(Producer, "publish", publish)
     return messages
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test's report ends with what its workers (and beat, and servers) printed.
+
+    Most failures of a test that runs real processes are decided in those processes: a task that
+    raised, a worker that hung. CI's log then shows why, not only that a wait timed out.
+    """
+    report = yield
+    if report.failed and call.when == "call":
+        for process in list(ManagedProcess.running):
+            tail = "\n".join(process.lines[-80:])
+            report.sections.append((f"Output of {process.name} (last 80 lines)", tail))
+    return report

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,8 @@ ROWS_PER_INSERT = 100
 STEP = 0.05
 #: How late (beyond the interval) the oldest record may be before a publisher writes it itself.
 STALE = 1.0
+#: How long a fork waits for a batch being written before it goes on without closing.
+FORK_WAIT = 10.0
 clock = time.monotonic
 
 
@@ -65,6 +68,7 @@ class Batcher:
     def __init__(self) -> None:
         self._reset()
         self._atexit_registered = False
+        _batchers.add(self)
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -75,6 +79,9 @@ class Batcher:
         self._size = 0
         self._oldest = 0.0
         self._thread: threading.Thread | None = None
+        # The connections the thread wrote through, closed before a fork (see _before_fork).
+        self._thread_connections: list[Any] = []
+        self._held_for_fork = False
         self._clear()
 
     def _after_fork(self) -> None:
@@ -179,7 +186,101 @@ class Batcher:
                 checkpoint_here()
             except Exception:
                 logger.debug("taskconsole: wal_autocheckpoint not set", exc_info=True)
+            try:
+                return self._write(taken)
+            finally:
+                self._thread_connections = open_connections_here()
         return self._write(taken)
+
+    def close_connections(self, vendor: str | None = None) -> None:
+        """Close the database connections of this batcher's thread (of one vendor, if given).
+
+        Before a fork, and at the end of a test run (a database with open connections cannot
+        be dropped). Waits for a batch being written; the thread reconnects for its next one.
+        """
+        with self._flush_lock:
+            self._close_thread_connections(vendor)
+
+    def _close_thread_connections(self, vendor: str | None) -> None:
+        # The flush lock is held: the thread is not using them, so the calling thread may close
+        # them on its behalf.
+        kept = []
+        for wrapper in self._thread_connections:
+            if vendor is not None and wrapper.vendor != vendor:
+                kept.append(wrapper)
+                continue
+            wrapper.inc_thread_sharing()
+            try:
+                wrapper.close()
+            finally:
+                wrapper.dec_thread_sharing()
+        self._thread_connections = kept
+
+    def _hold_for_fork(self) -> None:
+        # Waits for a batch being written, but a write stuck on the database must not hold up
+        # the fork for long: then its connection stays open, as it did before.
+        self._held_for_fork = self._flush_lock.acquire(timeout=FORK_WAIT)
+        if self._held_for_fork:
+            _closing(lambda: self._close_thread_connections("sqlite"))
+
+    def _release_after_fork(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._flush_lock.release()
+
+
+_batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
+
+
+def open_connections_here() -> list[Any]:
+    """This thread's open database connections (Django's are per thread)."""
+    return [w for w in connections.all(initialized_only=True) if w.connection is not None]
+
+
+def close_all_connections() -> None:
+    """Close every batcher thread's connections (see Batcher.close_connections)."""
+    for batcher in list(_batchers):
+        batcher.close_connections()
+
+
+def _closing(close: Callable[[], None]) -> None:
+    # A connection that fails to close must not stop the fork, nor the closing of the others.
+    try:
+        close()
+    except Exception:
+        logger.warning(
+            "taskconsole: a database connection did not close before fork", exc_info=True
+        )
+
+
+def _before_fork() -> None:
+    """Close this process's SQLite connections before it forks.
+
+    SQLite keeps the locks of a database file per process, in bookkeeping shared by every
+    connection to it, and its documentation warns against carrying a connection across fork().
+    A child forked while one of the parent's connections is in the middle of a write inherits
+    the note that the write lock is taken, but not the lock: every write the child tries then
+    finds the database locked, for good. A Celery prefork parent on SQLite writes: it records a
+    lost worker's failure and a revocation through these batchers' threads, and forks the
+    replacement child meanwhile. So before any fork the batchers finish the batch they are
+    writing and close their threads' SQLite connections, and the forking thread closes its own
+    (outside a transaction: one cannot be closed). Each reconnects when it next writes.
+    PostgreSQL connections stay open: a child does not share them (Celery's Django fix-up drops
+    the inherited ones).
+    """
+    for batcher in list(_batchers):
+        batcher._hold_for_fork()
+    for wrapper in open_connections_here():
+        if wrapper.vendor == "sqlite" and not wrapper.in_atomic_block:
+            _closing(wrapper.close)
+
+
+def _after_fork_in_parent() -> None:
+    for batcher in list(_batchers):
+        batcher._release_after_fork()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
 
 
 _checkpointing = threading.local()
