@@ -1,11 +1,12 @@
-"""`make test`: lint, the whole suite on the embedded defaults, then the integration tests again
-on PostgreSQL (less those marked any_database) and a smoke subset on RabbitMQ when those servers
-are reachable on localhost.
+"""`make test`: lint, then side by side the whole suite on the embedded defaults, the integration
+tests again on PostgreSQL (less those marked any_database) and a smoke subset on RabbitMQ when
+those servers are reachable on localhost. Each pass's output is printed when it ends.
 
 Environment:
   TEST_POSTGRES_URL   PostgreSQL for the second pass (default postgres://postgres@127.0.0.1:5432/myproject)
   TEST_RABBITMQ_URL   RabbitMQ for the smoke pass (default amqp://guest:guest@127.0.0.1:5672/myproject_test;
                       the vhost is created with rabbitmqctl when it is missing and that is possible)
+  TEST_SERIAL=1       run the passes one after another, their output live
   Extra arguments are passed to every pytest run (e.g. `make test ARGS="-x"` or -k).
 """
 
@@ -115,23 +116,55 @@ def run(name: str, command: list[str], env: dict[str, str]) -> tuple[int, float]
     return code, time.monotonic() - started
 
 
-def pytest_pass(name: str, args: list[str], env: dict[str, str]) -> Outcome:
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.xml"
-        command = [str(BIN / "pytest"), *args, f"--junitxml={report}", *sys.argv[1:]]
-        code, seconds = run(name, command, env)
-        outcome = Outcome(name, seconds=seconds)
-        if report.exists():
-            for suite in ET.parse(report).getroot().iter("testsuite"):
-                errors = int(suite.get("errors", 0)) + int(suite.get("failures", 0))
-                outcome.skipped += int(suite.get("skipped", 0))
-                outcome.failed += errors
-                outcome.passed += int(suite.get("tests", 0)) - errors - int(suite.get("skipped", 0))
-                outcome.failures += failed_cases(suite)
-        if code not in (0,) and outcome.failed == 0:
-            outcome.failed = 1
-            outcome.note = f"pytest exited with code {code}"
-        return outcome
+@dataclass
+class Pass:
+    """A pytest run in progress. Passes run side by side (see main), each with its own output."""
+
+    name: str
+    process: subprocess.Popen
+    started: float
+    tmp: Path
+    streamed: bool
+
+    @property
+    def report(self) -> Path:
+        return self.tmp / "report.xml"
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "output.txt"
+
+
+def start_pass(name: str, args: list[str], env: dict[str, str], streamed: bool) -> Pass:
+    tmp = Path(tempfile.mkdtemp(prefix="myproject-tests-"))
+    command = [str(BIN / "pytest"), *args, f"--junitxml={tmp / 'report.xml'}", *sys.argv[1:]]
+    print(f"\n=== {name}: {' '.join(command)}", flush=True)
+    with open(tmp / "output.txt", "w") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=None if streamed else log, stderr=subprocess.STDOUT
+        )
+    return Pass(name, process, time.monotonic(), tmp, streamed)
+
+
+def finish_pass(running: Pass) -> Outcome:
+    code = running.process.wait()
+    outcome = Outcome(running.name, seconds=time.monotonic() - running.started)
+    if not running.streamed:
+        print(f"\n=== {running.name}: output ({outcome.seconds:.0f} s)", flush=True)
+        sys.stdout.write(running.log.read_text(errors="replace"))
+        sys.stdout.flush()
+    if running.report.exists():
+        for suite in ET.parse(running.report).getroot().iter("testsuite"):
+            errors = int(suite.get("errors", 0)) + int(suite.get("failures", 0))
+            outcome.skipped += int(suite.get("skipped", 0))
+            outcome.failed += errors
+            outcome.passed += int(suite.get("tests", 0)) - errors - int(suite.get("skipped", 0))
+            outcome.failures += failed_cases(suite)
+    if code != 0 and outcome.failed == 0:
+        outcome.failed = 1
+        outcome.note = f"pytest exited with code {code}"
+    shutil.rmtree(running.tmp, ignore_errors=True)
+    return outcome
 
 
 def failed_cases(suite: ET.Element) -> list[str]:
@@ -154,23 +187,35 @@ def main() -> int:
         lint_failed += code != 0
     outcomes.append(Outcome("lint (ruff)", passed=2 - lint_failed, failed=lint_failed))
 
-    outcomes.append(pytest_pass("SQLite + embedded Redis (whole suite)", [], base_env))
-
+    # The passes share nothing (each its own database, broker and ports) and mostly wait on
+    # their workers, so they run side by side: on two cores the whole run takes about as long
+    # as its longest pass. TEST_SERIAL=1 runs them one after another, with live output.
+    serial = os.environ.get("TEST_SERIAL", "") not in ("", "0")
+    passes: list[tuple[str, list[str], dict[str, str]] | Outcome] = [
+        ("SQLite + embedded Redis (whole suite)", [], base_env)
+    ]
     why_not = postgres_usable(POSTGRES_URL)
     if why_not:
-        outcomes.append(Outcome("PostgreSQL (integration)", ran=False, note=why_not))
+        passes.append(Outcome("PostgreSQL (integration)", ran=False, note=why_not))
     else:
         env = {**base_env, "DATABASE_URL": POSTGRES_URL}
-        outcomes.append(
-            pytest_pass("PostgreSQL (integration)", ["-m", "integration and not any_database"], env)
-        )
-
+        passes.append(("PostgreSQL (integration)", ["-m", "integration and not any_database"], env))
     why_not = rabbitmq_usable(RABBITMQ_URL)
     if why_not:
-        outcomes.append(Outcome("RabbitMQ broker (smoke)", ran=False, note=why_not))
+        passes.append(Outcome("RabbitMQ broker (smoke)", ran=False, note=why_not))
     else:
         env = {**base_env, "TEST_BROKER_URL": RABBITMQ_URL}
-        outcomes.append(pytest_pass("RabbitMQ broker (smoke)", ["-m", "smoke"], env))
+        passes.append(("RabbitMQ broker (smoke)", ["-m", "smoke"], env))
+
+    running: list[Pass | Outcome] = []
+    for entry in passes:
+        if isinstance(entry, Outcome):
+            running.append(entry)
+        elif serial:
+            running.append(finish_pass(start_pass(*entry, streamed=True)))
+        else:
+            running.append(start_pass(*entry, streamed=False))
+    outcomes += [finish_pass(r) if isinstance(r, Pass) else r for r in running]
 
     print("\n=== Summary")
     for o in outcomes:
