@@ -268,8 +268,11 @@ def _before_fork() -> None:
     PostgreSQL connections stay open: a child does not share them (Celery's Django fix-up drops
     the inherited ones).
     """
-    for batcher in list(_batchers):
-        batcher._hold_for_fork()
+    # Holding the batchers buys nothing elsewhere, and a write waiting out a database outage
+    # would hold up the fork.
+    if connections[router.db_for_write(TaskRecord)].vendor == "sqlite":
+        for batcher in list(_batchers):
+            batcher._hold_for_fork()
     for wrapper in open_connections_here():
         if wrapper.vendor == "sqlite" and not wrapper.in_atomic_block:
             _closing(wrapper.close)
