@@ -192,14 +192,14 @@ class Batcher:
                 self._thread_connections = open_connections_here()
         return self._write(taken)
 
-    def close_connections(self, vendor: str | None = None) -> None:
-        """Close the database connections of this batcher's thread (of one vendor, if given).
+    def close_connections(self) -> None:
+        """Close the database connections of this batcher's thread.
 
         Before a fork, and at the end of a test run (a database with open connections cannot
         be dropped). Waits for a batch being written; the thread reconnects for its next one.
         """
         with self._flush_lock:
-            self._close_thread_connections(vendor)
+            self._close_thread_connections(None)
 
     def _close_thread_connections(self, vendor: str | None) -> None:
         # The flush lock is held: the thread is not using them, so the calling thread may close
@@ -283,7 +283,15 @@ def _after_fork_in_parent() -> None:
         batcher._release_after_fork()
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
+def _after_fork_in_child() -> None:
+    # The parent held the batchers' locks across the fork (or their threads did).
+    for batcher in list(_batchers):
+        batcher._after_fork()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 _checkpointing = threading.local()
@@ -463,7 +471,6 @@ def _statement(connection: Any, rows: int) -> str:
 
 
 _buffer = PublishBuffer()
-os.register_at_fork(after_in_child=_buffer._after_fork)
 
 
 def add(fields: dict[str, Any]) -> None:

@@ -134,10 +134,9 @@ def write_all(entries: dict[tuple[str, str], Any]) -> None:
                 _kinds[name].write(batch)
 
 
+# A prefork parent defers too (revocations, lost workers): buffer's fork hooks, which every
+# Batcher is under, give a child forked while the thread writes locks of its own.
 _writes = WorkerWrites()
-# A prefork parent defers too (revocations, lost workers): a child forked while its thread
-# writes must start with a lock of its own.
-os.register_at_fork(after_in_child=_writes._after_fork)
 _in_worker = False
 
 
