@@ -104,14 +104,20 @@ def _merge(earlier: Store, later: Store) -> Store:
     return Store(later.status, later.fields, later.at, later.started or earlier.started)
 
 
-def _write_stores(entries: list[tuple[str, Store]]) -> None:
+def _prepare_rows(entries: list[tuple[str, Store]]) -> list[list[Any]]:
+    """The upsert's parameters (the results encoded), made before the batch's transaction."""
+    connection = connections[router.db_for_write(TaskResult)]
+    return [_row(connection, task_id, store) for task_id, store in entries]
+
+
+def _write_rows(rows: list[list[Any]]) -> None:
     connection = connections[router.db_for_write(TaskResult)]
     sql = _upsert_sql(connection.ops.quote_name, TaskResult._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [_row(connection, task_id, store) for task_id, store in entries])
+        cursor.executemany(sql, rows)
 
 
-writeback.register(RESULT_WRITES, _merge, _write_stores)
+writeback.register(RESULT_WRITES, _merge, _write_rows, _prepare_rows)
 
 
 @functools.lru_cache(maxsize=8)

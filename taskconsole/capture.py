@@ -199,15 +199,21 @@ def _update(task_id: str | None, *, unless_finished: bool = False, **fields: Any
     if not task_id:
         return 0
     connection = connections[router.db_for_write(TaskRecord)]
+    sql, params = _update_statement(connection, task_id, unless_finished, fields)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _update_statement(
+    connection: Any, task_id: str, unless_finished: bool, fields: dict[str, Any]
+) -> tuple[str, list[Any]]:
     opts = TaskRecord._meta
     params = [opts.get_field(name).get_db_prep_save(v, connection) for name, v in fields.items()]
     params.append(task_id)
     if unless_finished:
         params += sorted(FINISHED_STATES)
-    sql = _update_sql(connection.ops.quote_name, tuple(fields), unless_finished)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return _update_sql(connection.ops.quote_name, tuple(fields), unless_finished), params
 
 
 @functools.lru_cache(maxsize=64)
@@ -266,9 +272,38 @@ def _merge(earlier: Pending, later: Pending) -> Pending:
     )
 
 
-def _write_pending(entries: list[tuple[str, Pending]]) -> None:
+def _prepare_pending(entries: list[tuple[str, Pending]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The batch's UPDATEs, grouped by statement, made before the batch's transaction."""
+    connection = connections[router.db_for_write(TaskRecord)]
+    by_statement: dict[str, list[tuple[Any, ...]]] = {}
     for task_id, pending in entries:
-        _write_record(task_id, pending)
+        sql, params = _update_statement(connection, task_id, pending.guard, pending.fields)
+        by_statement.setdefault(sql, []).append((task_id, pending, params))
+    return by_statement
+
+
+def _write_pending(by_statement: dict[str, list[tuple[Any, ...]]]) -> None:
+    connection = connections[router.db_for_write(TaskRecord)]
+    with connection.cursor() as cursor:
+        for sql, group in by_statement.items():
+            cursor.executemany(sql, [params for _, _, params in group])
+            if cursor.rowcount == len(group):
+                continue
+            # Some rows were not changed: finished already (the guard), or not written yet
+            # by their publisher's buffer. Those are created from the request; the others are
+            # updated once more, as a buffered INSERT may have committed since (PostgreSQL),
+            # which sets the same values where the first UPDATE was applied.
+            existing = _existing([task_id for task_id, _, _ in group])
+            again = [params for task_id, _, params in group if task_id in existing]
+            if again:
+                cursor.executemany(sql, again)
+            for task_id, pending, _ in group:
+                if task_id not in existing and pending.request is not None:
+                    _write_record(task_id, pending)
+
+
+def _existing(task_ids: list[str]) -> set[str]:
+    return set(TaskRecord.objects.filter(task_id__in=task_ids).values_list("task_id", flat=True))
 
 
 def _write_record(task_id: str, pending: Pending) -> None:
@@ -284,7 +319,7 @@ def _write_record(task_id: str, pending: Pending) -> None:
         _ensure(pending.name, pending.request, **pending.fields)
 
 
-writeback.register(RECORD_WRITES, _merge, _write_pending)
+writeback.register(RECORD_WRITES, _merge, _write_pending, _prepare_pending)
 
 
 def _header(request: Any, name: str) -> Any:

@@ -47,15 +47,32 @@ class Kind:
     """One kind of deferred write: how two writes for the same key merge, how a batch is written."""
 
     merge: Callable[[Any, Any], Any]
-    write: Callable[[list[tuple[str, Any]]], None]
+    write: Callable[[Any], None]
+    prepare: Callable[[list[tuple[str, Any]]], Any]
 
 
 _kinds: dict[str, Kind] = {}
 
 
-def register(name: str, merge: Callable[[Any, Any], Any], write: Callable[..., None]) -> None:
-    """Declare a kind of write. `write(entries)` gets [(key, payload), ...] in arrival order."""
-    _kinds[name] = Kind(merge, write)
+def _as_is(entries: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return entries
+
+
+def register(
+    name: str,
+    merge: Callable[[Any, Any], Any],
+    write: Callable[[Any], None],
+    prepare: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> None:
+    """Declare a kind of write.
+
+    `prepare(entries)` gets [(key, payload), ...] in arrival order and returns what `write` is
+    given inside the transaction (the entries themselves when there is no `prepare`). The
+    Python work of a batch (encoding results, preparing parameters) belongs in `prepare`: on
+    SQLite the transaction holds the database's only write lock, which every task's claim
+    waits for.
+    """
+    _kinds[name] = Kind(merge, write, prepare or _as_is)
 
 
 def enabled() -> bool:
@@ -128,10 +145,12 @@ def write_all(entries: dict[tuple[str, str], Any]) -> None:
     by_kind: dict[str, list[tuple[str, Any]]] = {name: [] for name in _kinds}
     for (kind, key), payload in entries.items():
         by_kind[kind].append((key, payload))
+    prepared = [
+        (_kinds[name], _kinds[name].prepare(batch)) for name, batch in by_kind.items() if batch
+    ]
     with transaction.atomic(using=db_router.db_for_write(TaskRecord)):
-        for name, batch in by_kind.items():
-            if batch:
-                _kinds[name].write(batch)
+        for kind, work in prepared:
+            kind.write(work)
 
 
 # A prefork parent defers too (revocations, lost workers): buffer's fork hooks, which every

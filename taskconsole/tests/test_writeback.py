@@ -65,6 +65,11 @@ def start_and_finish(task_id: str, result: int = 3, **extra) -> None:
         echo_task.pop_request()
 
 
+def statements(queries: CaptureQueriesContext) -> list[str]:
+    """The SQL run, an executemany as Django logs it ("N times: <statement>")."""
+    return [q["sql"] for q in queries.captured_queries]
+
+
 def queued(task_id: str) -> TaskRecord:
     return TaskRecord.objects.create(task_id=task_id, name=echo_task.name)
 
@@ -79,11 +84,11 @@ def test_a_task_start_and_outcome_wait_and_are_written_together(in_worker) -> No
     assert writeback.pending() == 2
     with CaptureQueriesContext(connection) as queries:
         assert writeback.flush() == 2
-    statements = [q["sql"] for q in queries.captured_queries]
+    written = statements(queries)
     # One transaction: the record's UPDATE and the result's upsert.
-    assert sum(sql.startswith("UPDATE") for sql in statements) == 1
-    assert sum("INSERT INTO" in sql for sql in statements) == 1
-    assert sum(sql == "COMMIT" for sql in statements) == 1
+    assert sum(sql.startswith("1 times: UPDATE") for sql in written) == 1
+    assert sum("INSERT INTO" in sql for sql in written) == 1
+    assert sum(sql == "COMMIT" for sql in written) == 1
     record = TaskRecord.objects.get(task_id=task_id)
     assert (record.status, record.result, record.worker) == (TaskStatus.SUCCESS, "3", "w1@host")
     assert record.finished_at >= record.started_at
@@ -145,18 +150,36 @@ def test_a_record_committed_between_the_update_and_the_check_gets_the_write(
 ) -> None:
     # PostgreSQL: the publisher's buffered INSERT commits after the flush's UPDATE missed it.
     task_id = str(uuid.uuid4())
-    queued(task_id)
     start_and_finish(task_id)
-    real, calls = capture._update, []
+    real = capture._existing
 
-    def misses_first(key, **fields):
-        calls.append(key)
-        return 0 if len(calls) == 1 else real(key, **fields)
+    def publisher_commits_now(task_ids):
+        queued(task_id)
+        return real(task_ids)
 
-    monkeypatch.setattr(capture, "_update", misses_first)
+    monkeypatch.setattr(capture, "_existing", publisher_commits_now)
     writeback.flush()
-    assert calls == [task_id, task_id]
-    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.SUCCESS
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.status, record.worker, record.result) == (TaskStatus.SUCCESS, "w1@host", "3")
+
+
+def test_a_batch_updates_its_records_together(in_worker) -> None:
+    # One UPDATE run for every record of the batch; the one its publisher has not written
+    # yet is then created.
+    present = [str(uuid.uuid4()) for _ in range(3)]
+    missing = str(uuid.uuid4())
+    for task_id in present:
+        queued(task_id)
+    for n, task_id in enumerate([*present, missing]):
+        start_and_finish(task_id, result=n)
+    with CaptureQueriesContext(connection) as queries:
+        writeback.flush()
+    updates = [sql for sql in statements(queries) if sql.split(": ", 1)[-1].startswith("UPDATE")]
+    assert updates[0].startswith("4 times: UPDATE")
+    assert TaskRecord.objects.get(task_id=missing).args == [3]
+    results = dict(TaskRecord.objects.values_list("task_id", "result"))
+    assert [results[task_id] for task_id in [*present, missing]] == ["0", "1", "2", "3"]
+    assert set(TaskRecord.objects.values_list("status", flat=True)) == {TaskStatus.SUCCESS}
 
 
 def test_a_chord_part_stores_its_result_at_once(in_worker) -> None:
