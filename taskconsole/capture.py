@@ -287,23 +287,30 @@ def _write_pending(by_statement: dict[str, list[tuple[Any, ...]]]) -> None:
     with connection.cursor() as cursor:
         for sql, group in by_statement.items():
             cursor.executemany(sql, [params for _, _, params in group])
-            if cursor.rowcount == len(group):
+            changed = cursor.rowcount
+            if changed == len(group):
                 continue
             # Some rows were not changed: finished already (the guard), or not written yet
-            # by their publisher's buffer. Those are created from the request; the others are
-            # updated once more, as a buffered INSERT may have committed since (PostgreSQL),
-            # which sets the same values where the first UPDATE was applied.
+            # by their publisher's buffer. Those are created from the request. More records
+            # than were changed: a buffered INSERT may have committed since (PostgreSQL), so
+            # the existing ones are updated once more, which sets the same values where the
+            # first UPDATE was applied.
             existing = _existing([task_id for task_id, _, _ in group])
-            again = [params for task_id, _, params in group if task_id in existing]
-            if again:
-                cursor.executemany(sql, again)
+            if changed != len(existing):
+                cursor.executemany(
+                    sql, [params for task_id, _, params in group if task_id in existing]
+                )
             for task_id, pending, _ in group:
                 if task_id not in existing and pending.request is not None:
                     _write_record(task_id, pending)
 
 
-def _existing(task_ids: list[str]) -> set[str]:
-    return set(TaskRecord.objects.filter(task_id__in=task_ids).values_list("task_id", flat=True))
+def _existing(task_ids: list[str], chunk: int = 500) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(task_ids), chunk):
+        ids = task_ids[start : start + chunk]
+        found.update(TaskRecord.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
+    return found
 
 
 def _write_record(task_id: str, pending: Pending) -> None:

@@ -182,6 +182,34 @@ def test_a_batch_updates_its_records_together(in_worker) -> None:
     assert set(TaskRecord.objects.values_list("status", flat=True)) == {TaskStatus.SUCCESS}
 
 
+def test_a_finished_record_in_a_batch_with_a_missing_one_stays_finished(in_worker) -> None:
+    # A second delivery of a finished run starts it again, in the same batch as a task whose
+    # record its publisher has not written yet: only the missing one is created.
+    finished, missing = str(uuid.uuid4()), str(uuid.uuid4())
+    queued(finished)
+    start_and_finish(finished, result=1)
+    writeback.flush()
+    echo_task.push_request(**run_request(finished, hostname="w2@host").__dict__)
+    try:
+        capture.on_prerun(task_id=finished, task=echo_task)
+    finally:
+        echo_task.pop_request()
+    start_and_finish(missing, result=2)
+    writeback.flush()
+    record = TaskRecord.objects.get(task_id=finished)
+    assert (record.status, record.worker, record.result) == (TaskStatus.SUCCESS, "w1@host", "1")
+    assert TaskRecord.objects.get(task_id=missing).status == TaskStatus.SUCCESS
+
+
+def test_a_missing_record_without_its_request_is_not_created(in_worker) -> None:
+    # An outcome alone (no request to build the row from) leaves nothing behind.
+    task_id = str(uuid.uuid4())
+    capture._finish(task_id, request=run_request(task_id), status=TaskStatus.SUCCESS)
+    assert writeback.pending() == 1
+    writeback.flush()
+    assert not TaskRecord.objects.filter(task_id=task_id).exists()
+
+
 def test_a_chord_part_stores_its_result_at_once(in_worker) -> None:
     # Whichever part of a chord ends last reads the others' results from the database.
     task_id = str(uuid.uuid4())
