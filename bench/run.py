@@ -624,7 +624,9 @@ def item6_console(bench: Bench, rounds: int, rows: int, runs: int) -> None:
     fill(rows, [p.pk for p in people])
     _fill_results(rows)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        # A table that grew over months has been through autovacuum: on PostgreSQL the
+        # million rows just loaded get that pass now, not in the middle of the first round.
+        cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
     print(f"    loaded in {time.perf_counter() - t0:.0f} s")
     admin = Client()
     admin.force_login(staff)

@@ -212,7 +212,8 @@ def main() -> int:
         passes.append(Outcome("PostgreSQL (integration)", ran=False, note=why_not))
     else:
         env = {**base_env, "DATABASE_URL": POSTGRES_URL}
-        passes.append(("PostgreSQL (integration)", ["-m", "integration and not any_database"], env))
+        selection = "(integration or database) and not any_database"
+        passes.append(("PostgreSQL (integration)", ["-m", selection], env))
     why_not = rabbitmq_usable(RABBITMQ_URL)
     if why_not:
         passes.append(Outcome("RabbitMQ broker (smoke)", ran=False, note=why_not))

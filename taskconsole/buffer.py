@@ -35,6 +35,8 @@ DEFAULT_INTERVAL = 0.05
 DEFAULT_SIZE = 1000
 #: Rows per INSERT statement (fewer where the database takes fewer parameters).
 ROWS_PER_INSERT = 100
+#: From this many records on, PostgreSQL is given them with COPY (see _copy).
+COPY_FROM = 500
 #: The longest the thread sleeps without looking at the buffer and the settings again.
 STEP = 0.05
 #: How late (beyond the interval) the oldest record may be before a publisher writes it itself.
@@ -367,8 +369,12 @@ def build_record(fields: dict[str, Any]) -> TaskRecord:
     )
 
 
-def write(entries: list[dict[str, Any]]) -> None:
-    """Insert the records, keeping any row the worker already created (and maybe finished)."""
+def write(entries: list[dict[str, Any]], *, new: bool = False) -> None:
+    """Insert the records, keeping any row the worker already created (and maybe finished).
+
+    `new`: none of these tasks has been sent yet, so no row can exist (taskconsole.bulk
+    records a round before it pushes it), and PostgreSQL copies a large batch straight in.
+    """
     alias = router.db_for_write(TaskRecord)
     connection = connections[alias]
     if connection.vendor not in ("sqlite", "postgresql"):
@@ -381,6 +387,9 @@ def write(entries: list[dict[str, Any]]) -> None:
     fields = _fields()
     limit = int(setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000))
     rows = _rows(entries, fields, connection, limit)
+    if connection.vendor == "postgresql" and len(rows) >= COPY_FROM:
+        _copy(connection, fields, rows, new)
+        return
     size = ROWS_PER_INSERT
     if connection.features.max_query_params:
         size = max(1, min(size, connection.features.max_query_params // len(fields)))
@@ -398,6 +407,39 @@ def write(entries: list[dict[str, Any]]) -> None:
             cursor.execute(
                 _statement(connection, len(rest)), [value for row in rest for value in row]
             )
+
+
+def _copy(connection: Any, fields: list, rows: list[tuple[Any, ...]], new: bool) -> None:
+    """Many records on PostgreSQL: COPY, into the table itself when the rows are `new`.
+
+    Django's cursors bind parameters on the client, so an INSERT of many rows is a long text
+    of quoted values for the server to parse: most of the cost of a burst of records
+    (taskconsole.bulk). COPY sends the values as data. COPY cannot skip a row that exists, so
+    otherwise the rows go to a table of this transaction first, and an INSERT ... SELECT keeps
+    a row the worker already created, as the plain INSERT does. That table is dropped at
+    commit: nothing outlives the transaction (safe behind a transaction-pooling proxy).
+    """
+    quote = connection.ops.quote_name
+    table = quote(TaskRecord._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    unique = quote(TaskRecord._meta.get_field("task_id").column)
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if new:
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE taskconsole_copy ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        with cursor.cursor.copy(f"COPY taskconsole_copy ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM taskconsole_copy "
+            f"ON CONFLICT ({unique}) DO NOTHING"
+        )
 
 
 def _rows(

@@ -289,13 +289,15 @@ class _RecordPlan:
 
     def save(self, entries: list[dict[str, Any]]) -> None:
         """Hand records over as the publish handler would: buffered, or written now."""
-        if self.buffered:
+        if self.buffered and len(entries) < buffer.max_size():
             buffer.add_many(entries)
             return
         try:
-            # In a transaction (it commits or rolls back with the caller's writes) or inside a
-            # task (its children are recorded before they can run): written now.
-            buffer.write(entries)
+            # In a transaction (it commits or rolls back with the caller's writes), inside a
+            # task (its children are recorded before they can run), or a round the buffer
+            # would write in this thread anyway: written now. Its messages are not pushed
+            # yet, so none of these records exists.
+            buffer.write(entries, new=True)
         except Exception:
             # Recording never breaks dispatch, as for the publish handler.
             logger.exception("taskconsole could not record %d published tasks", len(entries))

@@ -186,7 +186,12 @@ def worker(start_module_worker):
 
 
 @pytest.mark.integration
-def test_the_worker_records_a_task_that_ran_before_the_flush(worker, make_user, monkeypatch):
+@pytest.mark.parametrize("copy_from", [buffer.COPY_FROM, 1], ids=["insert", "copy"])
+def test_the_worker_records_a_task_that_ran_before_the_flush(
+    worker, make_user, monkeypatch, copy_from
+):
+    # "copy": the flush takes PostgreSQL's COPY path whatever its size.
+    monkeypatch.setattr(buffer, "COPY_FROM", copy_from)
     user = make_user()
     held: list[dict] = []
     # The flush comes after the task ran, however fast the worker is.
@@ -206,3 +211,43 @@ def test_the_worker_records_a_task_that_ran_before_the_flush(worker, make_user, 
     buffer.write(held)
     [row] = rows(result.id)
     assert (row.pk, row.status, row.result) == (done.pk, TaskStatus.SUCCESS, "0.1")
+
+
+@pytest.mark.database
+def test_a_large_flush_stores_what_a_small_one_does(make_user) -> None:
+    # From COPY_FROM records on, PostgreSQL is given them with COPY: every column must come
+    # out as the INSERT of a small flush stores it (JSON, times, flags, empty values).
+    user = make_user()
+    with (
+        override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER),
+        launched_by(Launcher(user.pk, Origin.USER, "a view")),
+    ):
+        capture.on_before_publish(
+            headers={"id": "template", "task": echo_task.name, "eta": None, "retries": 0},
+            body=((1, {"k": [None, True, "é"]}), {"api_token": "s3cret"}, {}),
+            routing_key="default",
+            exchange="",
+        )
+        [template] = buffer._buffer.take()
+    many = [{**template, "task_id": f"many-{i}", "root_id": f"many-{i}"} for i in range(600)]
+    assert len(many) >= buffer.COPY_FROM
+    buffer.write([{**template, "task_id": "one", "root_id": "one"}])
+    buffer.write(many)
+    # A record already there (the worker created it) is kept as it is.
+    buffer.write([*many[: buffer.COPY_FROM], {**template, "task_id": "one", "status": "SUCCESS"}])
+    # Records of tasks not sent yet (taskconsole.bulk): straight into the table.
+    fresh = [{**template, "task_id": f"new-{i}", "root_id": f"new-{i}"} for i in range(600)]
+    buffer.write(fresh, new=True)
+    per_task = {"id", "task_id", "root_id"}
+
+    def stored(task_id: str) -> dict:
+        values = TaskRecord.objects.filter(task_id=task_id).values().get()
+        return {key: value for key, value in values.items() if key not in per_task}
+
+    one = stored("one")
+    assert one["args"] == [1, {"k": [None, True, "é"]}]
+    assert one["kwargs"] == {"api_token": "********"}
+    assert (one["redacted"], one["owner_id"], one["status"]) == (True, user.pk, "QUEUED")
+    assert TaskRecord.objects.filter(task_id__startswith="many-").count() == 600
+    assert TaskRecord.objects.filter(task_id__startswith="new-").count() == 600
+    assert all(stored(f"{kind}-{i}") == one for kind in ("many", "new") for i in (0, 599))

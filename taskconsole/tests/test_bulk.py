@@ -17,6 +17,7 @@ import pytest
 import redis
 from celery import signals
 from django.db import transaction
+from django.test import override_settings
 from django_celery_results.models import TaskResult
 from kombu import Connection
 from kombu import Queue as KombuQueue
@@ -247,6 +248,17 @@ def test_other_publish_signal_receivers_see_every_message(broker, kombu_publishe
     assert [message["headers"]["id"] for message in _pushed(broker)] == ids
     buffer.flush()
     assert TaskRecord.objects.filter(task_id__in=ids).count() == 3
+
+
+@pytest.mark.database
+def test_a_round_larger_than_the_buffer_is_recorded_before_it_is_pushed(broker) -> None:
+    with override_settings(TASKCONSOLE_BUFFER_SIZE=100):
+        ids = enqueue_many(echo_task, [(i,) for i in range(700)], queue=IDLE, chunk=100)
+        # Written by the call itself, not left to the buffer.
+        assert buffer.pending() == 0
+    stored = dict(TaskRecord.objects.filter(task_id__in=ids).values_list("task_id", "args"))
+    assert [stored[task_id] for task_id in ids] == [[i] for i in range(700)]
+    assert [message["headers"]["id"] for message in _pushed(broker)] == ids
 
 
 def test_inside_a_transaction_records_are_written_with_it(broker) -> None:
