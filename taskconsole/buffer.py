@@ -345,9 +345,13 @@ class PublishBuffer(Batcher):
         try:
             write(records)
         except Exception:
-            # A broken connection (database restarted): one retry on a fresh one.
+            # A broken connection (database restarted): one retry on a fresh one. Not when
+            # the flush runs in a caller's transaction: closing would lose the caller's writes.
+            connection = connections[router.db_for_write(TaskRecord)]
             try:
-                connections[router.db_for_write(TaskRecord)].close()
+                if connection.in_atomic_block:
+                    raise
+                connection.close()
                 write(records)
             except Exception:
                 # Not lost for good: the worker's task_prerun creates the row of any task
@@ -416,8 +420,9 @@ def _copy(connection: Any, fields: list, rows: list[tuple[Any, ...]], new: bool)
     of quoted values for the server to parse: most of the cost of a burst of records
     (taskconsole.bulk). COPY sends the values as data. COPY cannot skip a row that exists, so
     otherwise the rows go to a table of this transaction first, and an INSERT ... SELECT keeps
-    a row the worker already created, as the plain INSERT does. That table is dropped at
-    commit: nothing outlives the transaction (safe behind a transaction-pooling proxy).
+    a row the worker already created, as the plain INSERT does. That table is dropped once
+    used (a caller's transaction may write twice) and in any case at commit: nothing outlives
+    the transaction (safe behind a transaction-pooling proxy).
     """
     quote = connection.ops.quote_name
     table = quote(TaskRecord._meta.db_table)
@@ -440,6 +445,7 @@ def _copy(connection: Any, fields: list, rows: list[tuple[Any, ...]], new: bool)
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM taskconsole_copy "
             f"ON CONFLICT ({unique}) DO NOTHING"
         )
+        cursor.execute("DROP TABLE taskconsole_copy")
 
 
 def _rows(

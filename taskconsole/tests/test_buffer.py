@@ -213,31 +213,46 @@ def test_the_worker_records_a_task_that_ran_before_the_flush(
     assert (row.pk, row.status, row.result) == (done.pk, TaskStatus.SUCCESS, "0.1")
 
 
+#: Text COPY must carry as it is: its own separators and escapes, and non-ASCII text.
+AWKWARD = "é\ttab\nline\\back \\N"
+
+
+def record_template(user) -> dict:
+    """The publish record of one task launched by `user`, as the buffer holds it."""
+    with (
+        override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER),
+        launched_by(Launcher(user.pk, Origin.USER, f"a view {AWKWARD}")),
+    ):
+        capture.on_before_publish(
+            headers={"id": "template", "task": echo_task.name, "eta": None, "retries": 0},
+            body=((1, {"k": [None, True, AWKWARD]}), {"api_token": "s3cret"}, {}),
+            routing_key="default",
+            exchange="",
+        )
+        [template] = buffer._buffer.take()
+    return template
+
+
+def records(template: dict, prefix: str, count: int = 600) -> list[dict]:
+    return [
+        {**template, "task_id": f"{prefix}-{i}", "root_id": f"{prefix}-{i}"} for i in range(count)
+    ]
+
+
 @pytest.mark.database
 def test_a_large_flush_stores_what_a_small_one_does(make_user) -> None:
     # From COPY_FROM records on, PostgreSQL is given them with COPY: every column must come
     # out as the INSERT of a small flush stores it (JSON, times, flags, empty values).
     user = make_user()
-    with (
-        override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER),
-        launched_by(Launcher(user.pk, Origin.USER, "a view")),
-    ):
-        capture.on_before_publish(
-            headers={"id": "template", "task": echo_task.name, "eta": None, "retries": 0},
-            body=((1, {"k": [None, True, "é"]}), {"api_token": "s3cret"}, {}),
-            routing_key="default",
-            exchange="",
-        )
-        [template] = buffer._buffer.take()
-    many = [{**template, "task_id": f"many-{i}", "root_id": f"many-{i}"} for i in range(600)]
+    template = record_template(user)
+    many = records(template, "many")
     assert len(many) >= buffer.COPY_FROM
     buffer.write([{**template, "task_id": "one", "root_id": "one"}])
     buffer.write(many)
     # A record already there (the worker created it) is kept as it is.
     buffer.write([*many[: buffer.COPY_FROM], {**template, "task_id": "one", "status": "SUCCESS"}])
     # Records of tasks not sent yet (taskconsole.bulk): straight into the table.
-    fresh = [{**template, "task_id": f"new-{i}", "root_id": f"new-{i}"} for i in range(600)]
-    buffer.write(fresh, new=True)
+    buffer.write(records(template, "new"), new=True)
     per_task = {"id", "task_id", "root_id"}
 
     def stored(task_id: str) -> dict:
@@ -245,9 +260,43 @@ def test_a_large_flush_stores_what_a_small_one_does(make_user) -> None:
         return {key: value for key, value in values.items() if key not in per_task}
 
     one = stored("one")
-    assert one["args"] == [1, {"k": [None, True, "é"]}]
+    assert one["args"] == [1, {"k": [None, True, AWKWARD]}]
     assert one["kwargs"] == {"api_token": "********"}
+    assert one["origin_detail"] == f"a view {AWKWARD}"
     assert (one["redacted"], one["owner_id"], one["status"]) == (True, user.pk, "QUEUED")
     assert TaskRecord.objects.filter(task_id__startswith="many-").count() == 600
     assert TaskRecord.objects.filter(task_id__startswith="new-").count() == 600
     assert all(stored(f"{kind}-{i}") == one for kind in ("many", "new") for i in (0, 599))
+
+
+@pytest.mark.database
+def test_large_flushes_in_a_callers_transaction_commit_with_it(make_user) -> None:
+    # enqueue_many inside transaction.atomic() may flush the buffer twice in the caller's
+    # transaction: both batches and the caller's own write land together.
+    template = record_template(make_user())
+    with transaction.atomic():
+        caller = make_user()
+        for prefix in ("first", "second"):
+            buffer.add_many(records(template, prefix))
+            assert buffer.flush() == 600
+    assert TaskRecord.objects.filter(task_id__startswith="first-").count() == 600
+    assert TaskRecord.objects.filter(task_id__startswith="second-").count() == 600
+    assert type(caller).objects.filter(pk=caller.pk).exists()
+
+
+@pytest.mark.database
+def test_a_failed_flush_in_a_callers_transaction_leaves_it_alone(make_user, monkeypatch) -> None:
+    # Outside a transaction a failed write is retried on a fresh connection; inside one,
+    # closing the connection would lose the caller's writes, so the records are given up
+    # (a worker records each task it runs from its message).
+    template = record_template(make_user())
+
+    def fails(entries, **_):
+        raise RuntimeError("the database refused the batch")
+
+    monkeypatch.setattr(buffer, "write", fails)
+    with transaction.atomic():
+        caller = make_user()
+        buffer.add_many(records(template, "lost", 3))
+        assert buffer.flush() == 0
+    assert type(caller).objects.filter(pk=caller.pk).exists()
