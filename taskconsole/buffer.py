@@ -430,22 +430,24 @@ def _copy(connection: Any, fields: list, rows: list[tuple[Any, ...]], new: bool)
     unique = quote(TaskRecord._meta.get_field("task_id").column)
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if new:
-            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            _copy_rows(cursor, table, columns, rows)
             return
         cursor.execute(
             f"CREATE TEMPORARY TABLE taskconsole_copy ON COMMIT DROP AS "
             f"SELECT {columns} FROM {table} WITH NO DATA"
         )
-        with cursor.cursor.copy(f"COPY taskconsole_copy ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_rows(cursor, "taskconsole_copy", columns, rows)
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM taskconsole_copy "
             f"ON CONFLICT ({unique}) DO NOTHING"
         )
         cursor.execute("DROP TABLE taskconsole_copy")
+
+
+def _copy_rows(cursor: Any, target: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+    with cursor.cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _rows(

@@ -54,25 +54,20 @@ class Kind:
 _kinds: dict[str, Kind] = {}
 
 
-def _as_is(entries: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    return entries
-
-
 def register(
     name: str,
     merge: Callable[[Any, Any], Any],
     write: Callable[[Any], None],
-    prepare: Callable[[list[tuple[str, Any]]], Any] | None = None,
+    prepare: Callable[[list[tuple[str, Any]]], Any],
 ) -> None:
     """Declare a kind of write.
 
     `prepare(entries)` gets [(key, payload), ...] in arrival order and returns what `write` is
-    given inside the transaction (the entries themselves when there is no `prepare`). The
-    Python work of a batch (encoding results, preparing parameters) belongs in `prepare`: on
-    SQLite the transaction holds the database's only write lock, which every task's claim
-    waits for.
+    given inside the transaction. The Python work of a batch (encoding results, preparing
+    parameters) belongs in `prepare`: on SQLite the transaction holds the database's only
+    write lock, which every task's claim waits for.
     """
-    _kinds[name] = Kind(merge, write, prepare or _as_is)
+    _kinds[name] = Kind(merge, write, prepare)
 
 
 def enabled() -> bool:
