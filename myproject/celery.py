@@ -9,7 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")
 # 实例化
 # task_cls: every task that does not choose a delivery policy is at most once (early ack plus
 # a claim on its id, so a redelivered message never runs it twice): see reliability/delivery.py.
-app = Celery("myproject", task_cls="reliability.delivery:AtMostOnceTask")
+# amqp: kombu's connections, with one Redis client per channel kept (see myproject/broker.py).
+app = Celery(
+    "myproject",
+    task_cls="reliability.delivery:AtMostOnceTask",
+    amqp="myproject.broker:AMQP",
+)
 
 # namespace='CELERY': every Celery option lives in Django settings, prefixed with CELERY_.
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -21,12 +21,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import connections, router, transaction
 
 from .conf import setting
-from .models import TaskRecord
+from .models import AuditEntry, TaskRecord
 from .redaction import clip_json
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ STEP = 0.05
 STALE = 1.0
 #: How long a fork waits for a batch being written before it goes on without closing.
 FORK_WAIT = 10.0
+#: Audit entries kept for a database that failed a write, at most, and the pause before the
+#: thread tries again.
+AUDIT_BACKLOG = 10_000
+AUDIT_RETRY = 1.0
 clock = time.monotonic
 
 
@@ -317,18 +323,19 @@ def checkpoint_here() -> None:
 
 
 class PublishBuffer(Batcher):
-    """The publish records of this process waiting to be written."""
+    """The publish records of this process waiting to be written, and the console's audit
+    entries of the launches that published them: both go in one transaction."""
 
     thread_name = "taskconsole-publish-buffer"
 
     def _clear(self) -> None:
-        self._records: list[dict[str, Any]] = []
+        self._records: list[dict[str, Any] | Audit] = []
 
-    def _keep(self, entries: list[dict[str, Any]]) -> int:
+    def _keep(self, entries: list[dict[str, Any] | Audit]) -> int:
         self._records.extend(entries)
         return len(self._records)
 
-    def _take_all(self) -> list[dict[str, Any]]:
+    def _take_all(self) -> list[dict[str, Any] | Audit]:
         records, self._records = self._records, []
         return records
 
@@ -341,9 +348,15 @@ class PublishBuffer(Batcher):
     def add(self, fields: dict[str, Any]) -> None:
         self.add_many([fields])
 
-    def _write(self, records: list[dict[str, Any]]) -> int:
+    def holds(self, task_id: str) -> bool:
+        with self._lock:
+            return any(isinstance(e, dict) and e.get("task_id") == task_id for e in self._records)
+
+    def _write(self, taken: list[dict[str, Any] | Audit]) -> int:
+        records = [entry for entry in taken if isinstance(entry, dict)]
+        audits = [entry for entry in taken if isinstance(entry, Audit)]
         try:
-            write(records)
+            _write_together(records, audits)
         except Exception:
             # A broken connection (database restarted): one retry on a fresh one. Not when
             # the flush runs in a caller's transaction: closing would lose the caller's writes.
@@ -352,13 +365,74 @@ class PublishBuffer(Batcher):
                 if connection.in_atomic_block:
                     raise
                 connection.close()
-                write(records)
+                _write_together(records, audits)
             except Exception:
-                # Not lost for good: the worker's task_prerun creates the row of any task
-                # it runs, from what the publisher stamped on the message.
-                logger.exception("taskconsole: could not write %d publish records", len(records))
+                # The records are not lost for good: the worker's task_prerun creates the row
+                # of any task it runs, from what the publisher stamped on the message. Nothing
+                # can rebuild an audit entry, so those wait for the database to come back.
+                logger.exception(
+                    "taskconsole: could not write %d publish records and %d audit entries",
+                    len(records),
+                    len(audits),
+                )
+                self._keep_for_later(audits)
                 return 0
-        return len(records)
+        return len(taken)
+
+    def _keep_for_later(self, audits: list[Audit]) -> None:
+        if not audits:
+            return
+        with self._lock:
+            room = max(0, AUDIT_BACKLOG - len(self._records))
+            for entry in audits[room:]:
+                # Past the backlog's bound, the log is the last place the entry goes to.
+                logger.error(
+                    "taskconsole: audit entry lost: %s %s %s by user %s at %s",
+                    entry.action,
+                    entry.target,
+                    entry.details,
+                    entry.user_id,
+                    entry.at.isoformat(),
+                )
+            if audits[:room]:
+                # Not counted as stale at once: a publisher would then write (and wait for the
+                # database that just failed) on every call.
+                self._oldest = clock()
+                self._size = self._keep(audits[:room])
+        # The thread tries again after a pause, even if nothing else is published meanwhile.
+        retry = threading.Timer(AUDIT_RETRY, self._pending.set)
+        retry.daemon = True
+        retry.start()
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """An audit entry waiting in the buffer (the model instance is built by the flush)."""
+
+    user_id: int | None
+    action: str
+    target: str
+    details: dict[str, Any]
+    at: datetime
+
+    def entry(self) -> AuditEntry:
+        return AuditEntry(
+            user_id=self.user_id,
+            action=self.action,
+            target=self.target,
+            details=self.details,
+            at=self.at,
+        )
+
+
+def _write_together(records: list[dict[str, Any]], audits: list[Audit]) -> None:
+    if not audits:
+        write(records)
+        return
+    with transaction.atomic(using=router.db_for_write(AuditEntry)):
+        if records:
+            write(records)
+        AuditEntry.objects.bulk_create([audit.entry() for audit in audits])
 
 
 def build_record(fields: dict[str, Any]) -> TaskRecord:
@@ -532,6 +606,16 @@ def add_many(entries: list[dict[str, Any]]) -> None:
     _buffer.add_many(entries)
 
 
+def add_audit(audit: Audit) -> None:
+    """Buffer a launch's audit entry, written in the same transaction as its task's record."""
+    _buffer.add_many([audit])
+
+
+def holds(task_id: str) -> bool:
+    """Whether this process's buffer has the task's record, not written yet."""
+    return _buffer.holds(task_id)
+
+
 def flush() -> int:
     """Write this process's buffered publish records now (tests, shutdown hooks, scripts)."""
     return _buffer.flush()
@@ -541,4 +625,4 @@ def pending() -> int:
     return len(_buffer)
 
 
-__all__ = ["add", "add_many", "enabled", "flush", "pending"]
+__all__ = ["Audit", "add", "add_audit", "add_many", "enabled", "flush", "holds", "pending"]

@@ -3,13 +3,14 @@
 One INSERT when a task is published and a few UPDATEs by primary-key-like lookups afterwards.
 Every handler catches and logs its own errors: recording must never break dispatch or a task.
 
-The publish INSERT is buffered (taskconsole.buffer) where nothing needs the row at once: a
-plain `delay()` from a view, a script or beat. It stays synchronous inside a transaction (so
-it commits or rolls back with the caller's writes), inside a running task (chains, groups and
-spawned children are recorded before they can run), for the console's own launches (the
-console shows the task page next) and when TASKCONSOLE_BUFFER_PUBLISH is False. A buffered
-publish stamps the publisher's view of the task on the message (RECORD_HEADER), so a worker
-that runs the task before the flush creates the same row itself.
+The publish INSERT is buffered (taskconsole.buffer): a `delay()` from a view, a script or
+beat, and the console's own launches (their audit entries go with them, and the task page
+that follows waits the few milliseconds the buffer may still hold the row: queries.get_task).
+It stays synchronous inside a transaction (so it commits or rolls back with the caller's
+writes), inside a running task (chains, groups and spawned children are recorded before they
+can run) and when TASKCONSOLE_BUFFER_PUBLISH is False. A buffered publish stamps the
+publisher's view of the task on the message (RECORD_HEADER), so a worker that runs the task
+before the flush creates the same row itself.
 """
 
 from __future__ import annotations
@@ -182,9 +183,16 @@ def origin_of(headers: dict) -> tuple[str, int | None, str]:
 
 def _buffered(origin: str) -> bool:
     """Whether this publish may leave its record to the buffer (see the module docstring)."""
-    if origin in (Origin.CONSOLE, Origin.TASK) or not buffer.enabled():
-        return False
-    if get_current_task() is not None:
+    return origin != Origin.TASK and buffers_here()
+
+
+def buffers_here() -> bool:
+    """Whether a record published here now goes to the buffer rather than straight in.
+
+    Not inside a transaction (the record commits or rolls back with the caller's writes), nor
+    inside a running task (what a task starts is recorded before it can run).
+    """
+    if not buffer.enabled() or get_current_task() is not None:
         return False
     return not transaction.get_connection(router.db_for_write(TaskRecord)).in_atomic_block
 

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
+from django.db import router, transaction
 from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import describe, permissions, registry
-from .conf import has_beat
+from . import buffer, describe, permissions, registry
+from .conf import has_beat, setting
 from .models import AuditEntry, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 200
+#: How long a task id with no record waits for another process's publish buffer (its
+#: interval, 50 ms by default, plus the time a batch takes to write), and how often it looks.
+RECORD_WAIT = 0.3
+RECORD_POLL = 0.02
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,31 @@ def task_page(
 
 
 def get_task(user, task_id: str) -> TaskRecord | None:
-    return visible_tasks(user).select_related("owner", "retry_of").filter(task_id=task_id).first()
+    """The task's record if this user may see it.
+
+    A task published a moment ago may still have its record in a publish buffer (see
+    taskconsole.buffer): this process's is written at once, another process's is waited for,
+    TASKCONSOLE_RECORD_WAIT seconds at most, outside a transaction. Only a task id with no
+    record at all waits.
+    """
+    visible = visible_tasks(user).select_related("owner", "retry_of").filter(task_id=task_id)
+    record = visible.first()
+    if record is not None or not isinstance(task_id, str) or not buffer.enabled():
+        return record
+    if buffer.holds(task_id):
+        buffer.flush()
+        return visible.first()
+    if transaction.get_connection(router.db_for_read(TaskRecord)).in_atomic_block:
+        # Another process's commit may not show inside a transaction (SQLite reads from the
+        # snapshot its first read took): waiting would only delay the answer.
+        return None
+    exists = TaskRecord.objects.filter(task_id=task_id)
+    deadline = time.monotonic() + float(setting("TASKCONSOLE_RECORD_WAIT", RECORD_WAIT))
+    while not exists.exists():
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(RECORD_POLL)
+    return visible.first()
 
 
 def delivery_of(name: str) -> str:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.test import Client, override_settings
 
 from operations.testing import wait_for
-from taskconsole import actions, buffer, capture
+from taskconsole import actions, buffer, capture, queries
 from taskconsole.context import Launcher, launched_by
-from taskconsole.models import Origin, TaskRecord, TaskStatus
+from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
 
 from .sample_tasks import echo_task, sleep_task
 
@@ -110,7 +111,7 @@ def test_a_late_flush_never_overwrites_what_the_worker_wrote(sent, make_user) ->
 
 @override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
 def test_publishes_that_need_their_row_at_once_stay_synchronous(sent, make_user) -> None:
-    user = make_user("launch")
+    user = make_user("launch", "view")
     # In a transaction: the row commits or rolls back with the caller's writes.
     with transaction.atomic():
         inside = echo_task.delay(1)
@@ -125,15 +126,158 @@ def test_publishes_that_need_their_row_at_once_stay_synchronous(sent, make_user)
     with pytest.raises(RuntimeError):
         fails()
     assert rows(rolled_back[0]) == []
-    # The console's launch shows the task page next.
-    launched = actions.launch(user, "tc_tests.progress", {"steps": 1})
-    assert rows(launched)[0].origin == Origin.CONSOLE
+    # A console launch inside a transaction: its record and its audit entry at once.
+    with transaction.atomic():
+        launched = actions.launch(user, "tc_tests.progress", {"steps": 1})
+        assert rows(launched)[0].origin == Origin.CONSOLE
+        assert AuditEntry.objects.filter(target=launched, action="launch").exists()
     # Turned off.
     with override_settings(TASKCONSOLE_BUFFER_PUBLISH=False):
         plain = echo_task.delay(1)
         assert len(rows(plain.id)) == 1
     assert buffer.pending() == 0
     assert all(stamped(m) is None for m in sent)
+
+
+@pytest.mark.database
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_a_console_launch_buffers_its_record_and_audit_entry_together(sent, make_user) -> None:
+    user = make_user("launch", "view")
+    task_id = actions.launch(user, "tc_tests.progress", {"steps": 2})
+    # Nothing written in the request: the record and the audit entry wait in the buffer.
+    assert rows(task_id) == []
+    assert not AuditEntry.objects.filter(target=task_id).exists()
+    assert buffer.pending() == 2
+    assert buffer.holds(task_id)
+    [message] = sent
+    assert stamped(message)[0] == Origin.CONSOLE
+    assert message["headers"][capture.OWNER_HEADER] == user.pk
+    # The task page asked for next finds it: this process's buffer is written first.
+    record = queries.get_task(user, task_id)
+    assert (record.origin, record.owner, record.kwargs) == (
+        Origin.CONSOLE,
+        user,
+        {"steps": 2, "delay": 0.3},
+    )
+    assert buffer.pending() == 0
+    entry = AuditEntry.objects.get(target=task_id)
+    assert (entry.user, entry.action) == (user, "launch")
+    assert entry.details["task"] == "tc_tests.progress"
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_a_launch_audits_its_arguments_redacted(sent, make_user) -> None:
+    from pydantic import BaseModel
+
+    from taskconsole import registry
+
+    class EchoArgs(BaseModel):
+        value: int = 0
+        api_token: str = ""
+
+    user = make_user("launch", "view")
+    registry.register(echo_task, schema=EchoArgs, label="Echo")
+    try:
+        task_id = actions.launch(user, "tc_tests.echo", {"value": 3, "api_token": "s3cret"})
+    finally:
+        registry.unregister("tc_tests.echo")
+    buffer.flush()
+    entry = AuditEntry.objects.get(target=task_id)
+    assert entry.details["kwargs"] == {"value": 3, "api_token": "********"}
+    assert rows(task_id)[0].kwargs == {"value": 3, "api_token": "********"}
+    # The message itself carries the real value: the task needs it.
+    assert sent[0]["body"][1]["api_token"] == "s3cret"
+
+
+@pytest.mark.database
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER, TASKCONSOLE_BUFFER_SIZE=10_000)
+def test_a_large_batch_and_its_audit_entries_are_written_together(sent, make_user) -> None:
+    # Past COPY_FROM, so PostgreSQL copies the records inside the audit entries' transaction.
+    user = make_user("launch", "view")
+    ids = [echo_task.delay(i).id for i in range(buffer.COPY_FROM)]
+    launched = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    assert buffer.flush() == buffer.COPY_FROM + 2
+    assert TaskRecord.objects.filter(task_id__in=[*ids, launched]).count() == len(ids) + 1
+    assert AuditEntry.objects.get(target=launched).user == user
+
+
+@pytest.mark.database
+def test_the_task_page_waits_for_another_process_buffer(make_user) -> None:
+    user = make_user("view")
+    task_id = str(uuid.uuid4())
+
+    def other_process_writes() -> None:
+        # What another web process's buffer thread does, a moment after the redirect.
+        TaskRecord.objects.create(task_id=task_id, name="tc_tests.echo", owner=user)
+
+    late = threading.Timer(0.05, other_process_writes)
+    late.start()
+    try:
+        record = queries.get_task(user, task_id)
+    finally:
+        late.join()
+    assert record is not None
+    assert record.task_id == task_id
+    # An id nobody published is still not found, after the wait.
+    assert queries.get_task(user, str(uuid.uuid4())) is None
+
+
+def test_the_wait_for_a_record_can_be_turned_off(make_user) -> None:
+    user = make_user("view")
+    task_id = str(uuid.uuid4())
+    with override_settings(TASKCONSOLE_RECORD_WAIT=0):
+        assert queries.get_task(user, task_id) is None
+    TaskRecord.objects.create(task_id=task_id, name="tc_tests.echo", owner=user)
+    assert queries.get_task(user, task_id).task_id == task_id
+
+
+@pytest.mark.database
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_audit_entries_wait_for_a_database_that_failed_a_write(sent, make_user, monkeypatch):
+    user = make_user("launch", "view")
+    real = buffer._write_together
+
+    def database_away(records, audits):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(buffer, "_write_together", database_away)
+    monkeypatch.setattr(buffer, "AUDIT_RETRY", NEVER)
+    first = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    second = actions.launch(user, "tc_tests.progress", {"steps": 2})
+    assert buffer.flush() == 0
+    # The records are left to the workers (they rebuild them from the message); the audit
+    # entries stay, and are written once the database answers again.
+    assert buffer.pending() == 2
+    assert not buffer.holds(first)
+    monkeypatch.setattr(buffer, "_write_together", real)
+    assert buffer.flush() == 2
+    assert list(
+        AuditEntry.objects.filter(target__in=[first, second])
+        .order_by("id")
+        .values_list("target", "action")
+    ) == [(first, "launch"), (second, "launch")]
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_audit_entries_past_the_backlog_go_to_the_log(sent, make_user, monkeypatch, caplog):
+    user = make_user("launch", "view")
+
+    def database_away(records, audits):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(buffer, "_write_together", database_away)
+    monkeypatch.setattr(buffer, "AUDIT_RETRY", NEVER)
+    monkeypatch.setattr(buffer, "AUDIT_BACKLOG", 1)
+    kept = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    logged = actions.launch(user, "tc_tests.progress", {"steps": 2})
+    assert buffer.flush() == 0
+    assert buffer.pending() == 1
+    [lost] = [r for r in caplog.records if "audit entry lost" in r.getMessage()]
+    assert logged in lost.getMessage()
+    assert kept not in lost.getMessage()
+    monkeypatch.undo()
+    assert buffer.flush() == 1
+    assert AuditEntry.objects.filter(target=kept).exists()
 
 
 @pytest.mark.urls("taskconsole.tests.buffer_urls")

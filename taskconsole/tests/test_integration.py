@@ -11,7 +11,7 @@ from django_celery_results.models import TaskResult
 
 from app.tasks import add
 from operations.testing import wait_for
-from taskconsole import actions
+from taskconsole import actions, queries
 from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
 
 from .sample_tasks import echo_task, fail_task, flaky_task, sleep_task, spawn_task
@@ -36,7 +36,8 @@ def record(task_id: str, *statuses: str) -> TaskRecord | None:
 def test_lifecycle_of_a_console_launch_with_progress(worker, make_user) -> None:
     user = make_user("view", "launch")
     task_id = actions.launch(user, "tc_tests.progress", {"steps": 4, "delay": 0.4})
-    queued = record(task_id)
+    # The record may still be in the publish buffer: the console's read path waits for it.
+    queued = queries.get_task(user, task_id)
     assert queued is not None
     assert queued.origin == Origin.CONSOLE
     assert queued.owner == user
@@ -81,7 +82,7 @@ def test_failure_keeps_the_traceback_and_retry_links_the_new_task(worker, make_u
     assert "ValueError: kaput" in failed.exception
     assert "Traceback" in failed.traceback
     new_id = actions.retry(user, task_id)
-    again = record(new_id)
+    again = queries.get_task(user, new_id)
     assert again.retry_of_id == failed.pk
     assert again.kwargs == {"message": "kaput"}
     wait_for(lambda: record(new_id, TaskStatus.FAILURE), timeout=60)

@@ -1,0 +1,82 @@
+"""The project's broker connections keep one Redis client per channel (myproject/broker.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kombu.transport import pyamqp, redis
+
+from app.tasks import ping
+from myproject import broker
+from myproject.celery import app as celery_app
+
+
+def test_every_redis_connection_of_the_app_keeps_its_client(broker_url: str) -> None:
+    assert broker_url.startswith("redis://")
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, broker.Channel)
+        client = channel._create_client()
+        assert channel._create_client() is client
+        assert client.ping()
+        # The event loop's client is kombu's own, on its own pool.
+        assert channel._create_client(asynchronous=True) is not client
+        # kombu drops the pool when the channel reconnects: the kept client goes with it.
+        channel._disconnect_pools()
+        fresh = channel._create_client()
+        assert fresh is not client
+        assert fresh.connection_pool is channel.pool
+        assert fresh.ping()
+    # Celery publishes through its pool of connections, which kombu would fill with its own
+    # connection class: the producers' channels are ours too.
+    with celery_app.producer_or_acquire() as producer:
+        assert isinstance(producer.connection, broker.PooledConnection)
+        assert isinstance(producer.channel, broker.Channel)
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("redis://127.0.0.1:6379/0", broker.Transport),
+        ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=required", broker.Transport),
+        ("amqp://guest:guest@127.0.0.1:5672//", pyamqp.Transport),
+        ("sentinel://127.0.0.1:26379/0", redis.SentinelTransport),
+    ],
+)
+def test_only_the_plain_redis_transport_is_changed(url: str, transport: type) -> None:
+    # Nothing connects: the transport class is chosen from the URL.
+    connection = celery_app.connection_for_write(url)
+    assert connection.get_transport_cls() is transport
+    pooled = connection.Pool(limit=1).acquire()
+    try:
+        assert pooled.get_transport_cls() is transport
+    finally:
+        pooled.release()
+    assert issubclass(broker.Transport, redis.Transport)
+    # The URL a connection shows (banners, Flower) is unchanged.
+    assert connection.as_uri().split("://")[0] == url.split("://")[0]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_threads_publish_through_one_kept_client(celery_worker) -> None:
+    # redis-py's client takes a connection from its pool for each command, so threads may
+    # share it: every message of eight threads publishing at once arrives and runs.
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def publish() -> None:
+        for _ in range(25):
+            task_id = ping.delay().id
+            with lock:
+                ids.append(task_id)
+
+    threads = [threading.Thread(target=publish) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 200
+    results = [celery_app.AsyncResult(task_id).get(timeout=60) for task_id in ids]
+    assert results == ["pong"] * 200
