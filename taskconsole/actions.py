@@ -68,11 +68,11 @@ def audit(user, action: str, target: str, **details: Any) -> AuditEntry:
 
 
 def audit_publish(user, action: str, target: str, **details: Any) -> None:
-    """The audit entry of an action that published a task: written with the task's record.
+    """The audit entry of an action that published a task: written like the task's record.
 
-    Where the record goes to the publish buffer (taskconsole.capture.buffers_here), the entry
-    goes with it, and both are written in one transaction within the buffer's interval; the
-    request does not wait for two commits. Inside a transaction both are written at once.
+    Where the record went to the publish buffer (taskconsole.capture.buffers_here), the entry
+    follows it there, and the buffer's next batch writes both: the request waits for no
+    commit. Inside a transaction both are written at once.
     """
     if not buffers_here():
         audit(user, action, target, **details)

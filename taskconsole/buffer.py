@@ -10,6 +10,10 @@ when the oldest has waited a second longer than the interval).
 The INSERT ignores conflicts: when the worker ran the task before the flush, its `task_prerun`
 created the row (from the message headers the publisher stamped, so nothing is missing) and
 may already have finished it; a late flush must never put it back to QUEUED.
+
+The console's launches put their audit entries here too (add_audit), written in the same
+transaction as the records of their batch. Nothing can rebuild an audit entry, so those that
+meet a database that is away are kept for the thread to write later (PublishBuffer._kept).
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
 
 from .conf import setting
 from .models import AuditEntry, TaskRecord
@@ -48,7 +58,7 @@ FORK_WAIT = 10.0
 #: Audit entries kept for a database that failed a write, at most, and the pause before the
 #: thread tries again.
 AUDIT_BACKLOG = 10_000
-AUDIT_RETRY = 1.0
+AUDIT_RETRY = 2.0
 clock = time.monotonic
 
 
@@ -144,12 +154,17 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
         if not self._atexit_registered:
-            atexit.register(self.flush)
+            atexit.register(self._flush_at_exit)
             self._atexit_registered = True
+
+    def _retry_after(self) -> float | None:
+        """Seconds after which the thread writes again with nothing new collected (None: never)."""
+        return None
 
     def _run(self) -> None:
         while True:
-            self._pending.wait()
+            if not self._pending.wait(self._retry_after()):
+                self._pending.set()
             # Collect what the next few milliseconds bring into the same batch. Sliced, so a
             # changed interval applies at once and an explicit flush ends the wait.
             since = time.monotonic()
@@ -166,6 +181,9 @@ class Batcher:
             self._size = 0
             self._pending.clear()
         return taken
+
+    def _flush_at_exit(self) -> None:
+        self.flush()
 
     def flush(self) -> int:
         """Write everything collected now; returns how many entries were written."""
@@ -324,26 +342,34 @@ def checkpoint_here() -> None:
 
 class PublishBuffer(Batcher):
     """The publish records of this process waiting to be written, and the console's audit
-    entries of the launches that published them: both go in one transaction."""
+    entries of the launches that published them (see add_audit)."""
 
     thread_name = "taskconsole-publish-buffer"
 
     def _clear(self) -> None:
         self._records: list[dict[str, Any] | Audit] = []
+        # Audit entries a write failed to store: written before anything newer, and counted
+        # by neither the size nor the age that make a publisher write the buffer itself, so
+        # requests do not wait for a database that is away.
+        self._kept: list[Audit] = []
 
     def _keep(self, entries: list[dict[str, Any] | Audit]) -> int:
         self._records.extend(entries)
         return len(self._records)
 
     def _take_all(self) -> list[dict[str, Any] | Audit]:
-        records, self._records = self._records, []
-        return records
+        taken = [*self._kept, *self._records]
+        self._kept, self._records = [], []
+        return taken
 
     def interval(self) -> float:
         return interval()
 
     def max_size(self) -> int:
         return max_size()
+
+    def _retry_after(self) -> float | None:
+        return AUDIT_RETRY if self._kept else None
 
     def add(self, fields: dict[str, Any]) -> None:
         self.add_many([fields])
@@ -352,57 +378,61 @@ class PublishBuffer(Batcher):
         with self._lock:
             return any(isinstance(e, dict) and e.get("task_id") == task_id for e in self._records)
 
+    def kept(self) -> int:
+        return len(self._kept)
+
     def _write(self, taken: list[dict[str, Any] | Audit]) -> int:
         records = [entry for entry in taken if isinstance(entry, dict)]
         audits = [entry for entry in taken if isinstance(entry, Audit)]
+        try:
+            self._write_once_more(records, audits)
+        except (OperationalError, InterfaceError):
+            # The database is away. The records are not lost for good: the worker's
+            # task_prerun creates the row of any task it runs, from what the publisher stamped
+            # on the message. Nothing can rebuild an audit entry: those wait for it to return.
+            logger.exception(
+                "taskconsole: could not write %d publish records and %d audit entries",
+                len(records),
+                len(audits),
+            )
+            self._keep_for_later(audits)
+            return 0
+        except Exception:
+            # Something in the batch itself (a user deleted since the launch): whatever can be
+            # written still is.
+            logger.exception("taskconsole: a batch of publish records was refused")
+            return _write_apart(records, audits)
+        return len(taken)
+
+    def _write_once_more(self, records: list[dict[str, Any]], audits: list[Audit]) -> None:
         try:
             _write_together(records, audits)
         except Exception:
             # A broken connection (database restarted): one retry on a fresh one. Not when
             # the flush runs in a caller's transaction: closing would lose the caller's writes.
             connection = connections[router.db_for_write(TaskRecord)]
-            try:
-                if connection.in_atomic_block:
-                    raise
-                connection.close()
-                _write_together(records, audits)
-            except Exception:
-                # The records are not lost for good: the worker's task_prerun creates the row
-                # of any task it runs, from what the publisher stamped on the message. Nothing
-                # can rebuild an audit entry, so those wait for the database to come back.
-                logger.exception(
-                    "taskconsole: could not write %d publish records and %d audit entries",
-                    len(records),
-                    len(audits),
-                )
-                self._keep_for_later(audits)
-                return 0
-        return len(taken)
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+            _write_together(records, audits)
 
     def _keep_for_later(self, audits: list[Audit]) -> None:
         if not audits:
             return
         with self._lock:
-            room = max(0, AUDIT_BACKLOG - len(self._records))
-            for entry in audits[room:]:
-                # Past the backlog's bound, the log is the last place the entry goes to.
-                logger.error(
-                    "taskconsole: audit entry lost: %s %s %s by user %s at %s",
-                    entry.action,
-                    entry.target,
-                    entry.details,
-                    entry.user_id,
-                    entry.at.isoformat(),
-                )
-            if audits[:room]:
-                # Not counted as stale at once: a publisher would then write (and wait for the
-                # database that just failed) on every call.
-                self._oldest = clock()
-                self._size = self._keep(audits[:room])
-        # The thread tries again after a pause, even if nothing else is published meanwhile.
-        retry = threading.Timer(AUDIT_RETRY, self._pending.set)
-        retry.daemon = True
-        retry.start()
+            room = max(0, AUDIT_BACKLOG - len(self._kept))
+            self._kept[:0] = audits[:room]
+        for audit in audits[room:]:
+            # Past the bound, the log is the last place the entry goes to.
+            logger.error("taskconsole: audit entry lost: %s", audit)
+        if threading.current_thread() is not self._thread:
+            # The thread may be waiting with no time limit: it now has a batch to try again.
+            self._pending.set()
+
+    def _flush_at_exit(self) -> None:
+        self.flush()
+        for audit in self._kept:
+            logger.error("taskconsole: audit entry not written before exit: %s", audit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,14 +445,19 @@ class Audit:
     details: dict[str, Any]
     at: datetime
 
-    def entry(self) -> AuditEntry:
+    def entry(self, *, with_user: bool = True) -> AuditEntry:
         return AuditEntry(
-            user_id=self.user_id,
+            user_id=self.user_id if with_user else None,
             action=self.action,
             target=self.target,
             details=self.details,
             at=self.at,
         )
+
+    def __str__(self) -> str:
+        # For the log: the details (arguments) stay in the database, which controls who reads.
+        task = self.details.get("task", "")
+        return f"{self.action} {self.target} {task} by user {self.user_id} at {self.at.isoformat()}"
 
 
 def _write_together(records: list[dict[str, Any]], audits: list[Audit]) -> None:
@@ -433,6 +468,38 @@ def _write_together(records: list[dict[str, Any]], audits: list[Audit]) -> None:
         if records:
             write(records)
         AuditEntry.objects.bulk_create([audit.entry() for audit in audits])
+
+
+def _write_apart(records: list[dict[str, Any]], audits: list[Audit]) -> int:
+    """A refused batch, written piece by piece: returns how many entries were written."""
+    # A user deleted since the publish is the usual cause: the row is then kept without them,
+    # as the foreign key's SET_NULL would have left it.
+    written = 0
+    for fields in records:
+        tries = [fields, {**fields, "owner_id": None}] if fields.get("owner_id") else [fields]
+        if _first_that_writes(tries, lambda f: write([f])):
+            written += 1
+        else:
+            logger.error("taskconsole: publish record refused: %s", fields.get("task_id"))
+    alias = router.db_for_write(AuditEntry)
+    for audit in audits:
+        tries = [True, False] if audit.user_id is not None else [False]
+        if _first_that_writes(tries, lambda u, a=audit: a.entry(with_user=u).save(using=alias)):
+            written += 1
+        else:
+            logger.error("taskconsole: audit entry refused: %s", audit)
+    return written
+
+
+def _first_that_writes(tries: list[Any], save: Callable[[Any], Any]) -> bool:
+    for attempt in tries:
+        try:
+            with transaction.atomic(using=router.db_for_write(TaskRecord)):
+                save(attempt)
+        except Exception:
+            continue
+        return True
+    return False
 
 
 def build_record(fields: dict[str, Any]) -> TaskRecord:
@@ -611,9 +678,20 @@ def add_audit(audit: Audit) -> None:
     _buffer.add_many([audit])
 
 
+def settle(task_id: str) -> None:
+    """Write this process's buffer if it holds the task's record, after any batch being
+    written (which may be the one that holds it) is in the database."""
+    _buffer.flush_if(lambda: _buffer.holds(task_id))
+
+
 def holds(task_id: str) -> bool:
     """Whether this process's buffer has the task's record, not written yet."""
     return _buffer.holds(task_id)
+
+
+def kept() -> int:
+    """Audit entries waiting for a database that refused to write them."""
+    return _buffer.kept()
 
 
 def flush() -> int:
@@ -625,4 +703,15 @@ def pending() -> int:
     return len(_buffer)
 
 
-__all__ = ["Audit", "add", "add_audit", "add_many", "enabled", "flush", "holds", "pending"]
+__all__ = [
+    "Audit",
+    "add",
+    "add_audit",
+    "add_many",
+    "enabled",
+    "flush",
+    "holds",
+    "kept",
+    "pending",
+    "settle",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ MAX_PAGE = 200
 #: How long a task id with no record waits for another process's publish buffer (its
 #: interval, 50 ms by default, plus the time a batch takes to write), and how often it looks.
 RECORD_WAIT = 0.3
-RECORD_POLL = 0.02
+RECORD_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,22 @@ def get_task(user, task_id: str) -> TaskRecord | None:
 
     A task published a moment ago may still have its record in a publish buffer (see
     taskconsole.buffer): this process's is written at once, another process's is waited for,
-    TASKCONSOLE_RECORD_WAIT seconds at most, outside a transaction. Only a task id with no
-    record at all waits.
+    TASKCONSOLE_RECORD_WAIT seconds at most. Only an id shaped like the ids Celery gives
+    (a UUID) with no record at all waits, and never inside a transaction.
     """
     visible = visible_tasks(user).select_related("owner", "retry_of").filter(task_id=task_id)
     record = visible.first()
-    if record is not None or not isinstance(task_id, str) or not buffer.enabled():
+    if record is not None or not buffer.enabled() or not _celery_id(task_id):
         return record
-    if buffer.holds(task_id):
-        buffer.flush()
-        return visible.first()
     if transaction.get_connection(router.db_for_read(TaskRecord)).in_atomic_block:
-        # Another process's commit may not show inside a transaction (SQLite reads from the
-        # snapshot its first read took): waiting would only delay the answer.
+        # Writing the buffer here would put other requests' rows in the caller's transaction,
+        # and another process's commit may not show inside one (SQLite reads from the
+        # snapshot its first read took).
         return None
+    buffer.settle(task_id)
+    record = visible.first()
+    if record is not None:
+        return record
     exists = TaskRecord.objects.filter(task_id=task_id)
     deadline = time.monotonic() + float(setting("TASKCONSOLE_RECORD_WAIT", RECORD_WAIT))
     while not exists.exists():
@@ -115,6 +118,14 @@ def get_task(user, task_id: str) -> TaskRecord | None:
             return None
         time.sleep(RECORD_POLL)
     return visible.first()
+
+
+def _celery_id(task_id: Any) -> bool:
+    try:
+        uuid.UUID(str(task_id))
+    except ValueError:
+        return False
+    return True
 
 
 def delivery_of(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from kombu.transport import pyamqp, redis
@@ -58,11 +59,35 @@ def test_only_the_plain_redis_transport_is_changed(url: str, transport: type) ->
     assert connection.as_uri().split("://")[0] == url.split("://")[0]
 
 
+def test_threads_may_share_a_channels_kept_client(broker_url: str) -> None:
+    # redis-py's client takes a connection from its pool for each command, so a kept client
+    # can be shared: eight threads pushing through one channel's client at once.
+    key = f"test-kept-client-{uuid.uuid4().hex}"
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+
+        def push(n: int) -> None:
+            for i in range(25):
+                channel._create_client().rpush(key, f"{n}-{i}")
+
+        threads = [threading.Thread(target=push, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client = channel._create_client()
+        try:
+            pushed = sorted(v.decode() for v in client.lrange(key, 0, -1))
+        finally:
+            client.delete(key)
+    assert pushed == sorted(f"{n}-{i}" for n in range(8) for i in range(25))
+
+
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_threads_publish_through_one_kept_client(celery_worker) -> None:
-    # redis-py's client takes a connection from its pool for each command, so threads may
-    # share it: every message of eight threads publishing at once arrives and runs.
+def test_threads_publish_through_the_pool_of_kept_clients(celery_worker) -> None:
+    # Each thread takes a connection (and its channel, with its kept client) from Celery's
+    # pool: every message of eight threads publishing at once arrives and runs.
     ids: list[str] = []
     lock = threading.Lock()
 

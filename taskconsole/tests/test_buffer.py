@@ -9,8 +9,9 @@ import time
 import uuid
 
 import pytest
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connections, transaction
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from operations.testing import wait_for
 from taskconsole import actions, buffer, capture, queries
@@ -225,10 +226,34 @@ def test_the_task_page_waits_for_another_process_buffer(make_user) -> None:
 def test_the_wait_for_a_record_can_be_turned_off(make_user) -> None:
     user = make_user("view")
     task_id = str(uuid.uuid4())
+    late = threading.Timer(
+        0.15, lambda: TaskRecord.objects.create(task_id=task_id, name="tc_tests.echo", owner=user)
+    )
     with override_settings(TASKCONSOLE_RECORD_WAIT=0):
-        assert queries.get_task(user, task_id) is None
-    TaskRecord.objects.create(task_id=task_id, name="tc_tests.echo", owner=user)
+        late.start()
+        try:
+            # Not waited for: the row comes after the answer.
+            assert queries.get_task(user, task_id) is None
+        finally:
+            late.join()
     assert queries.get_task(user, task_id).task_id == task_id
+
+
+def test_only_a_celery_task_id_outside_a_transaction_waits(make_user) -> None:
+    user = make_user("view")
+    connection = connections["default"]
+    # An id Celery would not give (a typo, a probe): one lookup, no waiting.
+    with CaptureQueriesContext(connection) as made_up:
+        assert queries.get_task(user, "not-a-task-id") is None
+    assert len([q for q in made_up if "taskconsole_taskrecord" in q["sql"]]) == 1
+    # Inside a transaction another process's commit may not show: no waiting either.
+    with transaction.atomic(), CaptureQueriesContext(connection) as inside:
+        assert queries.get_task(user, str(uuid.uuid4())) is None
+    assert len([q for q in inside if "taskconsole_taskrecord" in q["sql"]]) == 1
+
+
+def _database_away(records, audits):
+    raise OperationalError("could not connect to server")
 
 
 @pytest.mark.database
@@ -236,48 +261,87 @@ def test_the_wait_for_a_record_can_be_turned_off(make_user) -> None:
 def test_audit_entries_wait_for_a_database_that_failed_a_write(sent, make_user, monkeypatch):
     user = make_user("launch", "view")
     real = buffer._write_together
-
-    def database_away(records, audits):
-        raise OperationalError("could not connect to server")
-
-    monkeypatch.setattr(buffer, "_write_together", database_away)
-    monkeypatch.setattr(buffer, "AUDIT_RETRY", NEVER)
+    monkeypatch.setattr(buffer, "_write_together", _database_away)
     first = actions.launch(user, "tc_tests.progress", {"steps": 1})
     second = actions.launch(user, "tc_tests.progress", {"steps": 2})
     assert buffer.flush() == 0
     # The records are left to the workers (they rebuild them from the message); the audit
-    # entries stay, and are written once the database answers again.
-    assert buffer.pending() == 2
+    # entries are kept, counted apart so that publishers do not write (and wait) for them.
+    assert (buffer.pending(), buffer.kept()) == (0, 2)
     assert not buffer.holds(first)
+    third = actions.launch(user, "tc_tests.progress", {"steps": 3})
+    assert (buffer.pending(), buffer.kept()) == (2, 2)
     monkeypatch.setattr(buffer, "_write_together", real)
-    assert buffer.flush() == 2
+    assert buffer.flush() == 4
+    assert buffer.kept() == 0
+    # Written in the order of the launches, the kept ones first.
     assert list(
-        AuditEntry.objects.filter(target__in=[first, second])
+        AuditEntry.objects.filter(target__in=[first, second, third])
         .order_by("id")
-        .values_list("target", "action")
-    ) == [(first, "launch"), (second, "launch")]
+        .values_list("target", flat=True)
+    ) == [first, second, third]
+
+
+@pytest.mark.database
+def test_the_thread_writes_kept_audit_entries_once_the_database_is_back(
+    sent, make_user, monkeypatch
+):
+    user = make_user("launch", "view")
+    real = buffer._write_together
+    failures = []
+
+    def away_twice(records, audits):
+        if len(failures) < 2:
+            failures.append(len(audits))
+            raise OperationalError("could not connect to server")
+        real(records, audits)
+
+    monkeypatch.setattr(buffer, "AUDIT_RETRY", 0.2)
+    monkeypatch.setattr(buffer, "_write_together", away_twice)
+    task_id = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    # No flush from here: the thread fails (once, and again on a fresh connection), keeps the
+    # entry, and tries again on its own once AUDIT_RETRY has passed.
+    entry = wait_for(lambda: AuditEntry.objects.filter(target=task_id).first(), timeout=30)
+    assert entry.user == user
+    assert failures == [1, 1]
+    assert buffer.kept() == 0
 
 
 @override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
 def test_audit_entries_past_the_backlog_go_to_the_log(sent, make_user, monkeypatch, caplog):
     user = make_user("launch", "view")
-
-    def database_away(records, audits):
-        raise OperationalError("could not connect to server")
-
-    monkeypatch.setattr(buffer, "_write_together", database_away)
-    monkeypatch.setattr(buffer, "AUDIT_RETRY", NEVER)
+    monkeypatch.setattr(buffer, "_write_together", _database_away)
     monkeypatch.setattr(buffer, "AUDIT_BACKLOG", 1)
     kept = actions.launch(user, "tc_tests.progress", {"steps": 1})
-    logged = actions.launch(user, "tc_tests.progress", {"steps": 2})
+    logged = actions.launch(user, "tc_tests.progress", {"steps": 2, "delay": 0.25})
     assert buffer.flush() == 0
-    assert buffer.pending() == 1
-    [lost] = [r for r in caplog.records if "audit entry lost" in r.getMessage()]
-    assert logged in lost.getMessage()
-    assert kept not in lost.getMessage()
+    assert buffer.kept() == 1
+    [lost] = [r.getMessage() for r in caplog.records if "audit entry lost" in r.getMessage()]
+    assert logged in lost
+    assert kept not in lost
+    # Who did what and when, not the arguments: those stay in the database.
+    assert "tc_tests.progress" in lost
+    assert "0.25" not in lost
     monkeypatch.undo()
     assert buffer.flush() == 1
     assert AuditEntry.objects.filter(target=kept).exists()
+
+
+@pytest.mark.database
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_a_refused_batch_is_written_piece_by_piece(sent, make_user) -> None:
+    user = make_user("launch", "view")
+    task_id = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    other = echo_task.delay(1).id
+    # The launcher is deleted before the flush: the record's owner and the entry's user no
+    # longer exist. The batch is refused whole, then written row by row without them.
+    user.delete()
+    assert buffer.flush() == 3
+    assert buffer.kept() == 0
+    assert rows(task_id)[0].owner_id is None
+    assert len(rows(other)) == 1
+    entry = AuditEntry.objects.get(target=task_id)
+    assert (entry.user, entry.action) == (None, "launch")
 
 
 @pytest.mark.urls("taskconsole.tests.buffer_urls")
