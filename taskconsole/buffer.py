@@ -674,7 +674,8 @@ def add_many(entries: list[dict[str, Any]]) -> None:
 
 
 def add_audit(audit: Audit) -> None:
-    """Buffer a launch's audit entry, written in the same transaction as its task's record."""
+    """Buffer a launch's audit entry, added just after its task's record: the same batch
+    writes both as a rule (a batch taken in between writes the entry with the next one)."""
     _buffer.add_many([audit])
 
 
