@@ -111,8 +111,11 @@ def _batchers_disconnected_at_the_end(django_db_setup) -> Iterator[None]:
     database that still has connections.
     """
     yield
-    from taskconsole import buffer
+    from taskconsole import buffer, writeback
 
+    # Written now, into the test database: at exit it would be the developer's own.
+    buffer.flush()
+    writeback.flush()
     buffer.close_all_connections()
 
 

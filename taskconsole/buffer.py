@@ -30,6 +30,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     connections,
@@ -352,6 +355,7 @@ class PublishBuffer(Batcher):
         # by neither the size nor the age that make a publisher write the buffer itself, so
         # requests do not wait for a database that is away.
         self._kept: list[Audit] = []
+        self._exiting = False
 
     def _keep(self, entries: list[dict[str, Any] | Audit]) -> int:
         self._records.extend(entries)
@@ -386,10 +390,16 @@ class PublishBuffer(Batcher):
         audits = [entry for entry in taken if isinstance(entry, Audit)]
         try:
             self._write_once_more(records, audits)
-        except (OperationalError, InterfaceError):
-            # The database is away. The records are not lost for good: the worker's
-            # task_prerun creates the row of any task it runs, from what the publisher stamped
-            # on the message. Nothing can rebuild an audit entry: those wait for it to return.
+        except (IntegrityError, DataError) as exc:
+            # Something in the batch itself (a user deleted since the launch): whatever can be
+            # written still is.
+            logger.warning("taskconsole: a batch of publish records was refused: %s", exc)
+            return self._write_apart(records, audits)
+        except DatabaseError:
+            # The database is away, read-only (a failover) or not migrated. The records are
+            # not lost for good: the worker's task_prerun creates the row of any task it runs,
+            # from what the publisher stamped on the message. Nothing can rebuild an audit
+            # entry: those wait for it to answer again.
             logger.exception(
                 "taskconsole: could not write %d publish records and %d audit entries",
                 len(records),
@@ -398,11 +408,43 @@ class PublishBuffer(Batcher):
             self._keep_for_later(audits)
             return 0
         except Exception:
-            # Something in the batch itself (a user deleted since the launch): whatever can be
-            # written still is.
-            logger.exception("taskconsole: a batch of publish records was refused")
-            return _write_apart(records, audits)
+            logger.exception("taskconsole: could not write a batch of publish records")
+            return self._write_apart(records, audits)
         return len(taken)
+
+    def _write_apart(self, records: list[dict[str, Any]], audits: list[Audit]) -> int:
+        """A refused batch, written piece by piece: returns how many entries were written.
+
+        A user deleted since the publish is the usual cause: the row is then kept without
+        them, as the foreign key's SET_NULL would have left it. A database that goes away
+        meanwhile keeps the audit entries not written yet.
+        """
+        written = 0
+        left = list(audits)
+        try:
+            for fields in records:
+                tries = [fields]
+                if fields.get("owner_id"):
+                    tries.append({**fields, "owner_id": None})
+                if _first_that_writes(tries, lambda f: write([f])):
+                    written += 1
+                else:
+                    logger.error("taskconsole: publish record refused: %s", fields.get("task_id"))
+            alias = router.db_for_write(AuditEntry)
+            while left:
+                audit = left[0]
+                tries = [audit.entry()]
+                if audit.user_id is not None:
+                    tries.append(audit.entry(with_user=False))
+                if _first_that_writes(tries, lambda entry: entry.save(using=alias)):
+                    written += 1
+                else:
+                    logger.error("taskconsole: audit entry refused: %s", audit)
+                left.pop(0)
+        except (OperationalError, InterfaceError):
+            logger.exception("taskconsole: the database went away during a refused batch")
+            self._keep_for_later(left)
+        return written
 
     def _write_once_more(self, records: list[dict[str, Any]], audits: list[Audit]) -> None:
         try:
@@ -425,11 +467,12 @@ class PublishBuffer(Batcher):
         for audit in audits[room:]:
             # Past the bound, the log is the last place the entry goes to.
             logger.error("taskconsole: audit entry lost: %s", audit)
-        if threading.current_thread() is not self._thread:
+        if threading.current_thread() is not self._thread and not self._exiting:
             # The thread may be waiting with no time limit: it now has a batch to try again.
             self._pending.set()
 
     def _flush_at_exit(self) -> None:
+        self._exiting = True
         self.flush()
         for audit in self._kept:
             logger.error("taskconsole: audit entry not written before exit: %s", audit)
@@ -470,32 +513,14 @@ def _write_together(records: list[dict[str, Any]], audits: list[Audit]) -> None:
         AuditEntry.objects.bulk_create([audit.entry() for audit in audits])
 
 
-def _write_apart(records: list[dict[str, Any]], audits: list[Audit]) -> int:
-    """A refused batch, written piece by piece: returns how many entries were written."""
-    # A user deleted since the publish is the usual cause: the row is then kept without them,
-    # as the foreign key's SET_NULL would have left it.
-    written = 0
-    for fields in records:
-        tries = [fields, {**fields, "owner_id": None}] if fields.get("owner_id") else [fields]
-        if _first_that_writes(tries, lambda f: write([f])):
-            written += 1
-        else:
-            logger.error("taskconsole: publish record refused: %s", fields.get("task_id"))
-    alias = router.db_for_write(AuditEntry)
-    for audit in audits:
-        tries = [True, False] if audit.user_id is not None else [False]
-        if _first_that_writes(tries, lambda u, a=audit: a.entry(with_user=u).save(using=alias)):
-            written += 1
-        else:
-            logger.error("taskconsole: audit entry refused: %s", audit)
-    return written
-
-
 def _first_that_writes(tries: list[Any], save: Callable[[Any], Any]) -> bool:
+    """Whether one of the tries was saved; a database that is away is not a refusal."""
     for attempt in tries:
         try:
             with transaction.atomic(using=router.db_for_write(TaskRecord)):
                 save(attempt)
+        except (OperationalError, InterfaceError):
+            raise
         except Exception:
             continue
         return True

@@ -96,11 +96,12 @@ def get_task(user, task_id: str) -> TaskRecord | None:
     A task published a moment ago may still have its record in a publish buffer (see
     taskconsole.buffer): this process's is written at once, another process's is waited for,
     TASKCONSOLE_RECORD_WAIT seconds at most. Only an id shaped like the ids Celery gives
-    (a UUID) with no record at all waits, and never inside a transaction.
+    (a UUID) with no record at all waits for another process, and nothing is written or waited
+    for inside a transaction.
     """
     visible = visible_tasks(user).select_related("owner", "retry_of").filter(task_id=task_id)
     record = visible.first()
-    if record is not None or not buffer.enabled() or not _celery_id(task_id):
+    if record is not None or not buffer.enabled():
         return record
     if transaction.get_connection(router.db_for_read(TaskRecord)).in_atomic_block:
         # Writing the buffer here would put other requests' rows in the caller's transaction,
@@ -109,7 +110,7 @@ def get_task(user, task_id: str) -> TaskRecord | None:
         return None
     buffer.settle(task_id)
     record = visible.first()
-    if record is not None:
+    if record is not None or not _celery_id(task_id):
         return record
     exists = TaskRecord.objects.filter(task_id=task_id)
     deadline = time.monotonic() + float(setting("TASKCONSOLE_RECORD_WAIT", RECORD_WAIT))

@@ -62,24 +62,29 @@ def test_only_the_plain_redis_transport_is_changed(url: str, transport: type) ->
 def test_threads_may_share_a_channels_kept_client(broker_url: str) -> None:
     # redis-py's client takes a connection from its pool for each command, so a kept client
     # can be shared: eight threads pushing through one channel's client at once.
+    assert broker_url.startswith("redis://")
     key = f"test-kept-client-{uuid.uuid4().hex}"
     with celery_app.connection_for_write() as conn:
         channel = conn.default_channel
+        client = channel._create_client()
+        shared: list[bool] = []
 
         def push(n: int) -> None:
             for i in range(25):
-                channel._create_client().rpush(key, f"{n}-{i}")
+                own = channel._create_client()
+                shared.append(own is client)
+                own.rpush(key, f"{n}-{i}")
 
         threads = [threading.Thread(target=push, args=(n,)) for n in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        client = channel._create_client()
         try:
             pushed = sorted(v.decode() for v in client.lrange(key, 0, -1))
         finally:
             client.delete(key)
+    assert shared == [True] * 200
     assert pushed == sorted(f"{n}-{i}" for n in range(8) for i in range(25))
 
 

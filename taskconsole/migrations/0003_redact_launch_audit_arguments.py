@@ -16,11 +16,14 @@ def redact_launch_arguments(apps, schema_editor):
         details = entry.details if isinstance(entry.details, dict) else {}
         if "kwargs" not in details:
             continue
-        shown, was_redacted = redact(details["kwargs"])
-        if was_redacted:
+        shown, _ = redact(details["kwargs"])
+        if shown != details["kwargs"]:
             entry.details = {**details, "kwargs": shown}
             changed.append(entry)
-    AuditEntry.objects.bulk_update(changed, ["details"], batch_size=500)
+        if len(changed) >= 500:
+            AuditEntry.objects.bulk_update(changed, ["details"])
+            changed = []
+    AuditEntry.objects.bulk_update(changed, ["details"])
 
 
 class Migration(migrations.Migration):
