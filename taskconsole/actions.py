@@ -58,13 +58,15 @@ def max_args_bytes() -> int:
     return int(getattr(settings, "TASKCONSOLE_MAX_ARGS_BYTES", 16 * 1024))
 
 
+def _audit_entry(user, action: str, target: str, details: dict[str, Any]) -> buffer.Audit:
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    return buffer.Audit(user_id, action, target[:255], details, timezone.now())
+
+
 def audit(user, action: str, target: str, **details: Any) -> AuditEntry:
-    return AuditEntry.objects.create(
-        user=user if user is not None and user.is_authenticated else None,
-        action=action,
-        target=target[:255],
-        details=details,
-    )
+    entry = _audit_entry(user, action, target, details).entry()
+    entry.save()
+    return entry
 
 
 def audit_publish(user, action: str, target: str, **details: Any) -> None:
@@ -74,11 +76,11 @@ def audit_publish(user, action: str, target: str, **details: Any) -> None:
     follows it there, and the buffer's next batch writes both: the request waits for no
     commit. Inside a transaction both are written at once.
     """
-    if not buffers_here():
-        audit(user, action, target, **details)
-        return
-    user_id = user.pk if user is not None and user.is_authenticated else None
-    buffer.add_audit(buffer.Audit(user_id, action, target[:255], details, timezone.now()))
+    pending = _audit_entry(user, action, target, details)
+    if buffers_here():
+        buffer.add_audit(pending)
+    else:
+        pending.entry().save()
 
 
 def validation_errors(exc: ValidationError) -> dict[str, list[str]]:

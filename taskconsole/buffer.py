@@ -449,6 +449,8 @@ class PublishBuffer(Batcher):
     def _write_once_more(self, records: list[dict[str, Any]], audits: list[Audit]) -> None:
         try:
             _write_together(records, audits)
+        except (IntegrityError, DataError):
+            raise  # the rows themselves: a fresh connection would be refused them too
         except Exception:
             # A broken connection (database restarted): one retry on a fresh one. Not when
             # the flush runs in a caller's transaction: closing would lose the caller's writes.
