@@ -9,6 +9,9 @@ takes a connection from the pool, and the pool starts over in a forked child), s
 keeps the one it built, and builds another only when its pool is replaced (kombu drops the
 pool when the channel reconnects).
 
+In the worker's event loop, the channel's bookkeeping of unacknowledged messages is sent without
+waiting for Redis's replies (`myproject.unacked`).
+
 Only the plain Redis transport is changed (redis://, rediss://, and the socket form); Sentinel,
 RabbitMQ and the rest are kombu's own. `myproject/celery.py` installs it with
 `Celery(..., amqp="myproject.broker:AMQP")`.
@@ -16,6 +19,7 @@ RabbitMQ and the rest are kombu's own. `myproject/celery.py` installs it with
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery.app.amqp import AMQP as CeleryAMQP
@@ -23,8 +27,11 @@ from kombu import Connection as KombuConnection
 from kombu import connection
 from kombu.transport import redis
 
+from myproject import unacked
+
 
 class Channel(redis.Channel):
+    QoS = unacked.QoS
     _kept_client: tuple[Any, Any] | None = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -37,9 +44,34 @@ class Channel(redis.Channel):
             kept = self._kept_client = (pool, super()._create_client())
         return kept[1]
 
+    def close(self) -> None:
+        qos = self._qos
+        if isinstance(qos, unacked.QoS):
+            # Before kombu restores what this channel did not acknowledge: it reads `unacked`.
+            qos.close()
+        super().close()
+
 
 class Transport(redis.Transport):
     Channel = Channel
+    #: The worker's event loop, once the connection is registered with one, and its thread.
+    hub: Any = None
+    _loop_thread: int | None = None
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        self.hub = loop
+        self._loop_thread = threading.get_ident()
+        loop.on_tick.add(self._flush_acks)
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _flush_acks(self) -> None:
+        for channel in self.channels:
+            qos = channel._qos
+            if isinstance(qos, unacked.QoS):
+                qos.flush_acks()
 
 
 class _KeepsClients:
