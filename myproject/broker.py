@@ -64,6 +64,11 @@ class Transport(redis.Transport):
         self._loop_thread = threading.get_ident()
         loop.on_tick.add(self._flush_acks)
 
+    def close_connection(self, connection: Any) -> None:
+        if self.hub is not None:
+            self.hub.on_tick.discard(self._flush_acks)
+        super().close_connection(connection)
+
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
 

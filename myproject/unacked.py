@@ -18,10 +18,12 @@ reads the replies when they come (the loop watches that socket):
   the periodic restore of expired messages) first sends the collected acknowledgements and waits
   for every reply outstanding, so it sees every write made before it.
 
-What it gives up, for a worker killed outright (SIGKILL, the machine lost) only:
-- A message acknowledged in the last turn of the loop stays in `unacked` and is delivered again
-  after the visibility timeout. The product's claim (`reliability.delivery`) keeps a task from
-  running twice, and an idempotent task may run again by definition.
+What it gives up, for a worker killed outright (SIGKILL, the machine lost) or a broker that goes
+away while acknowledgements wait to be sent:
+- A message acknowledged but not yet removed from `unacked` is delivered again after the
+  visibility timeout. That is the last turn of the loop; with the solo pool, which runs a task
+  inside the loop, it is the whole task. The product's claim (`reliability.delivery`) keeps a
+  task from running twice, and an idempotent task may run again by definition.
 - kombu already loses a message whose worker dies between the BRPOP that took it off the queue
   and the write that adds it to `unacked`. That window now lasts until Redis has run the write,
   instead of until the worker has sent it.
@@ -40,6 +42,7 @@ from typing import Any
 
 from kombu.transport import redis
 from kombu.transport.virtual import base as virtual
+from kombu.utils.compat import register_after_fork
 from kombu.utils.json import dumps
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -48,6 +51,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 logger = logging.getLogger(__name__)
 
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+# Seconds a reply may take before the connection counts as lost: Celery bounds its own broker
+# sockets the same way before it closes a connection, so a silent peer cannot hang a worker.
+SOCKET_TIMEOUT = 5.0
+
+
+def _close_in_child(writer: Writer) -> None:
+    # A forked pool child must not keep the parent's socket open: the parent's event loop would
+    # go on seeing it after the parent closed its own copy.
+    writer._connection.disconnect()
 
 
 class Writer:
@@ -63,8 +75,12 @@ class Writer:
         self.hub = hub
         # Delivery tags acknowledged since the last write (a pool's threads may add to it).
         self.acks: deque[str] = deque()
+        self.closed = False
         pool = channel.pool
-        self._connection = pool.connection_class(**pool.connection_kwargs)
+        kwargs = dict(pool.connection_kwargs)
+        timeout = kwargs.get("socket_timeout") or SOCKET_TIMEOUT
+        kwargs["socket_timeout"] = min(timeout, SOCKET_TIMEOUT)
+        self._connection = pool.connection_class(**kwargs)
         self._fd: int | None = None
         # [replies expected, replies still to read, the packed commands]
         self._sent: deque[list] = deque()
@@ -72,6 +88,8 @@ class Writer:
         prefix = channel.global_keyprefix or ""
         self._index = prefix + channel.unacked_index_key
         self._hash = prefix + channel.unacked_key
+        if register_after_fork is not None:
+            register_after_fork(self, _close_in_child)
 
     def append(self, delivery_tag: str, payload: str) -> None:
         self._send(
@@ -105,6 +123,9 @@ class Writer:
 
     def close(self) -> None:
         with self._lock:
+            # Before the last sync: an acknowledgement a pool thread adds after this sees it
+            # and is written by kombu's own path instead (QoS.ack).
+            self.closed = True
             try:
                 self.sync()
             except _LOST:
@@ -132,6 +153,9 @@ class Writer:
         with self._lock:
             packed = self._connection.pack_commands(commands)
             self._sent.append([len(commands), len(commands), packed])
+            if self._connection._sock is None:
+                # Closed without us (redis-py drops a connection on any error): start over.
+                self._drop()
             if self._fd is None:
                 self._connect()
                 return
@@ -141,6 +165,10 @@ class Writer:
                 # A MULTI that lost its EXEC on the way dies with its connection.
                 self._drop()
                 self._connect()
+            except BaseException:
+                # Interrupted (a signal's exception): what was sent is unknown, start over.
+                self._drop()
+                raise
 
     def _connect(self) -> None:
         """Connect, and send every block not confirmed yet (the new one included)."""
@@ -159,6 +187,11 @@ class Writer:
 
     def _on_readable(self) -> None:
         with self._lock:
+            if not self._sent:
+                # Redis sends nothing unasked on this connection: readable means closed (an
+                # idle timeout, CLIENT KILL). Left registered, it would wake the loop forever.
+                self._drop()
+                return
             try:
                 self._read(block=False)
             except _LOST:
@@ -168,6 +201,8 @@ class Writer:
         connection = self._connection
         reconnects = 0
         while self._sent:
+            if self._fd is not None and connection._sock is None:
+                self._drop()
             if self._fd is None:
                 reconnects += 1
                 if reconnects > 3:
@@ -184,6 +219,9 @@ class Writer:
             except _LOST:
                 self._drop()
                 continue
+            except BaseException:
+                self._drop()
+                raise
             self._replied()
             if isinstance(reply, list):
                 for item in reply:
@@ -198,7 +236,10 @@ class Writer:
 
     def _drop(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
+        # Only while the loop's reader for that number is still ours: a socket closed by redis-py
+        # may have given its number to another one since.
+        reader = self.hub.readers.get(fd) if fd is not None else None
+        if reader is not None and reader[0] == self._on_readable:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.hub.remove_reader(fd)
         self._connection.disconnect()
@@ -242,6 +283,9 @@ class QoS(redis.QoS):
         if writer is None:
             return super().ack(delivery_tag)
         writer.acks.append(delivery_tag)
+        if writer.closed:
+            # The channel closed meanwhile (a pool thread's ack): its writer sends no more.
+            return super().ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:

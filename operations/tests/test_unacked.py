@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_py
+from kombu import Consumer, Queue
 from kombu.asynchronous import Hub
 
 from app.tasks import ping
@@ -118,6 +119,23 @@ def test_writes_on_a_lost_connection_are_sent_again_on_a_new_one(
     assert not caplog.records
 
 
+def test_a_connection_closed_while_idle_is_let_go_and_made_again_when_needed(
+    writer: unacked.Writer, redis_client: redis_py.Redis
+) -> None:
+    writer.append("x", "{}")
+    writer.sync()
+    fd = writer._fd
+    address = "{}:{}".format(*writer._connection._sock.getsockname()[:2])
+    redis_client.client_kill(address)  # as an idle timeout on the server would
+    # The loop sees the closed socket readable with no reply expected: the writer lets it go
+    # (left registered, a level-triggered poll would report it on every turn).
+    wait_for(lambda: (turn(writer.hub, 0.2), writer._fd is None)[1], timeout=5)
+    assert fd not in writer.hub.readers
+    writer.append("y", "{}")
+    writer.sync()
+    assert stored(redis_client, writer) == ({"x", "y"}, {"x", "y"})
+
+
 def test_a_broker_that_is_away_keeps_the_acknowledgements_for_later(
     writer: unacked.Writer, redis_client: redis_py.Redis
 ) -> None:
@@ -151,6 +169,45 @@ def test_a_refused_write_is_logged_and_the_writer_goes_on(
     writer.append("accepted", "{}")
     writer.sync()
     assert stored(redis_client, writer) == ({"accepted"}, {"accepted"})
+
+
+def test_in_an_event_loop_a_consumer_records_and_acknowledges_through_the_writer(
+    broker_url: str, redis_client: redis_py.Redis
+) -> None:
+    # What a worker's consumer does, turned by hand: the project's transport registered with a
+    # real event loop, a queue consumed with acknowledgements.
+    name = f"test-unacked-loop-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, routing_key=name)
+    hub = Hub()
+    received: list = []
+    try:
+        with celery_app.connection_for_read() as conn:
+            conn.transport.register_with_event_loop(conn.connection, hub)
+            channel = conn.default_channel
+            consumer = Consumer(
+                channel, [queue], callbacks=[lambda _body, m: received.append(m)], accept=["json"]
+            )
+            with consumer, celery_app.producer_or_acquire() as producer:
+                producer.publish({"n": 1}, routing_key=name, serializer="json", declare=[queue])
+                wait_for(lambda: (hub.run_once(), received)[1], timeout=10)
+                message = received[0]
+                tag = message.delivery_tag
+                writer = channel.qos.writer()
+                assert writer is not None
+                # Recorded as unacknowledged by the writer, once the loop read Redis's reply.
+                wait_for(lambda: (hub.run_once(), writer.unconfirmed() == 0)[1], timeout=10)
+                assert redis_client.hexists("unacked", tag)
+                message.ack()
+                assert list(writer.acks) == [tag]  # collected, not sent yet
+                assert redis_client.hexists("unacked", tag)
+                hub.run_once()  # the next turn sends it
+                assert not writer.acks
+                writer.sync()
+                assert not redis_client.hexists("unacked", tag)
+                assert redis_client.zscore("unacked_index", tag) is None
+            channel.queue_delete(name)
+    finally:
+        hub.close()
 
 
 def test_without_an_event_loop_the_qos_is_kombus_own(broker_url: str) -> None:
