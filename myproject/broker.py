@@ -46,10 +46,13 @@ class Channel(redis.Channel):
 
     def close(self) -> None:
         qos = self._qos
-        if isinstance(qos, unacked.QoS):
-            # Before kombu restores what this channel did not acknowledge: it reads `unacked`.
-            qos.close()
-        super().close()
+        try:
+            if isinstance(qos, unacked.QoS):
+                # Before kombu restores what this channel did not acknowledge: it reads
+                # `unacked`.
+                qos.close()
+        finally:
+            super().close()
 
 
 class Transport(redis.Transport):

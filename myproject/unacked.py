@@ -45,7 +45,7 @@ from kombu.transport.virtual import base as virtual
 from kombu.utils.compat import register_after_fork
 from kombu.utils.json import dumps
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -92,23 +92,32 @@ class Writer:
             register_after_fork(self, _close_in_child)
 
     def append(self, delivery_tag: str, payload: str) -> None:
-        self._send(
-            [
-                ("ZADD", self._index, time(), delivery_tag),
-                ("HSET", self._hash, delivery_tag, payload),
-                *self._removal(),
-            ]
-        )
+        arrival = [
+            ("ZADD", self._index, time(), delivery_tag),
+            ("HSET", self._hash, delivery_tag, payload),
+        ]
+        with self._lock:
+            # The removals in a transaction of their own, first: a Redis out of memory refuses
+            # the arrival's writes (and would abort everything in its transaction), never a
+            # removal; and a message put back under the same tag is not removed again.
+            removal = self._removal()
+            self._send(*([removal] if removal else []), arrival)
 
     def flush_acks(self) -> None:
-        removal = self._removal()
-        if not removal:
-            return
-        try:
-            self._send(removal)
-        except _LOST:
-            # The block is kept: sent again once the broker is back.
-            logger.debug("Acknowledgements not sent yet: the broker is away.", exc_info=True)
+        with self._lock:
+            removal = self._removal()
+            if not removal:
+                return
+            try:
+                self._send(removal)
+            except _LOST:
+                # The block is kept: sent again once the broker is back.
+                logger.debug("Acknowledgements not sent yet: the broker is away.", exc_info=True)
+            except RedisError:
+                self._drop()
+                logger.exception(
+                    "Acknowledgements not sent yet: the broker refused the connection."
+                )
 
     def sync(self) -> None:
         """Send the collected acknowledgements and wait until Redis ran every write sent."""
@@ -132,10 +141,12 @@ class Writer:
                 logger.warning(
                     "The broker went away before it confirmed %d writes of the "
                     "unacked-message index: messages acknowledged in them are delivered "
-                    "again after the visibility timeout.",
+                    "again after the visibility timeout, and messages that arrived in them "
+                    "are not recorded as unacknowledged.",
                     len(self._sent),
                 )
-            self._drop()
+            finally:
+                self._drop()
 
     def _removal(self) -> list[tuple]:
         tags = []
@@ -148,11 +159,15 @@ class Writer:
 
     # The connection ------------------------------------------------------------------------
 
-    def _send(self, commands: list[tuple]) -> None:
-        commands = [("MULTI",), *commands, ("EXEC",)]
+    def _send(self, *transactions: list[tuple]) -> None:
+        """Send each list of commands as a MULTI/EXEC of its own, all in one write."""
         with self._lock:
-            packed = self._connection.pack_commands(commands)
-            self._sent.append([len(commands), len(commands), packed])
+            packed = []
+            for commands in transactions:
+                commands = [("MULTI",), *commands, ("EXEC",)]
+                block = self._connection.pack_commands(commands)
+                self._sent.append([len(commands), len(commands), block])
+                packed += block
             if self._connection._sock is None:
                 # Closed without us (redis-py drops a connection on any error): start over.
                 self._drop()
@@ -188,14 +203,24 @@ class Writer:
     def _on_readable(self) -> None:
         with self._lock:
             if not self._sent:
-                # Redis sends nothing unasked on this connection: readable means closed (an
-                # idle timeout, CLIENT KILL). Left registered, it would wake the loop forever.
+                # Redis sends nothing unasked on this connection: readable with no reply
+                # expected means closed (an idle timeout, CLIENT KILL). Left registered, it
+                # would wake the loop forever. (The replies may also have been read by a
+                # sync() since the loop saw them: then nothing is readable any more.)
+                with contextlib.suppress(*_LOST):
+                    if self._fd is not None and not self._connection.can_read(timeout=0):
+                        return
                 self._drop()
                 return
             try:
                 self._read(block=False)
             except _LOST:
                 logger.debug("The broker is away: writes kept until it is back.", exc_info=True)
+            except RedisError:
+                # A connection refused for its settings (a database index, an ACL): kept
+                # writes are sent again with the next write, which reports the error.
+                self._drop()
+                logger.exception("The unacked-message index could not be written.")
 
     def _read(self, block: bool) -> None:
         connection = self._connection

@@ -78,8 +78,8 @@ def test_acknowledgements_go_with_the_next_arrival_or_the_next_turn(
     writer.append("a", "{}")
     writer.append("b", "{}")
     writer.acks.append("a")
-    writer.append("c", "{}")  # carries the removal of "a"
-    assert writer.unconfirmed() == 3
+    writer.append("c", "{}")  # the removal of "a", then "c": two transactions in one write
+    assert writer.unconfirmed() == 4
     writer.sync()
     assert stored(redis_client, writer) == ({"b", "c"}, {"b", "c"})
     writer.acks += ["b", "c"]
@@ -88,6 +88,19 @@ def test_acknowledgements_go_with_the_next_arrival_or_the_next_turn(
     assert writer.unconfirmed() == 1
     writer.sync()
     assert stored(redis_client, writer) == (set(), set())
+
+
+def test_a_removal_goes_before_the_arrival_it_is_sent_with(
+    writer: unacked.Writer, redis_client: redis_py.Redis
+) -> None:
+    # A message acknowledged, then delivered again under the same tag (put back by a restore)
+    # before the acknowledgement was sent: the new delivery stays recorded.
+    writer.append("same", '"first"')
+    writer.acks.append("same")
+    writer.append("same", '"again"')
+    writer.sync()
+    assert redis_client.hget(writer._hash, "same") == b'"again"'
+    assert redis_client.zscore(writer._index, "same") is not None
 
 
 def test_sync_returns_once_redis_ran_every_write(
