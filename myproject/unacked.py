@@ -62,6 +62,10 @@ def _close_in_child(writer: Writer) -> None:
     writer._connection.disconnect()
 
 
+def _refused(error: Exception) -> None:
+    logger.error("Redis refused a write of the unacked-message index: %s", error)
+
+
 class Writer:
     """One channel's connection for the bookkeeping, and the writes Redis has not confirmed.
 
@@ -105,11 +109,8 @@ class Writer:
 
     def flush_acks(self) -> None:
         with self._lock:
-            removal = self._removal()
-            if not removal:
-                return
             try:
-                self._send(removal)
+                self._send_acks()
             except _LOST:
                 # The block is kept: sent again once the broker is back.
                 logger.debug("Acknowledgements not sent yet: the broker is away.", exc_info=True)
@@ -122,9 +123,7 @@ class Writer:
     def sync(self) -> None:
         """Send the collected acknowledgements and wait until Redis ran every write sent."""
         with self._lock:
-            removal = self._removal()
-            if removal:
-                self._send(removal)
+            self._send_acks()
             self._read(block=True)
 
     def unconfirmed(self) -> int:
@@ -147,6 +146,11 @@ class Writer:
                 )
             finally:
                 self._drop()
+
+    def _send_acks(self) -> None:
+        removal = self._removal()
+        if removal:
+            self._send(removal)
 
     def _removal(self) -> list[tuple]:
         tags = []
@@ -239,7 +243,7 @@ class Writer:
                 reply = connection.read_response(disable_decoding=True)
             except ResponseError as exc:
                 self._replied()
-                logger.error("Redis refused a write of the unacked-message index: %s", exc)
+                _refused(exc)
                 continue
             except _LOST:
                 self._drop()
@@ -251,7 +255,7 @@ class Writer:
             if isinstance(reply, list):
                 for item in reply:
                     if isinstance(item, Exception):
-                        logger.error("Redis refused a write of the unacked-message index: %s", item)
+                        _refused(item)
 
     def _replied(self) -> None:
         block = self._sent[0]
