@@ -9,6 +9,9 @@ takes a connection from the pool, and the pool starts over in a forked child), s
 keeps the one it built, and builds another only when its pool is replaced (kombu drops the
 pool when the channel reconnects).
 
+The app's producers look up kombu's cache of declared queues before binding a copy of the queue
+(`Producer`).
+
 In the worker's event loop, the channel's bookkeeping of unacknowledged messages is sent without
 waiting for Redis's replies (`myproject.unacked`).
 
@@ -24,6 +27,7 @@ from typing import Any
 
 from celery.app.amqp import AMQP as CeleryAMQP
 from kombu import Connection as KombuConnection
+from kombu import Producer as KombuProducer
 from kombu import connection
 from kombu.transport import redis
 
@@ -105,9 +109,39 @@ class ConnectionPool(connection.ConnectionPool):
         return PooledConnection(self, **dict(self.connection._info(resolve=False)))
 
 
+class Producer(KombuProducer):
+    """kombu's producer, without binding a copy of an already declared queue on every publish.
+
+    Celery asks for the task's queue to be declared with every message it sends. kombu answers
+    from its connection's cache of declared entities, but only after binding a copy of the
+    queue (its exchange and bindings copied with it) to the channel: 40-50 µs of a 500 µs
+    `delay()` on a 2-core VM (bench item 1). The cache is asked first here, with the same key;
+    an entity not in it (a new connection, or one whose cache kombu emptied on reconnecting)
+    takes kombu's own path, which declares it.
+    """
+
+    def maybe_declare(self, entity: Any, retry: bool = False, **retry_policy: Any) -> Any:
+        if entity and entity.can_cache_declaration:
+            client = getattr(getattr(self.channel, "connection", None), "client", None)
+            declared = getattr(client, "declared_entities", None)
+            if declared is not None and hash(entity) in declared:
+                return False
+        return super().maybe_declare(entity, retry, **retry_policy)
+
+
 class AMQP(CeleryAMQP):
     """Celery's messaging layer with the connection class above (all of the app's
-    connections are made through it: producers, the worker's consumer, control, events)."""
+    connections are made through it: producers, the worker's consumer, control, events)
+    and the producer above."""
 
     Connection = Connection
     BrokerConnection = Connection
+    Producer = Producer
+
+    @property
+    def producer_pool(self) -> Any:
+        if self._producer_pool is None:
+            # Celery takes its pool from kombu's registry, which fills it with kombu's own
+            # producer class; the pool is this app's alone (keyed by a connection made here).
+            super().producer_pool.Producer = Producer
+        return self._producer_pool

@@ -31,15 +31,19 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
     every source, and a miss in Django's lazy settings object is an AttributeError turned into
     a KeyError: a few dozen microseconds for every delay(), a fifth of a bare publish (bench
     item 1). A test that overrides a CELERY_ setting (override_settings) updates the copy.
+    Each option's lookup is then kept until a setting changes (myproject/celeryconf.py).
     """
     from django.conf import settings
     from django.core.signals import setting_changed
+
+    from myproject.celeryconf import remember_lookups
 
     values = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
     for maps in (source.maps, source.defaults):
         for index, mapping in enumerate(maps):
             if getattr(mapping, "obj", None) is settings:
                 maps[index] = values
+    conf = remember_lookups(source)
 
     def follow(setting: str, value, enter: bool, **_) -> None:
         if setting.startswith("CELERY_"):
@@ -47,6 +51,7 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
                 values[setting] = getattr(settings, setting)
             else:
                 values.pop(setting, None)
+            conf.forget()
 
     setting_changed.connect(follow, weak=False, dispatch_uid="myproject_celery_settings")
 

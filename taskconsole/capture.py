@@ -308,9 +308,20 @@ def _write_pending(by_statement: dict[str, list[tuple[Any, ...]]]) -> None:
                 cursor.executemany(
                     sql, [params for task_id, _, params in group if task_id in existing]
                 )
-            for task_id, pending, _ in group:
-                if task_id not in existing and pending.request is not None:
-                    _write_record(task_id, pending)
+            missing = [
+                (pending, params)
+                for task_id, pending, params in group
+                if task_id not in existing and pending.request is not None
+            ]
+            if missing:
+                # Created from their messages, in one INSERT. A row the publisher's buffer
+                # inserted meanwhile (PostgreSQL) is left as it is, and the UPDATE, run once
+                # more for these, sets the fields on it.
+                TaskRecord.objects.bulk_create(
+                    [_new_record(p.name, p.request, **p.fields) for p, _ in missing],
+                    ignore_conflicts=True,
+                )
+                cursor.executemany(sql, [params for _, params in missing])
 
 
 def _existing(task_ids: list[str], chunk: int = 500) -> set[str]:
@@ -347,7 +358,18 @@ def _header(request: Any, name: str) -> Any:
 
 
 def _ensure(task_name: str, request: Any, **fields: Any) -> None:
-    """Create the row from the worker's side when it is missing, with `fields` set on it.
+    """Create the row from the worker's side when it is missing, with `fields` set on it."""
+    record = _new_record(task_name, request, **fields)
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)
+    except IntegrityError:
+        # The publisher's flush (or a redelivery) got there first: its row gets the fields.
+        _update(request.id, **fields)
+
+
+def _new_record(task_name: str, request: Any, **fields: Any) -> TaskRecord:
+    """The record of a task whose row is missing, made from its message, with `fields` set.
 
     Missing because the publisher's record is still in its buffer (or was rolled back, or the
     task was published by code that does not record). A buffered publish stamped its origin
@@ -366,7 +388,7 @@ def _ensure(task_name: str, request: Any, **fields: Any) -> None:
             created_at = datetime.fromtimestamp(float(stamped[2]), tz=UTC)
     owner_id = _header(request, OWNER_HEADER)
     retry_of_id = _header(request, RETRY_OF_HEADER)
-    record = TaskRecord(
+    return TaskRecord(
         task_id=request.id,
         name=clip_text(str(task_name), 255),
         args=clip_json(args, limit),
@@ -384,12 +406,6 @@ def _ensure(task_name: str, request: Any, **fields: Any) -> None:
         queue=clip_text((request.delivery_info or {}).get("routing_key") or "", 255),
         **fields,
     )
-    try:
-        with transaction.atomic():
-            record.save(force_insert=True)
-    except IntegrityError:
-        # The publisher's flush (or a redelivery) got there first: its row gets the fields.
-        _update(request.id, **fields)
 
 
 class CancelledTasks:

@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import pytest
+from kombu import Exchange, Queue
 from kombu.transport import pyamqp, redis
 
 from app.tasks import ping
@@ -110,3 +111,54 @@ def test_threads_publish_through_the_pool_of_kept_clients(celery_worker) -> None
     assert len(set(ids)) == 200
     results = [celery_app.AsyncResult(task_id).get(timeout=60) for task_id in ids]
     assert results == ["pong"] * 200
+
+
+@pytest.mark.smoke
+def test_a_queue_is_declared_once_per_connection_and_again_after_a_reconnect(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's producer asks kombu's cache of declared entities before binding a copy of the
+    # queue; a queue missing from it is declared as kombu would. On RabbitMQ a message sent to
+    # a queue that was never declared is dropped: reading it back proves the declaration.
+    name = f"test-declare-{uuid.uuid4().hex[:8]}"
+    binds: list[str] = []
+    kombu_bind = Queue.bind
+
+    def counting_bind(self: Queue, channel: object) -> Queue:
+        binds.append(self.name)
+        return kombu_bind(self, channel)
+
+    monkeypatch.setattr(Queue, "bind", counting_bind)
+
+    def send(producer: broker.Producer) -> None:
+        celery_app.send_task("app.tasks.ping", queue=name, producer=producer)
+
+    def read_back(count: int) -> int:
+        with celery_app.connection_for_read() as conn:
+            queue = conn.SimpleQueue(name, no_ack=True)
+            try:
+                for _ in range(count):
+                    queue.get(timeout=10)
+            finally:
+                queue.close()
+        return count
+
+    with celery_app.producer_or_acquire() as producer:
+        assert isinstance(producer, broker.Producer)
+        send(producer)
+        declared_binds = binds.count(name)
+        assert declared_binds >= 1
+        for _ in range(5):
+            send(producer)
+        assert binds.count(name) == declared_binds, "a declared queue was bound again"
+        assert read_back(6) == 6
+        # A reconnect empties the connection's cache; the queue is deleted meanwhile, so
+        # only a new declaration brings the next message in.
+        with celery_app.connection_for_write() as conn:
+            Queue(name, Exchange(name), routing_key=name)(conn.default_channel).delete()
+        producer.connection.declared_entities.clear()
+        send(producer)
+        assert binds.count(name) > declared_binds
+        assert read_back(1) == 1
+    with celery_app.connection_for_write() as conn:
+        Queue(name, Exchange(name), routing_key=name)(conn.default_channel).delete()

@@ -182,6 +182,48 @@ def test_a_batch_updates_its_records_together(in_worker) -> None:
     assert set(TaskRecord.objects.values_list("status", flat=True)) == {TaskStatus.SUCCESS}
 
 
+def test_the_records_missing_from_a_batch_are_created_with_one_insert(in_worker) -> None:
+    # At light load a task runs before its publisher's buffer writes the record, so every
+    # task of a batch may be missing: they are made from their messages in one statement.
+    missing = [str(uuid.uuid4()) for _ in range(5)]
+    for n, task_id in enumerate(missing):
+        start_and_finish(task_id, result=n)
+    with CaptureQueriesContext(connection) as queries:
+        writeback.flush()
+    inserts = [q for q in statements(queries) if '"taskconsole_taskrecord"' in q and "INSERT" in q]
+    assert len(inserts) == 1
+    records = {r.task_id: r for r in TaskRecord.objects.filter(task_id__in=missing)}
+    assert [records[task_id].result for task_id in missing] == ["0", "1", "2", "3", "4"]
+    assert {(r.status, r.worker, tuple(r.args), r.queue) for r in records.values()} == {
+        (TaskStatus.SUCCESS, "w1@host", (3,), "default")
+    }
+
+
+def test_a_record_inserted_by_its_publisher_during_the_flush_gets_the_write(
+    in_worker, monkeypatch
+) -> None:
+    # PostgreSQL: the publisher's buffered INSERT commits after the flush found the record
+    # missing, before the flush creates it. The flush's INSERT gives way to that row, and
+    # the UPDATE run once more sets the outcome on it.
+    task_id = str(uuid.uuid4())
+    start_and_finish(task_id, result=7)
+    real = capture._existing
+
+    def publisher_commits_after_the_check(task_ids):
+        found = real(task_ids)
+        TaskRecord.objects.create(task_id=task_id, name=echo_task.name, origin_detail="publisher")
+        return found
+
+    monkeypatch.setattr(capture, "_existing", publisher_commits_after_the_check)
+    writeback.flush()
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.origin_detail, record.status, record.result) == (
+        "publisher",
+        TaskStatus.SUCCESS,
+        "7",
+    )
+
+
 def test_a_finished_record_in_a_batch_with_a_missing_one_stays_finished(in_worker) -> None:
     # A second delivery of a finished run starts it again, in the same batch as a task whose
     # record its publisher has not written yet: only the missing one is created.
