@@ -28,7 +28,7 @@ from typing import Any
 from celery.app.amqp import AMQP as CeleryAMQP
 from kombu import Connection as KombuConnection
 from kombu import Producer as KombuProducer
-from kombu import connection
+from kombu import connection, pools
 from kombu.transport import redis
 
 from myproject import unacked
@@ -141,7 +141,15 @@ class AMQP(CeleryAMQP):
     @property
     def producer_pool(self) -> Any:
         if self._producer_pool is None:
-            # Celery takes its pool from kombu's registry, which fills it with kombu's own
-            # producer class; the pool is this app's alone (keyed by a connection made here).
-            super().producer_pool.Producer = Producer
+            # Celery takes its pool from kombu's registry, which is shared by every connection
+            # with the same settings in the process and makes kombu's producers. The app gets
+            # a pool of its own with the producer above, over the same pool of connections;
+            # Celery drops it in a forked child, as it drops the registry's.
+            self._producer_pool = pools.ProducerPool(
+                pools.connections[self.app.connection_for_write()],
+                limit=self.app.pool.limit,
+                Producer=Producer,
+            )
         return self._producer_pool
+
+    publisher_pool = producer_pool

@@ -36,14 +36,14 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
     from django.conf import settings
     from django.core.signals import setting_changed
 
-    from myproject.celeryconf import remember_lookups
+    from myproject.celeryconf import forget_everywhere, remember_lookups
 
     values = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
     for maps in (source.maps, source.defaults):
         for index, mapping in enumerate(maps):
             if getattr(mapping, "obj", None) is settings:
                 maps[index] = values
-    conf = remember_lookups(source)
+    remember_lookups(source)
 
     def follow(setting: str, value, enter: bool, **_) -> None:
         if setting.startswith("CELERY_"):
@@ -51,7 +51,7 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
                 values[setting] = getattr(settings, setting)
             else:
                 values.pop(setting, None)
-            conf.forget()
+            forget_everywhere()
 
     setting_changed.connect(follow, weak=False, dispatch_uid="myproject_celery_settings")
 

@@ -8,9 +8,10 @@ and caught: 40-50 µs of a 500 µs `delay()` on a 2-core VM (bench item 1). The 
 changes when a setting does, so it is kept until then.
 
 Every way Celery and the project change settings goes through the object's own methods
-(`conf.x = ...`, `update`, `add_defaults`, `swap_with`, ...) or through Django's
-`setting_changed` (see `myproject.celery`), and each of them forgets what was kept. Writing to
-`conf.changes` directly bypasses this; neither Celery nor the project does so on a live app.
+(`conf.x = ...`, `update`, `add_defaults`, `swap_with`, ...), which forget what that object
+kept, or through Django's `setting_changed` (see `myproject.celery`), after which every such
+object, copies included, starts over (`forget_everywhere`). Writing to `conf.changes`
+directly bypasses this; neither Celery nor the project does so on a live app.
 """
 
 from __future__ import annotations
@@ -29,14 +30,26 @@ class _Missing:
         self.args = args
 
 
+#: Bumped when a source that settings objects share changes (Django's settings): what every
+#: object kept before is dropped on its next lookup.
+_generation = 0
+
+
+def forget_everywhere() -> None:
+    global _generation
+    _generation += 1
+
+
 class RememberingSettings(Settings):
     """Celery's `Settings`, answering a repeated lookup from what the first one found."""
 
     def _lookups(self) -> dict[str, Any]:
         # In __dict__: attribute writes on a Settings object are setting writes.
-        lookups = self.__dict__.get("_remembered")
-        if lookups is None:
-            lookups = self.__dict__["_remembered"] = {}
+        state = self.__dict__
+        lookups = state.get("_remembered")
+        if lookups is None or state.get("_generation") != _generation:
+            state["_generation"] = _generation
+            lookups = state["_remembered"] = {}
         return lookups
 
     def forget(self) -> None:

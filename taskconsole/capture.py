@@ -342,7 +342,7 @@ def _write_record(task_id: str, pending: Pending) -> None:
         # the two statements (PostgreSQL): the second try tells them apart.
         _update(task_id, unless_finished=pending.guard, **pending.fields)
     else:
-        _ensure(pending.name, pending.request, **pending.fields)
+        _ensure(pending.name, pending.request, unless_finished=pending.guard, **pending.fields)
 
 
 writeback.register(RECORD_WRITES, _merge, _write_pending, _prepare_pending)
@@ -357,15 +357,16 @@ def _header(request: Any, name: str) -> Any:
     return value
 
 
-def _ensure(task_name: str, request: Any, **fields: Any) -> None:
+def _ensure(task_name: str, request: Any, *, unless_finished: bool = False, **fields: Any) -> None:
     """Create the row from the worker's side when it is missing, with `fields` set on it."""
     record = _new_record(task_name, request, **fields)
     try:
         with transaction.atomic():
             record.save(force_insert=True)
     except IntegrityError:
-        # The publisher's flush (or a redelivery) got there first: its row gets the fields.
-        _update(request.id, **fields)
+        # The publisher's flush (or a redelivery) got there first: its row gets the fields,
+        # under the same guard (a STARTED never replaces an outcome written meanwhile).
+        _update(request.id, unless_finished=unless_finished, **fields)
 
 
 def _new_record(task_name: str, request: Any, **fields: Any) -> TaskRecord:

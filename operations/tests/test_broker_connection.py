@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from kombu import Exchange, Queue
+from kombu import pools as kombu_pools
 from kombu.transport import pyamqp, redis
 
 from app.tasks import ping
@@ -143,6 +144,13 @@ def test_a_queue_is_declared_once_per_connection_and_again_after_a_reconnect(
                 queue.close()
         return count
 
+    # The app's pool of producers is its own: kombu's registry, shared by any other code in
+    # the process that publishes to the same broker, keeps making kombu's producers.
+    assert celery_app.amqp.publisher_pool is celery_app.amqp.producer_pool
+    with celery_app.connection_for_write() as conn:
+        registry_pool = kombu_pools.producers[conn]
+        assert registry_pool is not celery_app.amqp.producer_pool
+        assert registry_pool.Producer is kombu_pools.Producer
     with celery_app.producer_or_acquire() as producer:
         assert isinstance(producer, broker.Producer)
         send(producer)

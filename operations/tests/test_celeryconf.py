@@ -101,3 +101,8 @@ def test_a_copy_of_the_settings_remembers_on_its_own() -> None:
     copied.task_default_queue = "only-in-the-copy"
     assert copied.task_default_queue == "only-in-the-copy"
     assert conf.task_default_queue != "only-in-the-copy"
+    # Django's settings are a source the copy shares: overriding one reaches it too.
+    assert copied.task_default_priority is None
+    with override_settings(CELERY_TASK_DEFAULT_PRIORITY=7):
+        assert (conf.task_default_priority, copied.task_default_priority) == (7, 7)
+    assert (conf.task_default_priority, copied.task_default_priority) == (None, None)

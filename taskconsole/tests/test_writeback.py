@@ -224,6 +224,31 @@ def test_a_record_inserted_by_its_publisher_during_the_flush_gets_the_write(
     )
 
 
+def test_a_start_written_at_once_never_replaces_an_outcome_inserted_meanwhile(
+    monkeypatch,
+) -> None:
+    # Outside the deferred path (TASKCONSOLE_WORKER_WRITE_BEHIND=False): the record is missing,
+    # and another worker's outcome is inserted just before this STARTED's INSERT, which then
+    # conflicts. The STARTED falls back to an UPDATE that leaves the outcome alone.
+    task_id = str(uuid.uuid4())
+    real = capture._new_record
+
+    def finished_meanwhile(*args, **kwargs):
+        TaskRecord.objects.create(
+            task_id=task_id, name=echo_task.name, status=TaskStatus.SUCCESS, result="1"
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(capture, "_new_record", finished_meanwhile)
+    request = run_request(task_id, hostname="w2@host")
+    pending = capture.Pending(
+        {"status": TaskStatus.STARTED, "worker": "w2@host"}, True, echo_task.name, request
+    )
+    capture._write_record(task_id, pending)
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.status, record.result, record.worker) == (TaskStatus.SUCCESS, "1", "")
+
+
 def test_a_finished_record_in_a_batch_with_a_missing_one_stays_finished(in_worker) -> None:
     # A second delivery of a finished run starts it again, in the same batch as a task whose
     # record its publisher has not written yet: only the missing one is created.
