@@ -1,11 +1,13 @@
 """Run the whole development stack in one terminal: Redis, web, worker, beat and Flower.
 
 Each process runs in its own process group, so Ctrl-C reaches only this supervisor, which then
-stops every group it started (the runserver reloader and the worker's pool children included).
+stops every process it started, newest first, and kills what is left of each group (the
+runserver reloader's child and the worker's pool children included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +21,8 @@ from pathlib import Path
 WINDOWS = sys.platform == "win32"
 COLORS = ["\033[36m", "\033[33m", "\033[32m", "\033[35m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
+#: Seconds each process gets to stop even when the stack's stop_timeout is spent.
+MIN_STOP_WAIT = 1.0
 
 
 class StackError(RuntimeError):
@@ -117,23 +121,39 @@ class Stack:
             time.sleep(poll)
 
     def stop(self) -> None:
-        """Stop every process group, newest first; kill what does not stop in time."""
-        for service in reversed(self.services):
-            self._signal(service, signal.SIGTERM)
+        """Stop the processes newest first, each in turn; kill what does not stop in time.
+
+        SIGTERM goes to each service's own process, not to its group: the worker then makes
+        a warm shutdown and its pool children finish the tasks they are running (a child that
+        got the signal itself would die mid-task, and an early-acknowledged task with it).
+        In turn, so the broker, started first, is still there while the worker finishes.
+        """
         deadline = time.monotonic() + self.stop_timeout
         for service in reversed(self.services):
             if service.process is None:
                 continue
+            self._terminate(service)
             try:
-                service.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                service.process.wait(timeout=max(deadline - time.monotonic(), MIN_STOP_WAIT))
             except subprocess.TimeoutExpired:
                 self.say(service.name, "did not stop in time; killing it")
-            # Kill the whole group even after a clean exit: no pool child may outlive the stack.
+            # Kill the whole group even after a clean exit: no pool child (nor runserver's
+            # child, under the autoreloader) may outlive the stack.
             self._signal(service, signal.SIGKILL if not WINDOWS else signal.SIGTERM)
             service.process.wait()
         for service in self.services:
             if service.reader:
                 service.reader.join(timeout=2)
+
+    @classmethod
+    def _terminate(cls, service: Service) -> None:
+        process = service.process
+        if WINDOWS or process is None:
+            # Windows: a console control event reaches the group (there is no SIGTERM).
+            cls._signal(service, signal.SIGTERM)
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            process.send_signal(signal.SIGTERM)
 
     @staticmethod
     def _signal(service: Service, sig: int) -> None:

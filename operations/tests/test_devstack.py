@@ -103,12 +103,18 @@ def test_devstack_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
         for name in ("redis", "web", "worker", "beat", "flower"):
             assert any(line.lstrip().startswith(f"{name} |") for line in stack.lines), name
         assert processes_with(str(database))
+        # Ctrl-C while a task runs (the tutorial's add sleeps 2 s): the worker's warm shutdown
+        # lets it finish instead of its pool child being killed mid-task.
+        running = http_get(site + "/test/apply_async/")[1].split(" : ")[0]
+        stack.wait_for_output(f"Task app.tasks.add[{running}] received", timeout=30)
     finally:
         stack.send_signal(signal.SIGINT)
         code = stack.process.wait(timeout=60)
         stack.stop()
     assert code == 0, stack.output[-3000:]
     assert "Stopped: no process left running." in stack.output
+    assert f"Task app.tasks.add[{running}] succeeded" in stack.output, stack.output[-3000:]
+    assert "WorkerLostError" not in stack.output
     time.sleep(0.5)
     assert processes_with(str(database)) == []
     assert not any(is_listening("127.0.0.1", port) for port in (web, flower, redis))
