@@ -108,6 +108,9 @@ class Writer:
             self._send(*([removal] if removal else []), arrival)
 
     def flush_acks(self) -> None:
+        if not self.acks:
+            # Every turn of the event loop asks: most have nothing to send.
+            return
         with self._lock:
             try:
                 self._send_acks()
