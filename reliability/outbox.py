@@ -24,7 +24,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
@@ -185,10 +186,20 @@ def records_start(task: Any) -> bool:
 
 def forget_args(task_id: str) -> None:
     """Called by a task from the outbox that started (came_through_outbox): the broker
-    delivered it, the re-send copy can go."""
-    OutboxMessage.objects.filter(task_id=task_id, status=OutboxStatus.SENT).exclude(
-        args=[], kwargs={}
-    ).update(args=[], kwargs={})
+    delivered it, the re-send copy can go.
+
+    The worker can start the task before publish() has marked the row sent: the row is
+    marked sent here too, or publish() would find it pending and keep the arguments, and a
+    publish() whose own mark failed would leave it for the sweeper to send again.
+    """
+    OutboxMessage.objects.filter(task_id=task_id).filter(
+        Q(status=OutboxStatus.PENDING) | ~Q(args=[], kwargs={})
+    ).update(
+        args=[],
+        kwargs={},
+        status=OutboxStatus.SENT,
+        sent_at=Coalesce(F("sent_at"), Value(timezone.now())),
+    )
 
 
 def _queue_is_empty(app: Any, message: OutboxMessage) -> bool:

@@ -136,6 +136,35 @@ def test_dispatch_on_commit_returns_the_id_and_publishes_after_commit(worker) ->
     assert (message.args, message.kwargs) == ([], {})
 
 
+def test_a_task_that_starts_before_its_row_is_marked_sent_still_drops_the_arguments(
+    worker,
+) -> None:
+    """The worker can run the task between the broker taking it and publish() marking the
+    row: the arguments are not kept, and the sweeper does not send it again."""
+    run = uuid.uuid4().hex
+    publish = ledger_idempotent.apply_async
+    before_the_mark: list[tuple] = []
+
+    def publish_then_let_the_worker_run_first(*args, **kwargs):
+        sent = publish(*args, **kwargs)
+        wait_for(lambda: LedgerEntry.objects.filter(run=run).exists(), timeout=60)
+        row = OutboxMessage.objects.get(task_id=sent.id)
+        before_the_mark.append((row.status, row.args, row.kwargs))
+        return sent
+
+    with mock.patch.object(
+        ledger_idempotent, "apply_async", side_effect=publish_then_let_the_worker_run_first
+    ):
+        task_id = outbox.dispatch_on_commit(ledger_idempotent, run)
+    # The task started while the row was pending: it marked it sent and forgot the arguments.
+    assert before_the_mark == [(OutboxStatus.SENT, [], {})]
+    message = OutboxMessage.objects.get(task_id=task_id)
+    assert (message.status, message.args, message.kwargs) == (OutboxStatus.SENT, [], {})
+    assert message.sent_at is not None
+    assert outbox.sweep(older_than=0) == 0
+    assert [e.task_id for e in ledger(run)] == [task_id]
+
+
 def test_a_rolled_back_dispatch_publishes_nothing() -> None:
     ids: list[str] = []
 
