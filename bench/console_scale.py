@@ -33,6 +33,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.stats import pct  # noqa: E402
 from taskconsole.models import TaskRecord, TaskStatus  # noqa: E402
 
 NAMES = ["app.tasks.add", "app.tasks.crunch_numbers", "pages.tasks.fetch", "imports.tasks.run"]
@@ -135,8 +136,7 @@ def timed(client: Client, url: str, runs: int) -> tuple[float, float]:
         response = client.get(url)
         times.append((time.perf_counter() - t0) * 1000)
         assert response.status_code == 200, (url, response.status_code)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.95) - 1]
+    return statistics.median(times), pct(times, 95)
 
 
 def main() -> None:

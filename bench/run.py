@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stats import pct  # noqa: E402
 from operations import embedded_redis  # noqa: E402
 
 CONCURRENCY = 2
@@ -40,14 +41,6 @@ POOL = "prefork"
 
 
 # Figures ---------------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 @dataclass
@@ -864,8 +857,9 @@ def write_results(bench: Bench, elapsed: float, options: argparse.Namespace) -> 
         "",
         *bench.machine,
         f"- Rounds: item 1 {options.rounds}, items 3–5 {options.e2e_rounds} (each worker kind "
-        f"in turn; bare Celery with django-db results once), item 6 two (admin baseline: "
-        f"first round, 2 runs), items 2 and 7 one; suite wall time {elapsed / 60:.1f} min",
+        f"in turn; bare Celery with django-db results once), item 6 three of 40 requests "
+        f"(admin baseline: first round, 2 requests), items 2 and 7 one; suite wall time "
+        f"{elapsed / 60:.1f} min",
         "",
         *table(),
         "",
@@ -921,7 +915,7 @@ def main() -> None:
                 ),
             ),
             ("7", lambda: item7_beat(bench, options.beat_seconds, options.beat_load)),
-            ("6", lambda: item6_console(bench, 2, options.rows, 20)),
+            ("6", lambda: item6_console(bench, 3, options.rows, 40)),
         ]
         for items, step in steps:
             if only & set(items.split(",")):
