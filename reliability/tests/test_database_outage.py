@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +20,10 @@ from django_celery_results.models import TaskResult
 
 from chaos.database import PgProxy, proxied_url
 from operations.testing import database_url, wait_for
+from reliability import apps
 from reliability.models import LedgerEntry
 from reliability.results import RetryingDatabaseBackend
-from reliability.tasks import ledger_default
+from reliability.tasks import ledger_default, ledger_plain
 from taskconsole.models import TaskRecord, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -127,3 +129,59 @@ def test_a_task_outcome_is_written_once_the_database_answers_again(monkeypatch) 
     assert capture._finish("t-1", status=TaskStatus.SUCCESS) == 1
     assert failures == ["t-1", "t-1"]
     assert TaskRecord.objects.get(task_id="t-1").status == TaskStatus.SUCCESS
+
+
+def test_a_connection_broken_while_the_worker_was_idle_is_replaced_before_the_next_task(
+    start_worker, tmp_path
+) -> None:
+    """On PostgreSQL the proxy closes the worker's open connections between two tasks; the
+    second task (Celery's own Task: no claim retries its first query) still runs. On SQLite
+    the link only stops new connections, so this is the PostgreSQL pass's test."""
+    queue = f"idle-{uuid.uuid4().hex[:8]}"
+    with cuttable_database(tmp_path) as (url, cut, restore):
+        worker = start_worker(
+            queues=queue,
+            concurrency=1,
+            name="idle",
+            extra_env={"DATABASE_URL": url, "CONN_MAX_AGE": "60"},
+        )
+        first = ledger_plain.apply_async((queue,), queue=queue)
+        wait_for(lambda: LedgerEntry.objects.filter(run=queue).count() == 1, timeout=60)
+        wait_for(lambda: TaskResult.objects.filter(task_id=first.id).exists(), timeout=30)
+        cut()
+        restore()
+        time.sleep(apps.IDLE_CHECK_SECONDS + 0.5)
+        second = ledger_plain.apply_async((queue,), queue=queue)
+        wait_for(
+            lambda: TaskResult.objects.filter(task_id=second.id, status="SUCCESS").exists(),
+            timeout=60,
+        )
+        worker.stop()
+    assert LedgerEntry.objects.filter(run=queue).count() == 2
+
+
+class _Running:
+    """The shape of the task Celery's signals pass: task.request.is_eager."""
+
+    request = type("Request", (), {"is_eager": False})
+
+
+def test_a_connection_used_a_moment_ago_is_not_checked_again(monkeypatch) -> None:
+    """Unit test of the two signal handlers on the real connection: the liveness check that
+    Django runs before the next query is kept only for a connection idle for a while."""
+    from django.db import connection as conn
+
+    conn.ensure_connection()
+    apps.replace_broken_connections(task=_Running())
+    assert conn.connection is not None
+    assert conn.health_check_done  # no SELECT 1 before the next task's first query
+    apps.check_idle_connections(task=_Running())
+    assert conn.health_check_done
+    monkeypatch.setattr(apps, "_last_task_end", time.monotonic() - apps.IDLE_CHECK_SECONDS - 1)
+    apps.check_idle_connections(task=_Running())
+    assert not conn.health_check_done  # idle: Django checks it before using it
+    # A connection that raised an error during the task is checked at once, as Django does.
+    conn.errors_occurred = True
+    apps.replace_broken_connections(task=_Running())
+    assert not conn.errors_occurred
+    assert conn.connection is not None
