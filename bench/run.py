@@ -808,6 +808,16 @@ def item7_beat(bench: Bench, seconds: int, load: int) -> None:
 # Report ----------------------------------------------------------------------------------------
 
 
+def settle(seconds: int, quiet: float = 0.5) -> None:
+    """Wait (up to `seconds`) for the 1-minute load average to fall under `quiet`: a run
+    started right after another (or after a build) otherwise measures its tail for a while."""
+    deadline = time.monotonic() + seconds
+    if os.getloadavg()[0] >= quiet and seconds > 0:
+        print(f"waiting for the load average to fall under {quiet} (now {os.getloadavg()[0]:.2f})")
+    while os.getloadavg()[0] >= quiet and time.monotonic() < deadline:
+        time.sleep(2)
+
+
 def machine(bench: Bench) -> list[str]:
     import celery
     import django
@@ -889,6 +899,9 @@ def main() -> None:
     parser.add_argument("--beat-seconds", type=int, default=40, help="item 7, per phase")
     parser.add_argument("--beat-load", type=int, default=10_000, help="item 7")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument(
+        "--settle", type=int, default=120, help="seconds to wait at most for a quiet machine"
+    )
     options = parser.parse_args()
     only = set(options.only.split(","))
     started = time.monotonic()
@@ -902,6 +915,7 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         call_command("createcachetable", verbosity=0)
+        settle(options.settle)
         bench.machine = machine(bench)
         print("\n".join(bench.machine))
         print(f"  {'#':<4} {'measure':<44} {'baseline':>28} {'product':>30}  target")

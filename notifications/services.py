@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.utils import DNS_NAME
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from celery.result import GroupResult
     from django.contrib.auth.models import AbstractBaseUser
     from django.core.mail.backends.base import BaseEmailBackend
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ def _send_over_one_connection(
                 outcome.failed += 1
                 continue
             # Recorded at once, so a retry of this batch cannot send it again.
-            _record([in_flight.pk], DeliveryStatus.SENT, "", attempted=True)
+            _record_sent(in_flight.pk)
             in_flight = None
             outcome.sent += 1
         if progress is not None:
@@ -371,6 +372,32 @@ def _record(delivery_ids: list[int], status: str, error: str, *, attempted: bool
     if status == DeliveryStatus.SENT:
         changes["sent_at"] = timezone.now()
     Delivery.objects.filter(pk__in=delivery_ids).update(**changes)
+
+
+def _record_sent(delivery_id: int) -> None:
+    """`_record([delivery_id], SENT, "", attempted=True)`, the same UPDATE and commit, as one
+    prepared statement. It runs once per recipient: building it through the ORM each time was
+    half of a batch's CPU, ten times what SQLite took to run it."""
+    connection = connections[router.db_for_write(Delivery)]
+    statement = _sent_statements.get(connection.vendor)
+    if statement is None:
+        statement = _sent_statements[connection.vendor] = _sent_statement(connection)
+    sent_at = Delivery._meta.get_field("sent_at").get_db_prep_save(timezone.now(), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [DeliveryStatus.SENT, "", sent_at, delivery_id])
+
+
+_sent_statements: dict[str, str] = {}
+
+
+def _sent_statement(connection: BaseDatabaseWrapper) -> str:
+    quote = connection.ops.quote_name
+    column = {f.name: quote(f.column) for f in Delivery._meta.concrete_fields}
+    return (
+        f"UPDATE {quote(Delivery._meta.db_table)} SET {column['status']} = %s, "
+        f"{column['last_error']} = %s, {column['attempts']} = {column['attempts']} + 1, "
+        f"{column['sent_at']} = %s WHERE {column['id']} = %s"
+    )
 
 
 def _describe_refusal(

@@ -7,6 +7,7 @@ import celery
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from notifications import services
@@ -160,7 +161,13 @@ def test_retry_failed_requeues_only_failed_recipients(django_capture_on_commit_c
 
 def test_batch_sends_each_recipient_once_over_one_connection(scripted_backend) -> None:
     notification = factories.notification(3)
+    # A recipient retried after an earlier temporary refusal: its error goes once it is sent.
+    Delivery.objects.filter(notification=notification, email="user0@example.com").update(
+        status=DStatus.RETRYING, last_error="451 busy", attempts=1
+    )
+    before = timezone.now()
     outcome = services.send_batch(notification.pk, ids(notification), claim="t1", last_try=False)
+    after = timezone.now()
     assert outcome.as_dict() == {"sent": 3, "failed": 0, "retrying": 0}
     assert scripted_backend.opened == 1
     assert scripted_backend.closed == 1
@@ -168,10 +175,12 @@ def test_batch_sends_each_recipient_once_over_one_connection(scripted_backend) -
     message = scripted_backend.sent[0]
     assert message.subject == "Hello"
     assert message.extra_headers["Message-ID"].startswith(f"<notification-{notification.pk}.")
-    for delivery in deliveries(notification).values():
+    for email, delivery in deliveries(notification).items():
         assert delivery.status == DStatus.SENT
-        assert delivery.attempts == 1
-        assert delivery.sent_at is not None
+        assert delivery.attempts == (2 if email == "user0@example.com" else 1)
+        assert delivery.last_error == ""
+        # The prepared UPDATE stores the same instant the ORM would (time zones included).
+        assert before <= delivery.sent_at <= after
         assert delivery.batch_task_id == "t1"
     notification.refresh_from_db()
     assert notification.status == Status.SENT
