@@ -128,6 +128,7 @@ class Bench:
         self.broker = redis.Redis.from_url(self.broker_url)
         self.workers: list = []
         self.machine: list[str] = []
+        self.steal = "unknown"
 
     def _database(self, url: str | None) -> tuple[str, str]:
         if not url:
@@ -808,6 +809,21 @@ def item7_beat(bench: Bench, seconds: int, load: int) -> None:
 # Report ----------------------------------------------------------------------------------------
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all CPU time, time stolen by the hypervisor) so far, in ticks, from /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def stolen_share(start: tuple[int, int]) -> str:
+    total, steal = (now - then for now, then in zip(cpu_times(), start, strict=True))
+    return f"{100 * steal / total:.1f}%" if total else "unknown"
+
+
 def settle(seconds: int, quiet: float = 0.5) -> None:
     """Wait (up to `seconds`) for the 1-minute load average to fall under `quiet`: a run
     started right after another (or after a build) otherwise measures its tail for a while."""
@@ -870,6 +886,7 @@ def write_results(bench: Bench, elapsed: float, options: argparse.Namespace) -> 
         f"in turn; bare Celery with django-db results once), item 6 three of 40 requests "
         f"(admin baseline: first round, 2 requests), items 2 and 7 one; suite wall time "
         f"{elapsed / 60:.1f} min",
+        f"- CPU time taken by the hypervisor (steal) during the run: {bench.steal}",
         "",
         *table(),
         "",
@@ -916,6 +933,7 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         call_command("createcachetable", verbosity=0)
         settle(options.settle)
+        ticks = cpu_times()
         bench.machine = machine(bench)
         print("\n".join(bench.machine))
         print(f"  {'#':<4} {'measure':<44} {'baseline':>28} {'product':>30}  target")
@@ -940,9 +958,10 @@ def main() -> None:
         bench.close()
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - started
+    bench.steal = stolen_share(ticks)
     print()
     print("\n".join(table()))
-    print(f"\nsuite wall time: {elapsed / 60:.1f} min")
+    print(f"\nsuite wall time: {elapsed / 60:.1f} min; CPU steal during the run: {bench.steal}")
     if not options.no_write:
         write_results(bench, elapsed, options)
         print("written to bench/RESULTS.md")

@@ -1,3 +1,4 @@
+import threading
 import time
 
 from django.apps import AppConfig
@@ -24,7 +25,8 @@ class ReliabilityConfig(AppConfig):
 #: A connection idle for longer than this is checked before a task uses it again; one that the
 #: previous task used without an error a moment ago is not (see replace_broken_connections).
 IDLE_CHECK_SECONDS = 1.0
-_last_task_end = float("-inf")
+# Per thread, as Django's connections are (a threads pool runs a task in each).
+_idle = threading.local()
 
 
 def replace_broken_connections(task: object = None, **_: object) -> None:
@@ -40,7 +42,6 @@ def replace_broken_connections(task: object = None, **_: object) -> None:
     check_idle_connections); a database restarted within that second is met by the next
     task's claim, which retries on a new connection (reliability.delivery).
     """
-    global _last_task_end
     from django.db import connections
 
     # An eager task (apply(), tests) runs inside its caller's request or transaction, whose
@@ -55,7 +56,7 @@ def replace_broken_connections(task: object = None, **_: object) -> None:
         conn.close_if_unusable_or_obsolete()
         if fine and conn.connection is not None:
             conn.health_check_done = True
-    _last_task_end = time.monotonic()
+    _idle.since = time.monotonic()
 
 
 def check_idle_connections(task: object = None, **_: object) -> None:
@@ -64,7 +65,7 @@ def check_idle_connections(task: object = None, **_: object) -> None:
 
     if getattr(getattr(task, "request", None), "is_eager", False):
         return
-    if time.monotonic() - _last_task_end < IDLE_CHECK_SECONDS:
+    if time.monotonic() - getattr(_idle, "since", float("-inf")) < IDLE_CHECK_SECONDS:
         return
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:

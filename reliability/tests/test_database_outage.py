@@ -177,7 +177,7 @@ def test_a_connection_used_a_moment_ago_is_not_checked_again(monkeypatch) -> Non
     assert conn.health_check_done  # no SELECT 1 before the next task's first query
     apps.check_idle_connections(task=_Running())
     assert conn.health_check_done
-    monkeypatch.setattr(apps, "_last_task_end", time.monotonic() - apps.IDLE_CHECK_SECONDS - 1)
+    monkeypatch.setattr(apps._idle, "since", time.monotonic() - apps.IDLE_CHECK_SECONDS - 1)
     apps.check_idle_connections(task=_Running())
     assert not conn.health_check_done  # idle: Django checks it before using it
     # A connection that raised an error during the task is checked at once, as Django does.
