@@ -45,12 +45,12 @@ from datetime import datetime
 from typing import Any
 
 from celery import signals
-from celery.utils.saferepr import saferepr
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import buffer
 from .models import TaskRecord, TaskStatus
+from .redaction import text_of
 
 logger = logging.getLogger(__name__)
 
@@ -212,12 +212,6 @@ def _expiration(app: Any, expires: Any) -> float | None:
     if isinstance(expires, datetime):
         expires = (expires - app.now()).total_seconds()
     return max(float(expires), 0.0)
-
-
-def text_of(value: Any, limit: int) -> str:
-    # JSON-ready arguments repr safely; saferepr (several times slower) only for long ones.
-    text = repr(value)
-    return text if len(text) <= limit else saferepr(value, limit)
 
 
 # Publishing ----------------------------------------------------------------------------------

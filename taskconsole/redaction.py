@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from celery.utils.saferepr import saferepr
+
 from .conf import setting
 
 REDACTED = "********"
@@ -62,3 +64,12 @@ def clip_json(value: Any, limit: int) -> Any:
 
 def clip_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def text_of(value: Any, limit: int) -> str:
+    """Celery's text form of a task's arguments (argsrepr, kwargsrepr), at most `limit` long.
+
+    JSON-ready arguments repr safely; saferepr (several times slower) only for long ones.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else saferepr(value, limit)

@@ -186,8 +186,11 @@ def test_a_launch_audits_its_arguments_redacted(sent, make_user) -> None:
     entry = AuditEntry.objects.get(target=task_id)
     assert entry.details["kwargs"] == {"value": 3, "api_token": "********"}
     assert rows(task_id)[0].kwargs == {"value": 3, "api_token": "********"}
-    # The message itself carries the real value: the task needs it.
+    # The message itself carries the real value: the task needs it. Its text form of the
+    # arguments, which the worker's log and Flower show, does not.
     assert sent[0]["body"][1]["api_token"] == "s3cret"
+    assert sent[0]["headers"]["kwargsrepr"] == "{'value': 3, 'api_token': '********'}"
+    assert sent[0]["headers"]["argsrepr"] == "()"
 
 
 @pytest.mark.database
