@@ -375,9 +375,9 @@ def _record(delivery_ids: list[int], status: str, error: str, *, attempted: bool
 
 
 def _record_sent(delivery_id: int) -> None:
-    """`_record([delivery_id], SENT, "", attempted=True)`, the same UPDATE and commit, as one
-    prepared statement. It runs once per recipient: building it through the ORM each time was
-    half of a batch's CPU, ten times what SQLite took to run it."""
+    """`_record([delivery_id], SENT, "", attempted=True)`: the same UPDATE and commit, its SQL
+    built once. It runs once per recipient: building it through the ORM each time was half of
+    a batch's CPU, ten times what SQLite took to run it."""
     connection = connections[router.db_for_write(Delivery)]
     statement = _sent_statements.get(connection.vendor)
     if statement is None:

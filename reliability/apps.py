@@ -37,10 +37,11 @@ def replace_broken_connections(task: object = None, **_: object) -> None:
     as at the end of a request, closes a connection that raised an error and is no longer
     usable, or that outlived CONN_MAX_AGE. Django would also run a liveness check (SELECT 1
     on PostgreSQL) before the next query of every connection: at hundreds of tiny tasks a
-    second that was a round trip per task, 7% of a worker child's time. A connection that
-    raised no error keeps its check only when it has been idle for IDLE_CHECK_SECONDS (see
-    check_idle_connections); a database restarted within that second is met by the next
-    task's claim, which retries on a new connection (reliability.delivery).
+    second that was a round trip per task, 7% of a worker child's time. Before a task whose
+    first query is its claim, which retries on a new connection (reliability.delivery), a
+    connection that raised no error is checked only when it has been idle for
+    IDLE_CHECK_SECONDS; before any other task it is checked as Django would
+    (check_idle_connections).
     """
     from django.db import connections
 
@@ -60,12 +61,16 @@ def replace_broken_connections(task: object = None, **_: object) -> None:
 
 
 def check_idle_connections(task: object = None, **_: object) -> None:
-    """Before a task, have Django check the connections that waited since the last one."""
+    """Before a task, have Django check the connections, unless the task's claim will (and
+    they were in use a moment ago)."""
     from django.db import connections
+
+    from .delivery import starts_with_a_database_write
 
     if getattr(getattr(task, "request", None), "is_eager", False):
         return
-    if time.monotonic() - getattr(_idle, "since", float("-inf")) < IDLE_CHECK_SECONDS:
+    recent = time.monotonic() - getattr(_idle, "since", float("-inf")) < IDLE_CHECK_SECONDS
+    if recent and starts_with_a_database_write(task):
         return
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:

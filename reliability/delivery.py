@@ -226,6 +226,18 @@ class AtMostOnceTask(DjangoTask):
         return super().__call__(*args, **kwargs)
 
 
+def starts_with_a_database_write(task: Any) -> bool:
+    """Whether the task's first query is its claim (or delivery count), which retries on a new
+    connection when the old one is broken (see reliability.apps)."""
+    if isinstance(task, IdempotentTask):
+        return True
+    return (
+        isinstance(task, AtMostOnceTask)
+        and not task.acks_late
+        and not task.name.startswith("celery.")
+    )
+
+
 def claim(request: Any) -> bool:
     """Take this run of the task (id + retry number); False when it was taken before.
 

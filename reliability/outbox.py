@@ -111,6 +111,10 @@ def publish(pk: int) -> bool:
     except DatabaseError as exc:
         logger.warning("Outbox message %s not published now (database): %s", pk, exc)
         return False
+    if message.status != OutboxStatus.PENDING:
+        # A copy of the task started between the claim and the read (forget_args): it was
+        # published already, and its arguments are gone.
+        return False
     options = dict(message.options or {})
     options["headers"] = {**(options.get("headers") or {}), **HEADERS}
     # A tuple, as delay() sends: the stored result shows the same arguments either way.

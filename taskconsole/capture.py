@@ -48,6 +48,9 @@ RETRY_OF_HEADER = "taskconsole_retry_of"
 #: [origin, origin detail, publish time (epoch seconds)] on buffered publishes only.
 RECORD_HEADER = "taskconsole_record"
 DEFAULT_IGNORED = ("celery.chord_unlock",)
+#: How long a task's synchronous STARTED write retries: long enough for a new connection, not
+#: long enough to hold a task back for a database that is down (its outcome waits for it).
+STARTED_RETRY_SECONDS = 1.0
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -487,7 +490,11 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if writeback.deferring(request):
         writeback.defer(RECORD_WRITES, task_id, pending)
     else:
-        _write_record(task_id, pending)
+        # A worker's connection may have broken while it waited for this task: a second try
+        # runs on a new one.
+        waiting_for_database(
+            lambda: _write_record(task_id, pending), seconds=STARTED_RETRY_SECONDS, model=TaskRecord
+        )
 
 
 @_safe

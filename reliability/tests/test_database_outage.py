@@ -131,12 +131,14 @@ def test_a_task_outcome_is_written_once_the_database_answers_again(monkeypatch) 
     assert TaskRecord.objects.get(task_id="t-1").status == TaskStatus.SUCCESS
 
 
-def test_a_connection_broken_while_the_worker_was_idle_is_replaced_before_the_next_task(
+def test_a_connection_broken_between_two_tasks_is_replaced_before_the_next_one(
     start_worker, tmp_path
 ) -> None:
-    """On PostgreSQL the proxy closes the worker's open connections between two tasks; the
-    second task (Celery's own Task: no claim retries its first query) still runs. On SQLite
-    the link only stops new connections, so this is the PostgreSQL pass's test."""
+    """On PostgreSQL the proxy closes the worker's open connections between two tasks, and
+    every next task still runs: one started at once whose first query is its claim (which
+    retries on a new connection), one started at once without a claim (Celery's own Task:
+    Django checks the connection first), and one without a claim after a second's wait. On
+    SQLite the link only stops new connections, so this is the PostgreSQL pass's test."""
     queue = f"idle-{uuid.uuid4().hex[:8]}"
     with cuttable_database(tmp_path) as (url, cut, restore):
         worker = start_worker(
@@ -145,19 +147,23 @@ def test_a_connection_broken_while_the_worker_was_idle_is_replaced_before_the_ne
             name="idle",
             extra_env={"DATABASE_URL": url, "CONN_MAX_AGE": "60"},
         )
-        first = ledger_plain.apply_async((queue,), queue=queue)
-        wait_for(lambda: LedgerEntry.objects.filter(run=queue).count() == 1, timeout=60)
-        wait_for(lambda: TaskResult.objects.filter(task_id=first.id).exists(), timeout=30)
-        cut()
-        restore()
-        time.sleep(apps.IDLE_CHECK_SECONDS + 0.5)
-        second = ledger_plain.apply_async((queue,), queue=queue)
-        wait_for(
-            lambda: TaskResult.objects.filter(task_id=second.id, status="SUCCESS").exists(),
-            timeout=60,
-        )
+
+        def run(task, wait: float = 0.0) -> None:
+            cut()
+            restore()
+            time.sleep(wait)
+            sent = task.apply_async((queue,), queue=queue)
+            wait_for(
+                lambda: TaskResult.objects.filter(task_id=sent.id, status="SUCCESS").exists(),
+                timeout=60,
+            )
+
+        run(ledger_plain)  # the first task of the child: its connection opens
+        run(ledger_default)
+        run(ledger_plain)
+        run(ledger_plain, wait=apps.IDLE_CHECK_SECONDS + 0.5)
         worker.stop()
-    assert LedgerEntry.objects.filter(run=queue).count() == 2
+    assert LedgerEntry.objects.filter(run=queue).count() == 4
 
 
 class _Running:
@@ -175,10 +181,13 @@ def test_a_connection_used_a_moment_ago_is_not_checked_again(monkeypatch) -> Non
     apps.replace_broken_connections(task=_Running())
     assert conn.connection is not None
     assert conn.health_check_done  # no SELECT 1 before the next task's first query
-    apps.check_idle_connections(task=_Running())
-    assert conn.health_check_done
+    apps.check_idle_connections(task=ledger_default)
+    assert conn.health_check_done  # used a moment ago, and the task's claim comes first
+    apps.check_idle_connections(task=ledger_plain)
+    assert not conn.health_check_done  # no claim: Django checks it before using it
+    conn.health_check_done = True
     monkeypatch.setattr(apps._idle, "since", time.monotonic() - apps.IDLE_CHECK_SECONDS - 1)
-    apps.check_idle_connections(task=_Running())
+    apps.check_idle_connections(task=ledger_default)
     assert not conn.health_check_done  # idle: Django checks it before using it
     # A connection that raised an error during the task is checked at once, as Django does.
     conn.errors_occurred = True

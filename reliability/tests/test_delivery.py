@@ -165,6 +165,25 @@ def test_a_task_that_starts_before_its_row_is_marked_sent_still_drops_the_argume
     assert [e.task_id for e in ledger(run)] == [task_id]
 
 
+def test_a_row_a_started_copy_marked_sent_is_not_published_again(sent) -> None:
+    """Unit test: the sweeper claims a pending row, and before it reads it a copy of the task
+    (the first publish did reach the broker) starts and forgets the arguments. The sweeper
+    must not publish the row: its arguments are gone."""
+    message = outbox.enqueue(ledger_idempotent, ["run"], {})
+    real_claim = outbox._claim
+
+    def claim_then_a_copy_starts(pk, now):
+        taken = real_claim(pk, now)
+        outbox.forget_args(message.task_id)
+        return taken
+
+    with mock.patch.object(outbox, "_claim", side_effect=claim_then_a_copy_starts):
+        assert outbox.publish(message.pk) is False
+    assert sent == []
+    row = OutboxMessage.objects.get(pk=message.pk)
+    assert (row.status, row.args) == (OutboxStatus.SENT, [])
+
+
 def test_a_rolled_back_dispatch_publishes_nothing() -> None:
     ids: list[str] = []
 

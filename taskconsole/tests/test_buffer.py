@@ -167,6 +167,20 @@ def test_a_console_launch_buffers_its_record_and_audit_entry_together(sent, make
 
 
 @override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_a_launch_gives_celery_the_text_of_its_arguments(sent, make_user, monkeypatch) -> None:
+    """Celery's saferepr of the arguments is not run for a launch: the console passes their
+    text, built from the validated (and redacted) arguments."""
+    from celery.app import amqp
+
+    def no_saferepr(*args, **kwargs):
+        raise AssertionError("saferepr was called")
+
+    monkeypatch.setattr(amqp, "saferepr", no_saferepr)
+    actions.launch(make_user("launch"), "app.tasks.add", {"x": 4, "y": 5})
+    assert sent[0]["headers"]["kwargsrepr"] == "{'x': 4, 'y': 5}"
+    assert sent[0]["headers"]["argsrepr"] == "()"
+
+
 def test_a_launch_audits_its_arguments_redacted(sent, make_user) -> None:
     from pydantic import BaseModel
 
