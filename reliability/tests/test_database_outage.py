@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -56,6 +57,22 @@ def cuttable_database(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None],
         proxy.close()
 
 
+@contextlib.contextmanager
+def worker_through_cuttable_database(
+    start_worker: Callable, tmp_path: Path, queue: str, concurrency: int
+) -> Iterator[tuple[Any, Callable[[], None], Callable]]:
+    """(a worker of `queue` that reaches the test database through the cuttable path, cut,
+    restore)."""
+    with cuttable_database(tmp_path) as (url, cut, restore):
+        worker = start_worker(
+            queues=queue,
+            concurrency=concurrency,
+            name=queue.split("-")[0],
+            extra_env={"DATABASE_URL": url, "CONN_MAX_AGE": "60"},
+        )
+        yield worker, cut, restore
+
+
 def test_the_result_backend_retries_database_errors_in_tasks_only() -> None:
     from django.db import InterfaceError, OperationalError
 
@@ -74,13 +91,11 @@ def test_the_result_backend_retries_database_errors_in_tasks_only() -> None:
 def test_tasks_wait_for_the_database_then_run_and_are_recorded(start_worker, tmp_path) -> None:
     queue = f"outage-{uuid.uuid4().hex[:8]}"
     run = queue
-    with cuttable_database(tmp_path) as (url, cut, restore):
-        worker = start_worker(
-            queues=queue,
-            concurrency=2,
-            name="outage",
-            extra_env={"DATABASE_URL": url, "CONN_MAX_AGE": "60"},
-        )
+    with worker_through_cuttable_database(start_worker, tmp_path, queue, 2) as (
+        worker,
+        cut,
+        restore,
+    ):
         cut()
         # In a transaction, so the console's publish records are written by this thread, not
         # by the publish buffer's (whose connection would outlive the test database).
@@ -140,13 +155,11 @@ def test_a_connection_broken_between_two_tasks_is_replaced_before_the_next_one(
     Django checks the connection first), and one without a claim after a second's wait. On
     SQLite the link only stops new connections, so this is the PostgreSQL pass's test."""
     queue = f"idle-{uuid.uuid4().hex[:8]}"
-    with cuttable_database(tmp_path) as (url, cut, restore):
-        worker = start_worker(
-            queues=queue,
-            concurrency=1,
-            name="idle",
-            extra_env={"DATABASE_URL": url, "CONN_MAX_AGE": "60"},
-        )
+    with worker_through_cuttable_database(start_worker, tmp_path, queue, 1) as (
+        worker,
+        cut,
+        restore,
+    ):
 
         def run(task, wait: float = 0.0) -> None:
             cut()
