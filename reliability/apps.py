@@ -23,7 +23,8 @@ class ReliabilityConfig(AppConfig):
 
 
 #: A connection idle for longer than this is checked before a task uses it again; one that the
-#: previous task used without an error a moment ago is not (see replace_broken_connections).
+#: previous task used without an error a moment ago is not, when the task's claim comes first
+#: (see replace_broken_connections).
 IDLE_CHECK_SECONDS = 1.0
 # Per thread, as Django's connections are (a threads pool runs a task in each).
 _idle = threading.local()

@@ -229,13 +229,7 @@ class AtMostOnceTask(DjangoTask):
 def starts_with_a_database_write(task: Any) -> bool:
     """Whether the task's first query is its claim (or delivery count), which retries on a new
     connection when the old one is broken (see reliability.apps)."""
-    if isinstance(task, IdempotentTask):
-        return True
-    return (
-        isinstance(task, AtMostOnceTask)
-        and not task.acks_late
-        and not task.name.startswith("celery.")
-    )
+    return isinstance(task, IdempotentTask) or policy_of(task) == DeliveryPolicy.AT_MOST_ONCE
 
 
 def claim(request: Any) -> bool:

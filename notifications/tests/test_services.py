@@ -179,7 +179,7 @@ def test_batch_sends_each_recipient_once_over_one_connection(scripted_backend) -
         assert delivery.status == DStatus.SENT
         assert delivery.attempts == (2 if email == "user0@example.com" else 1)
         assert delivery.last_error == ""
-        # The prepared UPDATE stores the same instant the ORM would (time zones included).
+        # The UPDATE built once stores the same instant the ORM would (time zones included).
         assert before <= delivery.sent_at <= after
         assert delivery.batch_task_id == "t1"
     notification.refresh_from_db()

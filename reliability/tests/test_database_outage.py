@@ -179,19 +179,13 @@ def test_a_connection_broken_between_two_tasks_is_replaced_before_the_next_one(
     assert LedgerEntry.objects.filter(run=queue).count() == 4
 
 
-class _Running:
-    """The shape of the task Celery's signals pass: task.request.is_eager."""
-
-    request = type("Request", (), {"is_eager": False})
-
-
 def test_a_connection_used_a_moment_ago_is_not_checked_again(monkeypatch) -> None:
     """Unit test of the two signal handlers on the real connection: the liveness check that
     Django runs before the next query is kept only for a connection idle for a while."""
     from django.db import connection as conn
 
     conn.ensure_connection()
-    apps.replace_broken_connections(task=_Running())
+    apps.replace_broken_connections(task=ledger_default)
     assert conn.connection is not None
     assert conn.health_check_done  # no SELECT 1 before the next task's first query
     apps.check_idle_connections(task=ledger_default)
@@ -204,6 +198,6 @@ def test_a_connection_used_a_moment_ago_is_not_checked_again(monkeypatch) -> Non
     assert not conn.health_check_done  # idle: Django checks it before using it
     # A connection that raised an error during the task is checked at once, as Django does.
     conn.errors_occurred = True
-    apps.replace_broken_connections(task=_Running())
+    apps.replace_broken_connections(task=ledger_default)
     assert not conn.errors_occurred
     assert conn.connection is not None
