@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -558,10 +558,11 @@ def write(entries: list[dict[str, Any]], *, new: bool = False) -> None:
     # statement per row costs the database more than one per batch of rows.
     fields = _fields()
     limit = int(setting("TASKCONSOLE_MAX_STORED_ARGS", 10_000))
-    rows = _rows(entries, fields, connection, limit)
-    if connection.vendor == "postgresql" and len(rows) >= COPY_FROM:
-        _copy(connection, fields, rows, new)
+    columns = _columns(entries, fields, connection, limit)
+    if connection.vendor == "postgresql" and len(entries) >= COPY_FROM:
+        _copy(connection, fields, columns, new)
         return
+    rows = list(zip(*columns, strict=True))
     size = ROWS_PER_INSERT
     if connection.features.max_query_params:
         size = max(1, min(size, connection.features.max_query_params // len(fields)))
@@ -581,7 +582,7 @@ def write(entries: list[dict[str, Any]], *, new: bool = False) -> None:
             )
 
 
-def _copy(connection: Any, fields: list, rows: list[tuple[Any, ...]], new: bool) -> None:
+def _copy(connection: Any, fields: list, columns: list[list[Any]], new: bool) -> None:
     """Many records on PostgreSQL: COPY, into the table itself when the rows are `new`.
 
     Django's cursors bind parameters on the client, so an INSERT of many rows is a long text
@@ -594,34 +595,79 @@ def _copy(connection: Any, fields: list, rows: list[tuple[Any, ...]], new: bool)
     """
     quote = connection.ops.quote_name
     table = quote(TaskRecord._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields)
+    names = ", ".join(quote(field.column) for field in fields)
     unique = quote(TaskRecord._meta.get_field("task_id").column)
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if new:
-            _copy_rows(cursor, table, columns, rows)
+            _copy_rows(cursor, table, names, columns)
             return
         cursor.execute(
             f"CREATE TEMPORARY TABLE taskconsole_copy ON COMMIT DROP AS "
-            f"SELECT {columns} FROM {table} WITH NO DATA"
+            f"SELECT {names} FROM {table} WITH NO DATA"
         )
-        _copy_rows(cursor, "taskconsole_copy", columns, rows)
+        _copy_rows(cursor, "taskconsole_copy", names, columns)
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM taskconsole_copy "
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM taskconsole_copy "
             f"ON CONFLICT ({unique}) DO NOTHING"
         )
         cursor.execute("DROP TABLE taskconsole_copy")
 
 
-def _copy_rows(cursor: Any, target: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
-    with cursor.cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+def _copy_rows(cursor: Any, target: str, names: str, columns: list[list[Any]]) -> None:
+    with cursor.cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+        # Written a part at a time, so that the server reads one while the next is made.
+        for part in _copy_parts(columns, cursor.cursor):
+            copy.write(part)
 
 
-def _rows(
+#: Rows per part of a COPY.
+COPY_PART = 1000
+# COPY's text format: a backslash starts an escape; tab and newline separate values and rows.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_parts(columns: list[list[Any]], context: Any) -> Iterator[str]:
+    """The rows in COPY's text format, COPY_PART rows at a time.
+
+    psycopg's write_row renders every value of every row, the JSON of the arguments
+    included, though the rows of a burst share most of their values (the same object from
+    one row to the next, see _columns). Here each is rendered once, by psycopg's own text
+    dumper for its type (text and NULL directly), and escaped as write_row escapes it.
+    """
+    from psycopg.adapt import PyFormat, Transformer
+
+    transformer = Transformer.from_context(context)
+
+    def render(value: Any) -> str:
+        if value is None:
+            return "\\N"
+        if not isinstance(value, str):
+            value = bytes(transformer.get_dumper(value, PyFormat.TEXT).dump(value)).decode()
+        # A str-based choice (TaskStatus) is its value, as psycopg writes it.
+        return str.translate(value, _COPY_ESCAPES)
+
+    count = len(columns[0]) if columns else 0
+    last: list[Any] = [columns] * len(columns)  # no value is the list of columns
+    text = [""] * len(columns)
+    for start in range(0, count, COPY_PART):
+        part = []
+        for i, column in enumerate(columns):
+            rendered: list[str] = []
+            previous, current = last[i], text[i]
+            for value in column[start : start + COPY_PART]:
+                if value is not previous:
+                    previous, current = value, render(value)
+                rendered.append(current)
+            last[i], text[i] = previous, current
+            part.append(rendered)
+        yield "".join(f"{line}\n" for line in map("\t".join, zip(*part, strict=True)))
+
+
+def _columns(
     entries: list[dict[str, Any]], fields: list, connection: Any, limit: int
-) -> list[tuple[Any, ...]]:
-    """The INSERT's parameters: each record's fields prepared for the database.
+) -> list[list[Any]]:
+    """The INSERT's parameters, a column at a time: each record's fields prepared for the
+    database.
 
     Preparing a value (the JSON of the arguments, clipped, above all) is most of the cost of a
     row, and the records of a burst share most of theirs (the task's name, its queue, its
@@ -662,7 +708,7 @@ def _rows(
                 prepared = prepare(clip_json(value, limit) if clip else value, connection)
             column.append(prepared)
         columns.append(column)
-    return list(zip(*columns, strict=True))
+    return columns
 
 
 def _fields() -> list:

@@ -536,6 +536,26 @@ def test_a_large_flush_stores_what_a_small_one_does(make_user) -> None:
 
 
 @pytest.mark.database
+def test_a_copy_in_parts_stores_every_row_as_given(make_user, monkeypatch) -> None:
+    # PostgreSQL's COPY is written COPY_PART rows at a time, and a value shared by consecutive
+    # rows is rendered once: here the runs of shared values cross the parts' edges.
+    monkeypatch.setattr(buffer, "COPY_PART", 7)
+    template = record_template(make_user())
+    shared = [[n, AWKWARD] for n in range(120)]
+    many = [
+        {**entry, "args": shared[i // 5], "retries": i % 3}
+        for i, entry in enumerate(records(template, "part"))
+    ]
+    buffer.write(many, new=True)
+    stored = TaskRecord.objects.filter(task_id__startswith="part-").values_list(
+        "task_id", "args", "retries", "origin_detail"
+    )
+    assert sorted(stored) == sorted(
+        (f"part-{i}", [i // 5, AWKWARD], i % 3, template["origin_detail"]) for i in range(600)
+    )
+
+
+@pytest.mark.database
 def test_large_flushes_in_a_callers_transaction_commit_with_it(make_user) -> None:
     # enqueue_many inside transaction.atomic() may flush the buffer twice in the caller's
     # transaction: both batches and the caller's own write land together.
