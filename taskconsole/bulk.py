@@ -270,6 +270,7 @@ def enqueue_many(
                 # in the order of their unique task_id (and root_id) index, which a database
                 # does much faster than at random places (about a third, on SQLite).
                 publisher.publish(group, sorted(uuid4s(len(group))), published)
+            publisher.finish(published)
         except Refused as refused:
             _not_published(refused.recorded, refused.error)
             raise BulkPublishError(
@@ -277,6 +278,8 @@ def enqueue_many(
                 % {"count": refused.count, "error": refused.error},
                 list(published),
             ) from refused.error
+        finally:
+            publisher.close()
     return published
 
 
@@ -341,6 +344,12 @@ class _KombuPublisher:
                 routing_key=plan.routing_key,
                 headers={"id": task_id, "task": plan.name},
             )
+
+    def finish(self, published: list[str]) -> None:
+        """Every chunk is published as it comes."""
+
+    def close(self) -> None:
+        """Nothing to wait for."""
 
 
 def _not_published(task_ids: list[str], exc: BaseException) -> None:

@@ -11,6 +11,8 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
@@ -18,6 +20,7 @@ from typing import Any
 
 from celery import signals
 from celery.utils.saferepr import saferepr
+from django.db import connections, router
 from django.utils import timezone
 from kombu.entity import maybe_delivery_mode
 from kombu.transport.redis import Channel as RedisChannel
@@ -25,7 +28,7 @@ from kombu.utils.json import JSONEncoder as KombuJSONEncoder
 
 from . import buffer, capture
 from .bulk import Plan, Refused, uuid4s
-from .models import TaskStatus
+from .models import TaskRecord, TaskStatus
 from .redaction import clip_text, redact, secret_pattern
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,15 @@ def _only_console_receivers(signal: Any, name: str, allowed: tuple) -> bool:
     if receivers is None:
         return False
     return all(receiver in allowed for receiver in receivers(name))
+
+
+@dataclass
+class _Round:
+    messages: list[bytes]
+    task_ids: list[str]
+    #: The writing of its records, when a thread does it.
+    saved: Future | None
+    recorded: bool
 
 
 class RedisPublisher:
@@ -64,6 +76,9 @@ class RedisPublisher:
         self.key = plan.queue.name
         if self.recording:
             self.records = _RecordPlan(plan)
+        #: A round whose records are being written, and which goes out once they are.
+        self._pending: _Round | None = None
+        self._writer: ThreadPoolExecutor | None = None
 
     @classmethod
     def for_producer(cls, plan: Plan, producer: Any, chunk: int) -> RedisPublisher | None:
@@ -152,18 +167,62 @@ class RedisPublisher:
         return text, itemgetter(*order)
 
     def publish(self, group: list, task_ids: list[str], published: list[str]) -> None:
-        """Record then push one round; raises Refused with what is not published."""
+        """Build one round, then push the round before it; raises Refused with what is not
+        published.
+
+        A round's records are written before its messages are pushed, as the publish signal
+        would write them. Where they can be written apart from the caller (not in its
+        transaction, not to the buffer), a thread of this call writes them while the next
+        round is built: on PostgreSQL the server's share of a COPY is as long as the building.
+        """
         try:
             messages, entries = self._messages(group, task_ids)
-        except Refused:
+        except Refused as refused:
+            # The round before is recorded: it goes out first, as it would have without the
+            # overlap.
+            try:
+                self.finish(published)
+            except Refused as earlier:
+                raise Refused(
+                    earlier.count + refused.count,
+                    earlier.recorded + refused.recorded,
+                    earlier.error,
+                ) from earlier.error
             raise
         except Exception as exc:
             raise Refused(len(group), [], exc) from exc
-        if entries:
-            # Before the messages, as the publish signal would: a task a worker runs at once
-            # is recorded (or, buffered, stamped so that the worker records it).
+        saved = self._save(entries)
+        previous, self._pending = self._pending, _Round(messages, task_ids, saved, bool(entries))
+        if previous is not None:
+            self._push(previous, published)
+
+    def finish(self, published: list[str]) -> None:
+        """Push the last round, once its records are written."""
+        last, self._pending = self._pending, None
+        if last is not None:
+            self._push(last, published)
+
+    def close(self) -> None:
+        """Wait for the writer thread, which closes its database connections."""
+        if self._writer is not None:
+            self._writer.submit(connections.close_all)
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _save(self, entries: list[dict[str, Any]]) -> Future | None:
+        if not entries:
+            return None
+        if not self.records.writes_apart(entries):
             self.records.save(entries)
-        chunk, sent = self.chunk, 0
+            return None
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskconsole-bulk")
+        return self._writer.submit(self.records.save, entries)
+
+    def _push(self, round_: _Round, published: list[str]) -> None:
+        if round_.saved is not None:
+            round_.saved.result()
+        messages, task_ids, chunk, sent = round_.messages, round_.task_ids, self.chunk, 0
         try:
             with self.producer.channel.conn_or_acquire() as client:
                 while sent < len(messages):
@@ -174,7 +233,17 @@ class RedisPublisher:
                     sent += chunk
         except Exception as exc:
             left = task_ids[sent:]
-            raise Refused(len(left), left if self.recording else [], exc) from exc
+            recorded = left if round_.recorded else []
+            count = len(left)
+            # The round after it is recorded too, and will not go out now.
+            following, self._pending = self._pending, None
+            if following is not None:
+                if following.saved is not None:
+                    following.saved.result()
+                count += len(following.task_ids)
+                if following.recorded:
+                    recorded = recorded + following.task_ids
+            raise Refused(count, recorded, exc) from exc
 
     def _messages(
         self, group: list, task_ids: list[str]
@@ -241,6 +310,9 @@ class RedisPublisher:
             # As with delay(), a task whose arguments cannot be sent was recorded before the
             # attempt: its record and those before it in the round are marked failed.
             if recording:
+                # After the round before, whose records a thread may be writing.
+                if self._pending is not None and self._pending.saved is not None:
+                    self._pending.saved.result()
                 failing = task_ids[len(messages)]
                 if not entries or entries[-1]["task_id"] != failing:
                     args, kwargs = group[len(messages)]
@@ -286,6 +358,18 @@ class _RecordPlan:
 
     def round(self) -> _RoundRecords:
         return _RoundRecords(self, timezone.now())
+
+    def writes_apart(self, entries: list[dict[str, Any]]) -> bool:
+        """Whether another thread may write them: ``save`` would write them itself, outside
+        the caller's transaction, to a database server.
+
+        SQLite runs in this process and holds its GIL for most of an insert: a second thread
+        made enqueue_many slower there (36-44 against 35 µs per task).
+        """
+        if self.buffered and len(entries) < buffer.max_size():
+            return False
+        connection = connections[router.db_for_write(TaskRecord)]
+        return connection.vendor != "sqlite" and not connection.in_atomic_block
 
     def save(self, entries: list[dict[str, Any]]) -> None:
         """Hand records over as the publish handler would: buffered, or written now."""

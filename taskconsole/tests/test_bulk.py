@@ -337,6 +337,79 @@ def test_a_refused_chunk_fails_its_records_and_lists_what_was_published(
     assert len(ordered) == 25
 
 
+@pytest.fixture
+def small_rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Rounds of 20 tasks whose records are written directly (past the buffer's size): on a
+    database server a thread writes each round's records while the next round is built."""
+    from taskconsole import bulk
+
+    monkeypatch.setattr(bulk, "RECORD_BATCH", 20)
+    with override_settings(TASKCONSOLE_BUFFER_SIZE=10):
+        yield
+
+
+@pytest.mark.database
+def test_each_round_is_recorded_before_it_is_pushed(
+    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = redis.Redis.lpush
+    unrecorded: list[str] = []
+
+    def lpush(self, name, *values):
+        ids = [json.loads(value)["headers"]["id"] for value in values]
+        recorded = set(TaskRecord.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
+        unrecorded.extend(set(ids) - recorded)
+        return real(self, name, *values)
+
+    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    ids = enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
+    assert unrecorded == []
+    assert buffer.pending() == 0
+    assert [message["headers"]["id"] for message in _pushed(broker)] == ids
+    stored = dict(TaskRecord.objects.filter(task_id__in=ids).values_list("task_id", "args"))
+    assert [stored[task_id] for task_id in ids] == [[i] for i in range(95)]
+    # In the order of the calls (the console lists tasks by row id).
+    assert (
+        list(
+            TaskRecord.objects.filter(task_id__in=ids)
+            .order_by("id")
+            .values_list("task_id", flat=True)
+        )
+        == ids
+    )
+
+
+@pytest.mark.database
+def test_a_refused_round_fails_the_recorded_round_after_it(
+    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first round goes out; the second's first chunk is refused, while the third round is
+    # already built and recorded. Neither may stay queued; the rounds after are never built.
+    real = redis.Redis.lpush
+    pushes = []
+
+    def lpush(self, name, *values):
+        pushes.append(len(values))
+        if len(pushes) == 3:
+            raise redis.ConnectionError("connection lost")
+        return real(self, name, *values)
+
+    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    with pytest.raises(BulkPublishError) as raised:
+        enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
+    published = raised.value.published_ids
+    assert len(published) == 20
+    assert "refused 40 tasks" in str(raised.value)
+    assert [message["headers"]["id"] for message in _pushed(broker)] == published
+    buffer.flush()
+    records = TaskRecord.objects.filter(name="tc_tests.echo", queue=IDLE)
+    queued = set(records.filter(status=TaskStatus.QUEUED).values_list("task_id", flat=True))
+    assert queued == set(published)
+    failed = records.filter(status=TaskStatus.FAILURE, exception__startswith="Not published")
+    assert sorted(args[0] for args in failed.values_list("args", flat=True)) == list(range(20, 60))
+    assert records.count() == 60
+
+
 def test_an_argument_json_cannot_carry_fails_the_chunk_and_loses_nothing_recorded() -> None:
     with pytest.raises(BulkPublishError) as raised:
         enqueue_many(add, [(1, 2), (object(), 3)], queue=QUEUE, chunk=10)
