@@ -632,7 +632,9 @@ def _copy_parts(columns: list[list[Any]], context: Any) -> Iterator[str]:
     psycopg's write_row renders every value of every row, the JSON of the arguments
     included, though the rows of a burst share most of their values (the same object from
     one row to the next, see _columns). Here each is rendered once, by psycopg's own text
-    dumper for its type (text and NULL directly), and escaped as write_row escapes it.
+    dumper for its type (text and NULL directly), and escaped as COPY's text format needs
+    (write_row also escapes backspace, form feed and vertical tab, which COPY reads as
+    themselves either way).
     """
     from psycopg.adapt import PyFormat, Transformer
 
@@ -642,7 +644,10 @@ def _copy_parts(columns: list[list[Any]], context: Any) -> Iterator[str]:
         if value is None:
             return "\\N"
         if not isinstance(value, str):
-            value = bytes(transformer.get_dumper(value, PyFormat.TEXT).dump(value)).decode()
+            dumped = transformer.get_dumper(value, PyFormat.TEXT).dump(value)
+            if dumped is None:
+                return "\\N"
+            value = bytes(dumped).decode()
         # A str-based choice (TaskStatus) is its value, as psycopg writes it.
         return str.translate(value, _COPY_ESCAPES)
 

@@ -258,7 +258,7 @@ def enqueue_many(
         from .bulk_redis import RedisPublisher
 
         publisher: RedisPublisher | _KombuPublisher | None
-        publisher = RedisPublisher.for_producer(plan, producer, chunk)
+        publisher = RedisPublisher.for_producer(plan, producer, chunk, len(calls))
         if publisher is not None:
             step = chunk * max(1, RECORD_BATCH // chunk)
         else:
@@ -278,6 +278,10 @@ def enqueue_many(
                 % {"count": refused.count, "error": refused.error},
                 list(published),
             ) from refused.error
+        except BaseException as exc:
+            # Anything else (an interrupt...): no recorded task stays queued for ever.
+            _not_published(publisher.abandon(published), exc)
+            raise
         finally:
             publisher.close()
     return published
@@ -347,6 +351,10 @@ class _KombuPublisher:
 
     def finish(self, published: list[str]) -> None:
         """Every chunk is published as it comes."""
+
+    def abandon(self, published: list[str]) -> list[str]:
+        """Nothing waits: a chunk's recorded tasks are listed when it is refused."""
+        return []
 
     def close(self) -> None:
         """Nothing to wait for."""

@@ -6,6 +6,7 @@ directly, as taskconsole.capture would build them. taskconsole.bulk decides when
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ class RedisPublisher:
 
     FIELDS = ("body", "id", "tag", "argsrepr", "kwargsrepr")
 
-    def __init__(self, plan: Plan, producer: Any, chunk: int, recording: bool) -> None:
+    def __init__(self, plan: Plan, producer: Any, chunk: int, recording: bool, total: int) -> None:
         self.plan = plan
         self.producer = producer
         self.chunk = chunk
@@ -76,12 +77,18 @@ class RedisPublisher:
         self.key = plan.queue.name
         if self.recording:
             self.records = _RecordPlan(plan)
-        #: A round whose records are being written, and which goes out once they are.
+        #: Tasks of the call not in a round yet.
+        self.remaining = total
+        #: A round whose records are being written, and which goes out once they are; the
+        #: round being pushed.
         self._pending: _Round | None = None
+        self._pushing: _Round | None = None
         self._writer: ThreadPoolExecutor | None = None
 
     @classmethod
-    def for_producer(cls, plan: Plan, producer: Any, chunk: int) -> RedisPublisher | None:
+    def for_producer(
+        cls, plan: Plan, producer: Any, chunk: int, total: int
+    ) -> RedisPublisher | None:
         """The fast path when it writes exactly what kombu would, else None."""
         try:
             channel_class = producer.connection.transport.Channel
@@ -117,7 +124,7 @@ class RedisPublisher:
         if not _only_console_receivers(signals.after_task_publish, plan.name, ()):
             return None
         recording = signals.before_task_publish.has_listeners(plan.name)
-        return cls(plan, producer, chunk, recording)
+        return cls(plan, producer, chunk, recording, total)
 
     def _template(self, headers: dict[str, Any]) -> tuple[str, Callable[[tuple], tuple]]:
         """The JSON of the envelope as a %-format, and what orders a task's FIELDS for it."""
@@ -172,12 +179,15 @@ class RedisPublisher:
 
         A round's records are written before its messages are pushed, as the publish signal
         would write them. Where they can be written apart from the caller (not in its
-        transaction, not to the buffer), a thread of this call writes them while the next
-        round is built: on PostgreSQL the server's share of a COPY is as long as the building.
+        transaction, not to the buffer, and another round follows), a thread of this call
+        writes them while the next round is built: on PostgreSQL the server's share of a COPY
+        is as long as the building.
         """
+        self.remaining -= len(group)
         try:
             messages, entries = self._messages(group, task_ids)
-        except Refused as refused:
+        except Exception as exc:
+            refused = exc if isinstance(exc, Refused) else Refused(len(group), [], exc)
             # The round before is recorded: it goes out first, as it would have without the
             # overlap.
             try:
@@ -188,9 +198,7 @@ class RedisPublisher:
                     earlier.recorded + refused.recorded,
                     earlier.error,
                 ) from earlier.error
-            raise
-        except Exception as exc:
-            raise Refused(len(group), [], exc) from exc
+            raise refused from refused.error
         saved = self._save(entries)
         previous, self._pending = self._pending, _Round(messages, task_ids, saved, bool(entries))
         if previous is not None:
@@ -198,9 +206,21 @@ class RedisPublisher:
 
     def finish(self, published: list[str]) -> None:
         """Push the last round, once its records are written."""
-        last, self._pending = self._pending, None
-        if last is not None:
-            self._push(last, published)
+        if self._pending is not None:
+            self._push(self._pending, published, last=True)
+
+    def abandon(self, published: list[str]) -> list[str]:
+        """After an unexpected error: the recorded tasks of the rounds that did not go out."""
+        rounds = [r for r in (self._pushing, self._pending) if r is not None and r.recorded]
+        self._pushing = self._pending = None
+        sent = set(published)
+        left: list[str] = []
+        for round_ in rounds:
+            if round_.saved is not None:
+                # Written or not, they are listed: marking a missing record changes nothing.
+                round_.saved.exception()
+            left += [task_id for task_id in round_.task_ids if task_id not in sent]
+        return left
 
     def close(self) -> None:
         """Wait for the writer thread, which closes its database connections."""
@@ -212,14 +232,20 @@ class RedisPublisher:
     def _save(self, entries: list[dict[str, Any]]) -> Future | None:
         if not entries:
             return None
-        if not self.records.writes_apart(entries):
+        # A single round gains nothing from a thread (nor does the last one, when none is
+        # waiting to be built): it would only cost a connection.
+        if self.remaining <= 0 or not self.records.writes_apart(entries):
             self.records.save(entries)
             return None
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskconsole-bulk")
-        return self._writer.submit(self.records.save, entries)
+        # With the caller's context: a database router may read it.
+        return self._writer.submit(contextvars.copy_context().run, self.records.save, entries)
 
-    def _push(self, round_: _Round, published: list[str]) -> None:
+    def _push(self, round_: _Round, published: list[str], last: bool = False) -> None:
+        self._pushing = round_
+        if last:
+            self._pending = None
         if round_.saved is not None:
             round_.saved.result()
         messages, task_ids, chunk, sent = round_.messages, round_.task_ids, self.chunk, 0
@@ -236,14 +262,15 @@ class RedisPublisher:
             recorded = left if round_.recorded else []
             count = len(left)
             # The round after it is recorded too, and will not go out now.
-            following, self._pending = self._pending, None
+            following, self._pending, self._pushing = self._pending, None, None
             if following is not None:
                 if following.saved is not None:
-                    following.saved.result()
+                    following.saved.exception()
                 count += len(following.task_ids)
                 if following.recorded:
                     recorded = recorded + following.task_ids
             raise Refused(count, recorded, exc) from exc
+        self._pushing = None
 
     def _messages(
         self, group: list, task_ids: list[str]
@@ -369,7 +396,10 @@ class _RecordPlan:
         if self.buffered and len(entries) < buffer.max_size():
             return False
         connection = connections[router.db_for_write(TaskRecord)]
-        return connection.vendor != "sqlite" and not connection.in_atomic_block
+        if connection.vendor == "sqlite" or connection.in_atomic_block:
+            return False
+        # A caller that turned autocommit off has a transaction open without atomic().
+        return connection.get_autocommit()
 
     def save(self, entries: list[dict[str, Any]]) -> None:
         """Hand records over as the publish handler would: buffered, or written now."""

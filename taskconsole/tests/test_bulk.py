@@ -410,6 +410,62 @@ def test_a_refused_round_fails_the_recorded_round_after_it(
     assert records.count() == 60
 
 
+@pytest.mark.database
+def test_an_interrupted_call_leaves_no_recorded_task_queued(
+    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not a refusal the publisher expects: the round being pushed and the one recorded after
+    # it are failed all the same, and the interruption goes on up.
+    real = redis.Redis.lpush
+    pushes = []
+
+    def lpush(self, name, *values):
+        pushes.append(len(values))
+        if len(pushes) == 3:
+            raise KeyboardInterrupt
+        return real(self, name, *values)
+
+    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    with pytest.raises(KeyboardInterrupt):
+        enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
+    pushed = [message["headers"]["id"] for message in _pushed(broker)]
+    assert len(pushed) == 20
+    buffer.flush()
+    records = TaskRecord.objects.filter(name="tc_tests.echo", queue=IDLE)
+    queued = set(records.filter(status=TaskStatus.QUEUED).values_list("task_id", flat=True))
+    assert queued == set(pushed)
+    failed = records.filter(status=TaskStatus.FAILURE, exception__startswith="Not published")
+    assert failed.count() == 40
+
+
+@pytest.mark.database
+def test_a_round_that_cannot_be_built_sends_the_round_before_it(
+    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskconsole.bulk_redis import RedisPublisher
+
+    real = RedisPublisher._template
+    built = []
+
+    def template(self, headers):
+        built.append(1)
+        if len(built) == 2:
+            raise RuntimeError("no template")
+        return real(self, headers)
+
+    monkeypatch.setattr(RedisPublisher, "_template", template)
+    with pytest.raises(BulkPublishError) as raised:
+        enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
+    published = raised.value.published_ids
+    assert len(published) == 20
+    assert [message["headers"]["id"] for message in _pushed(broker)] == published
+    buffer.flush()
+    records = TaskRecord.objects.filter(name="tc_tests.echo", queue=IDLE)
+    assert set(records.values_list("task_id", "status")) == {
+        (task_id, TaskStatus.QUEUED) for task_id in published
+    }
+
+
 def test_an_argument_json_cannot_carry_fails_the_chunk_and_loses_nothing_recorded() -> None:
     with pytest.raises(BulkPublishError) as raised:
         enqueue_many(add, [(1, 2), (object(), 3)], queue=QUEUE, chunk=10)
