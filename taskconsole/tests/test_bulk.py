@@ -89,6 +89,33 @@ def without_console_handler() -> Iterator[None]:
         )
 
 
+@pytest.fixture
+def refuse_push(monkeypatch: pytest.MonkeyPatch):
+    """refuse_push(n, error): the n-th LPUSH raises `error` instead; returns the sizes of the
+    pushes tried."""
+
+    def refuse(nth: int, error: BaseException) -> list[int]:
+        real = redis.Redis.lpush
+        pushes: list[int] = []
+
+        def lpush(self, name, *values):
+            pushes.append(len(values))
+            if len(pushes) == nth:
+                raise error
+            return real(self, name, *values)
+
+        monkeypatch.setattr(redis.Redis, "lpush", lpush)
+        return pushes
+
+    return refuse
+
+
+def _in_row_order(task_ids: list[str]) -> list[str]:
+    """The tasks' ids in the order of their records (the order the console lists them)."""
+    records = TaskRecord.objects.filter(task_id__in=task_ids).order_by("id")
+    return list(records.values_list("task_id", flat=True))
+
+
 def _pushed(client: redis.Redis) -> list[dict]:
     """The messages on the idle queue, oldest first (the order a worker takes them)."""
     return [json.loads(raw) for raw in reversed(client.lrange(IDLE, 0, -1))]
@@ -305,18 +332,9 @@ def test_a_kombu_consumer_reads_every_message_in_order(broker_url: str) -> None:
 
 
 def test_a_refused_chunk_fails_its_records_and_lists_what_was_published(
-    broker, monkeypatch: pytest.MonkeyPatch
+    broker, refuse_push
 ) -> None:
-    real = redis.Redis.lpush
-    pushes = []
-
-    def lpush(self, name, *values):
-        pushes.append(len(values))
-        if len(pushes) == 2:
-            raise redis.ConnectionError("connection lost")
-        return real(self, name, *values)
-
-    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    pushes = refuse_push(2, redis.ConnectionError("connection lost"))
     with pytest.raises(BulkPublishError) as raised:
         enqueue_many(echo_task, [(i,) for i in range(25)], queue=IDLE, chunk=10)
     published = raised.value.published_ids
@@ -369,32 +387,16 @@ def test_each_round_is_recorded_before_it_is_pushed(
     stored = dict(TaskRecord.objects.filter(task_id__in=ids).values_list("task_id", "args"))
     assert [stored[task_id] for task_id in ids] == [[i] for i in range(95)]
     # In the order of the calls (the console lists tasks by row id).
-    assert (
-        list(
-            TaskRecord.objects.filter(task_id__in=ids)
-            .order_by("id")
-            .values_list("task_id", flat=True)
-        )
-        == ids
-    )
+    assert _in_row_order(ids) == ids
 
 
 @pytest.mark.database
 def test_a_refused_round_fails_the_recorded_round_after_it(
-    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+    broker, small_rounds, refuse_push
 ) -> None:
     # The first round goes out; the second's first chunk is refused, while the third round is
     # already built and recorded. Neither may stay queued; the rounds after are never built.
-    real = redis.Redis.lpush
-    pushes = []
-
-    def lpush(self, name, *values):
-        pushes.append(len(values))
-        if len(pushes) == 3:
-            raise redis.ConnectionError("connection lost")
-        return real(self, name, *values)
-
-    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    refuse_push(3, redis.ConnectionError("connection lost"))
     with pytest.raises(BulkPublishError) as raised:
         enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
     published = raised.value.published_ids
@@ -412,20 +414,11 @@ def test_a_refused_round_fails_the_recorded_round_after_it(
 
 @pytest.mark.database
 def test_an_interrupted_call_leaves_no_recorded_task_queued(
-    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+    broker, small_rounds, refuse_push
 ) -> None:
     # Not a refusal the publisher expects: the round being pushed and the one recorded after
     # it are failed all the same, and the interruption goes on up.
-    real = redis.Redis.lpush
-    pushes = []
-
-    def lpush(self, name, *values):
-        pushes.append(len(values))
-        if len(pushes) == 3:
-            raise KeyboardInterrupt
-        return real(self, name, *values)
-
-    monkeypatch.setattr(redis.Redis, "lpush", lpush)
+    refuse_push(3, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
     pushed = [message["headers"]["id"] for message in _pushed(broker)]
