@@ -30,7 +30,7 @@ from kombu.utils.json import JSONEncoder as KombuJSONEncoder
 from . import buffer, capture
 from .bulk import Plan, Refused, uuid4s
 from .models import TaskRecord, TaskStatus
-from .redaction import clip_text, redact, secret_pattern
+from .redaction import clip_text, redact, secret_pattern, text_of
 
 logger = logging.getLogger(__name__)
 
@@ -304,12 +304,9 @@ class RedisPublisher:
                         kwargs_json = strict(kwargs)
                     except (TypeError, ValueError):
                         kwargs_json, kwargs_plain = tagged(kwargs), False
-                # Celery's text form of the arguments (repr; saferepr clips a long one).
-                argsrepr, kwargsrepr = repr(args), repr(kwargs)
-                if len(argsrepr) > argsrepr_max:
-                    argsrepr = saferepr(args, argsrepr_max)
-                if len(kwargsrepr) > kwargsrepr_max:
-                    kwargsrepr = saferepr(kwargs, kwargsrepr_max)
+                # Celery's text form of the arguments.
+                argsrepr = text_of(args, argsrepr_max)
+                kwargsrepr = text_of(kwargs, kwargsrepr_max)
                 if recording:
                     entry = records.entry(
                         task_id,
