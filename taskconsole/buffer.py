@@ -19,10 +19,12 @@ meet a database that is away are kept for the thread to write later (PublishBuff
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -430,13 +432,12 @@ class PublishBuffer(Batcher):
                     written += 1
                 else:
                     logger.error("taskconsole: publish record refused: %s", fields.get("task_id"))
-            alias = router.db_for_write(AuditEntry)
             while left:
                 audit = left[0]
                 tries = [audit.entry()]
                 if audit.user_id is not None:
                     tries.append(audit.entry(with_user=False))
-                if _first_that_writes(tries, lambda entry: entry.save(using=alias)):
+                if _first_that_writes(tries, lambda entry: _insert_audits([entry])):
                     written += 1
                 else:
                     logger.error("taskconsole: audit entry refused: %s", audit)
@@ -489,6 +490,7 @@ class Audit:
     target: str
     details: dict[str, Any]
     at: datetime
+    key: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
 
     def entry(self, *, with_user: bool = True) -> AuditEntry:
         return AuditEntry(
@@ -497,6 +499,7 @@ class Audit:
             target=self.target,
             details=self.details,
             at=self.at,
+            key=self.key,
         )
 
     def __str__(self) -> str:
@@ -512,7 +515,12 @@ def _write_together(records: list[dict[str, Any]], audits: list[Audit]) -> None:
     with transaction.atomic(using=router.db_for_write(AuditEntry)):
         if records:
             write(records)
-        AuditEntry.objects.bulk_create([audit.entry() for audit in audits])
+        _insert_audits([audit.entry() for audit in audits])
+
+
+def _insert_audits(entries: list[AuditEntry]) -> None:
+    # An entry whose key is already stored was written by an earlier try of the same batch.
+    AuditEntry.objects.bulk_create(entries, ignore_conflicts=True)
 
 
 def _first_that_writes(tries: list[Any], save: Callable[[Any], Any]) -> bool:

@@ -176,6 +176,9 @@ class AuditEntry(models.Model):
     #: The task id for task actions, the periodic task's name for schedule actions.
     target = models.CharField(_("target"), max_length=255, blank=True)
     details = models.JSONField(_("details"), default=dict, blank=True)
+    #: Made with the entry, before any write: a batch written again after a COMMIT whose
+    #: outcome was lost (the connection dropped during it) finds its entries already there.
+    key = models.UUIDField(_("key"), unique=True, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("audit entry")

@@ -300,6 +300,33 @@ def test_audit_entries_wait_for_a_database_that_failed_a_write(sent, make_user, 
     ) == [first, second, third]
 
 
+@pytest.mark.database
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
+def test_a_batch_whose_commit_outcome_was_lost_is_not_written_twice(sent, make_user, monkeypatch):
+    user = make_user("launch", "view")
+    real = buffer._write_together
+    lost = []
+
+    def committed_then_lost(records, audits):
+        # The COMMIT went through, but the connection dropped before its answer came back:
+        # the buffer cannot tell this from a write that never happened, so it writes again.
+        real(records, audits)
+        if not lost:
+            lost.append(len(audits))
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(buffer, "_write_together", committed_then_lost)
+    first = actions.launch(user, "tc_tests.progress", {"steps": 1})
+    second = actions.launch(user, "tc_tests.progress", {"steps": 2})
+    buffer.flush()
+    buffer.flush()  # the entries kept by the first flush, if it kept them
+    assert lost == [2]
+    assert buffer.kept() == 0
+    stored = AuditEntry.objects.filter(target__in=[first, second])
+    assert sorted(stored.values_list("target", flat=True)) == sorted([first, second])
+    assert all(entry.key is not None for entry in stored)
+
+
 @override_settings(TASKCONSOLE_BUFFER_INTERVAL=NEVER)
 def test_a_read_only_database_keeps_the_audit_entries_too(sent, make_user, monkeypatch) -> None:
     # A PostgreSQL failover answers "read-only transaction" as an InternalError.
