@@ -45,6 +45,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import signals
+from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -364,9 +365,18 @@ def _not_published(task_ids: list[str], exc: BaseException) -> None:
     """Mark the records of a refused chunk failed, so none stays queued for ever."""
     if not task_ids:
         return
-    buffer.flush()
-    TaskRecord.objects.filter(task_id__in=task_ids).update(
-        status=TaskStatus.FAILURE,
-        exception=f"Not published: {type(exc).__name__}: {exc}"[:2000],
-        finished_at=timezone.now(),
-    )
+    try:
+        buffer.flush()
+        TaskRecord.objects.filter(task_id__in=task_ids).update(
+            status=TaskStatus.FAILURE,
+            exception=f"Not published: {type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+    except DatabaseError:
+        # The database went away too. The caller must still learn which tasks went out (the
+        # error it gets carries their ids), so this error is only logged.
+        logger.exception(
+            "taskconsole: %d tasks were not published, and their records could not be marked "
+            "failed: they show as queued",
+            len(task_ids),
+        )

@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 import redis
 from celery import signals
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.test import override_settings
 from django_celery_results.models import TaskResult
 from kombu import Connection
@@ -410,6 +410,32 @@ def test_a_refused_round_fails_the_recorded_round_after_it(
     failed = records.filter(status=TaskStatus.FAILURE, exception__startswith="Not published")
     assert sorted(args[0] for args in failed.values_list("args", flat=True)) == list(range(20, 60))
     assert records.count() == 60
+
+
+@pytest.mark.database
+def test_a_database_gone_with_the_broker_still_names_the_published_tasks(
+    broker, small_rounds, refuse_push, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    # The push is refused and the records of the tasks that did not go out cannot be marked
+    # failed either: the caller still gets the error that lists the tasks that went out.
+    from django.db.models import QuerySet
+
+    refuse_push(3, redis.ConnectionError("connection lost"))
+    real_update = QuerySet.update
+
+    def update(self, **fields):
+        if fields.get("status") == TaskStatus.FAILURE:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_update(self, **fields)
+
+    monkeypatch.setattr(QuerySet, "update", update)
+    with pytest.raises(BulkPublishError) as raised:
+        enqueue_many(echo_task, [(i,) for i in range(95)], queue=IDLE, chunk=10)
+    published = raised.value.published_ids
+    assert [message["headers"]["id"] for message in _pushed(broker)] == published
+    assert len(published) == 20
+    [logged] = [r for r in caplog.records if "could not be marked failed" in r.getMessage()]
+    assert "40 tasks were not published" in logged.getMessage()
 
 
 @pytest.mark.database
