@@ -10,8 +10,9 @@ class TaskConsoleConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import capture, checks, registry, signals  # noqa: F401
+        from . import capture, checks, registry, signals, unsent  # noqa: F401
 
         capture.connect()
+        unsent.watch()
         signals.connect()
         registry.autodiscover()

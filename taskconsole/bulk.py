@@ -45,13 +45,10 @@ from datetime import datetime
 from typing import Any
 
 from celery import signals
-from django.db import DatabaseError
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import buffer
-from .models import TaskRecord, TaskStatus
 from .redaction import text_of
+from .unsent import not_published
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +270,7 @@ def enqueue_many(
                 publisher.publish(group, sorted(uuid4s(len(group))), published)
             publisher.finish(published)
         except Refused as refused:
-            _not_published(refused.recorded, refused.error)
+            not_published(refused.recorded, refused.error)
             raise BulkPublishError(
                 _("The broker refused %(count)d tasks: %(error)s")
                 % {"count": refused.count, "error": refused.error},
@@ -281,7 +278,7 @@ def enqueue_many(
             ) from refused.error
         except BaseException as exc:
             # Anything else (an interrupt...): no recorded task stays queued for ever.
-            _not_published(publisher.abandon(published), exc)
+            not_published(publisher.abandon(published), exc)
             raise
         finally:
             publisher.close()
@@ -359,24 +356,3 @@ class _KombuPublisher:
 
     def close(self) -> None:
         """Nothing to wait for."""
-
-
-def _not_published(task_ids: list[str], exc: BaseException) -> None:
-    """Mark the records of a refused chunk failed, so none stays queued for ever."""
-    if not task_ids:
-        return
-    try:
-        buffer.flush()
-        TaskRecord.objects.filter(task_id__in=task_ids).update(
-            status=TaskStatus.FAILURE,
-            exception=f"Not published: {type(exc).__name__}: {exc}"[:2000],
-            finished_at=timezone.now(),
-        )
-    except DatabaseError:
-        # The database went away too. The caller must still learn which tasks went out (the
-        # error it gets carries their ids), so this error is only logged.
-        logger.exception(
-            "taskconsole: %d tasks were not published, and their records could not be marked "
-            "failed: they show as queued",
-            len(task_ids),
-        )

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from operations.embedded_redis import free_port
+from taskconsole.models import TaskRecord, TaskStatus
 
 # Runs in a fresh interpreter, so the settings read the broken CELERY_BROKER_URL as a real
 # deployment would, and no connection pooled by this test session is reused.
@@ -49,3 +50,10 @@ def test_test_view_answers_503_when_the_broker_is_down(subprocess_env) -> None:
     assert "The task queue is unavailable" in answer["body"]
     assert "nothing was saved" in answer["body"]
     assert answer["seconds"] < 10
+    # The console's record of the task that was not sent is failed, not left queued for ever
+    # (where the readiness check's queue age would count it).
+    [(status, exception)] = TaskRecord.objects.filter(name="app.tasks.add").values_list(
+        "status", "exception"
+    )
+    assert status == TaskStatus.FAILURE
+    assert exception.startswith("Not published: ")

@@ -1,0 +1,85 @@
+"""Records of tasks whose publish failed: marked failed, so none waits in the console for ever.
+
+The console records a task in Celery's `before_task_publish`, which runs before the message is
+serialized and sent. When the send then fails (the broker is down, an argument JSON cannot
+carry, a model instance passed instead of its id), the caller gets the error, but the record
+would stay QUEUED: a task nobody will run, counted by the readiness check's queue age for ever.
+Celery has no signal for a failed publish, so the app's task sender is wrapped: the error still
+goes up unchanged, after the records are marked FAILURE, "Not published".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from celery.app.amqp import AMQP
+from django.db import DatabaseError
+from django.utils import timezone
+
+from . import buffer
+from .models import TaskRecord, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+#: Only a record still waiting is failed: a send that raised after the broker took the message
+#: (the connection dropped before its answer) may already have been run by a worker.
+_UNSENT_STATES = (TaskStatus.QUEUED, TaskStatus.SCHEDULED)
+
+
+def not_published(task_ids: Iterable[str], exc: BaseException) -> None:
+    """Mark the waiting records of these tasks failed; a database gone too is only logged.
+
+    Never raises: the caller's own error is what must reach it (it may say which tasks did go
+    out, see taskconsole.bulk).
+    """
+    task_ids = [task_id for task_id in task_ids if task_id]
+    if not task_ids:
+        return
+    try:
+        # A record may still be in this process's buffer: written first, then failed.
+        buffer.flush()
+        TaskRecord.objects.filter(task_id__in=task_ids, status__in=_UNSENT_STATES).update(
+            status=TaskStatus.FAILURE,
+            exception=f"Not published: {type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+    except DatabaseError:
+        logger.exception(
+            "taskconsole: %d tasks were not published, and their records could not be marked "
+            "failed: they show as queued",
+            len(task_ids),
+        )
+
+
+def _watching(send: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(send)
+    def send_task_message(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any):
+        try:
+            return send(producer, name, message, *args, **kwargs)
+        except BaseException as exc:
+            headers = getattr(message, "headers", None) or {}
+            # A retry republishes a task that has run: its failure is the task's own outcome,
+            # which the worker records.
+            if not headers.get("retries"):
+                not_published([headers.get("id")], exc)
+            raise
+
+    send_task_message.taskconsole_watched = True
+    return send_task_message
+
+
+def watch() -> None:
+    """Wrap the task sender of every Celery app (the class's factory, so apps made later too)."""
+    factory = AMQP._create_task_sender
+    if getattr(factory, "taskconsole_watched", False):
+        return
+
+    @functools.wraps(factory)
+    def _create_task_sender(self: AMQP) -> Callable[..., Any]:
+        return _watching(factory(self))
+
+    _create_task_sender.taskconsole_watched = True
+    AMQP._create_task_sender = _create_task_sender
