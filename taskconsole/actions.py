@@ -6,6 +6,7 @@ HTTP status the API answers) when it refuses; a refused action publishes nothing
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -130,6 +131,35 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
     return launchable, validated.model_dump(mode="json")
 
 
+def named_arguments(name: str, args: list, kwargs: dict) -> dict[str, Any]:
+    """A stored call's arguments by name, so the launch form's schema can check them all.
+
+    Records and schedules keep what the code sent, often positional (`delay(article.pk)`); a
+    replay by hand is checked as a launch is, which names every argument.
+    """
+    if not args:
+        return kwargs
+    task = current_app.tasks.get(name)
+    try:
+        bound = inspect.signature(task.run).bind(*args, **kwargs)
+    except (AttributeError, TypeError, ValueError):
+        bound = None
+    kinds = {p.name: p.kind for p in bound.signature.parameters.values()} if bound else {}
+    if bound is None or inspect.Parameter.VAR_POSITIONAL in {kinds[key] for key in bound.arguments}:
+        raise ActionError(
+            409,
+            "unmatched_arguments",
+            _("The stored arguments do not match the task's launch form: start it from there."),
+        )
+    named: dict[str, Any] = {}
+    for key, value in bound.arguments.items():
+        if kinds[key] == inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        else:
+            named[key] = value
+    return named
+
+
 def _publish(
     user,
     launchable: registry.Launchable,
@@ -246,9 +276,9 @@ def retry(user, task_id: str) -> str:
         )
     args = list(record.args) if isinstance(record.args, list) else []
     kwargs = dict(record.kwargs) if isinstance(record.kwargs, dict) else {}
-    if not args:
-        kwargs = validate_arguments(record.name, kwargs)[1]
-    new_id = _publish(user, launchable, args, kwargs, retry_of=record)
+    # Checked as a launch: the schema, and with it the app's own permission for the task.
+    kwargs = validate_arguments(record.name, named_arguments(record.name, args, kwargs))[1]
+    new_id = _publish(user, launchable, [], kwargs, retry_of=record)
     audit_publish(user, AuditAction.RETRY, new_id, task=record.name, retry_of=record.task_id)
     return new_id
 
@@ -304,6 +334,13 @@ def run_now(user, pk: Any) -> str:
             _("This periodic task runs %(task)s, which cannot be started by hand.")
             % {"task": task.task},
         )
+    # Whoever runs it by hand is asked what a launch of the task asks: the launch form's checks
+    # (with the app's own permission) for a task on the launch list, else the permission its
+    # app requires to run it by hand.
+    if registry.get(task.task) is not None:
+        validate_arguments(task.task, named_arguments(task.task, args, kwargs))
+    elif refusal := registry.run_refusal(user, task.task):
+        raise ActionError(403, "forbidden", refusal)
     options: dict[str, Any] = {"headers": {"periodic_task_name": task.name}}
     if task.queue:
         options["queue"] = task.queue

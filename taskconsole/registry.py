@@ -118,5 +118,23 @@ def require_permission(permission: str, message: str) -> None:
         raise PydanticCustomError("permission_denied", str(message))
 
 
+_run_permissions: dict[str, tuple[str, Any]] = {}
+
+
+def require_to_run(task_or_name: Any, permission: str, message: Any) -> None:
+    """Ask an app's own permission of whoever runs this task by hand (a periodic task's "run
+    now") when it is not on the launch list, whose schema would ask it."""
+    name = task_or_name if isinstance(task_or_name, str) else task_or_name.name
+    _run_permissions[name] = (permission, message)
+
+
+def run_refusal(user: Any, name: str) -> str | None:
+    """The app's message if the user may not run this task by hand, else None."""
+    needed = _run_permissions.get(name)
+    if needed is not None and not user.has_perm(needed[0]):
+        return str(needed[1])
+    return None
+
+
 def autodiscover() -> None:
     autodiscover_modules("console")

@@ -125,3 +125,88 @@ def test_the_console_form_offers_the_jobs_and_launches_one(sent) -> None:
     assert response.status_code == 302
     [message] = sent
     assert message["body"][1] == {"job": "clear_expired"}
+
+
+def _revoked_run(args: list) -> TaskRecord:
+    """A run_job_now sent by code with positional arguments (as beat and the outbox send them)."""
+    return TaskRecord.objects.create(
+        task_id=f"revoked-{len(args)}-{args[:1]}",
+        name=TASK,
+        status=TaskStatus.REVOKED,
+        origin=Origin.CODE,
+        args=args,
+        kwargs={},
+    )
+
+
+def _as(*perms: str) -> Client:
+    client = Client()
+    # Sees every task (a record sent by code has no owner), may launch; app permissions apart.
+    user = make_user("retrier", *CONSOLE_PERMS, "taskconsole.view_all_tasks", *perms)
+    client.force_login(user)
+    return client
+
+
+def test_a_retry_of_positional_arguments_asks_the_apps_permission_too(sent) -> None:
+    record = _revoked_run(["backup_database"])
+    response = _as().post(f"/console/api/tasks/{record.task_id}/retry/")
+    assert response.status_code == 400
+    assert response.json()["errors"]["__all__"] == ["You may not start maintenance jobs."]
+    assert sent == []
+    response = _as_allowed().post(f"/console/api/tasks/{record.task_id}/retry/")
+    assert response.status_code == 201
+    [message] = sent
+    # Sent by name, as a launch sends it, once the launch form's schema has checked it.
+    args, kwargs = message["body"][:2]
+    assert list(args) == []
+    assert kwargs == {"job": "backup_database"}
+
+
+def _as_allowed() -> Client:
+    client = Client()
+    user = make_user(
+        "allowed", *CONSOLE_PERMS, "taskconsole.view_all_tasks", "maintenance.run_maintenance"
+    )
+    client.force_login(user)
+    return client
+
+
+def test_a_retry_whose_arguments_do_not_fit_the_task_is_refused(sent) -> None:
+    record = _revoked_run(["backup_database", "extra"])
+    response = _as_allowed().post(f"/console/api/tasks/{record.task_id}/retry/")
+    assert response.status_code == 409
+    assert response.json()["error"] == "unmatched_arguments"
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("task", "args", "status"),
+    [
+        # The job's own task, as its schedule runs it: not on the launch list.
+        ("maintenance.tasks.backup_database", "[]", 403),
+        # run_job_now on a schedule: the launch form's checks, as a launch.
+        (TASK, '["backup_database"]', 400),
+    ],
+)
+def test_run_now_of_a_maintenance_schedule_asks_the_apps_permission(
+    sent, task, args, status
+) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.DAYS)
+    periodic = PeriodicTask.objects.create(name="nightly", task=task, interval=every, args=args)
+    scheduler = Client()
+    scheduler.force_login(make_user("scheduler", CONSOLE_PERMS[0], "taskconsole.change_schedule"))
+    response = scheduler.post(f"/console/api/periodic/{periodic.pk}/run/")
+    assert response.status_code == status
+    assert "You may not start maintenance jobs." in response.content.decode()
+    assert sent == []
+    allowed = Client()
+    allowed.force_login(
+        make_user(
+            "ops", CONSOLE_PERMS[0], "taskconsole.change_schedule", "maintenance.run_maintenance"
+        )
+    )
+    assert allowed.post(f"/console/api/periodic/{periodic.pk}/run/").status_code == 201
+    [message] = sent
+    assert message["headers"]["task"] == task
