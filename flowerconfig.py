@@ -1,8 +1,11 @@
-"""Flower reads this file (its default --conf) from the directory it starts in.
+"""Flower reads this file (its default --conf) from the directory it starts in: the repo root.
 
-Flower listens on every interface unless told otherwise; here it stays on localhost, so the
-tutorial's `celery -A myproject flower --port=5555` is not open to the network. To expose it,
-set FLOWER_ADDRESS and FLOWER_BASIC_AUTH (user:password), or put it behind the site's auth.
+Flower on its own listens on every interface when no address is given. In this project it
+stays on localhost wherever it starts: operations/flower_guard.py (installed by
+myproject/celery.py for the `flower` sub-command) binds 127.0.0.1 when no address is given and
+refuses to start on a non-loopback address without authentication; this file says the same for
+the repo root. To expose Flower, set FLOWER_ADDRESS and FLOWER_BASIC_AUTH (user:password), or keep
+it on 127.0.0.1 behind an authenticating proxy.
 """
 
 import os

@@ -3,6 +3,8 @@ import os
 from celery import Celery
 from celery.signals import setup_logging
 
+from operations.flower_guard import install_if_flower
+
 # 设置环境变量 / Django settings for the `celery` command line
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")
 
@@ -21,6 +23,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 # 自动从Django的已注册app中发现任务 (each app's tasks.py)
 app.autodiscover_tasks()
+
+# `celery -A myproject flower`, from any directory: Flower listens on 127.0.0.1 unless told
+# otherwise, and never outside localhost without authentication (operations/flower_guard.py).
+install_if_flower()
 
 
 @app.on_after_configure.connect

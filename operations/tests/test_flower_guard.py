@@ -1,0 +1,194 @@
+"""Flower never listens outside localhost without authentication, however it is started.
+
+Real Flower processes, started from a directory without flowerconfig.py (so only the guard in
+operations/flower_guard.py stands between Flower and its own default of every interface).
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from operations.embedded_redis import free_port
+from operations.flower_guard import FlowerExposed, is_loopback, listen_address
+from operations.testing import ManagedProcess, celery_argv, wait_for
+
+BIN = Path(sys.executable).parent
+# Straight to the address asked for, whatever proxy the environment names.
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# The decision itself ------------------------------------------------------------------------
+
+
+def test_no_address_means_loopback() -> None:
+    assert listen_address("", None, "") == "127.0.0.1"
+    assert listen_address(None, None, None) == "127.0.0.1"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_needs_no_authentication(address: str) -> None:
+    assert is_loopback(address)
+    assert listen_address(address, None, "") == address
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0", "::", "192.0.2.10", "10.0.0.5", "fe80::1", "flower.invalid"]
+)
+def test_outside_localhost_without_authentication_is_refused(address: str) -> None:
+    assert not is_loopback(address)
+    for basic_auth in (None, [], [""]):
+        with pytest.raises(FlowerExposed) as refusal:
+            listen_address(address, basic_auth, "")
+        message = str(refusal.value)
+        for name in ("FLOWER_BASIC_AUTH", "--basic-auth", "FLOWER_ADDRESS", repr(address)):
+            assert name in message
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "192.0.2.10"])
+def test_outside_localhost_with_authentication_is_allowed(address: str) -> None:
+    assert listen_address(address, ["ops:long-password"], "") == address
+    assert listen_address(address, None, r".*@example\.com") == address
+
+
+# Real processes -----------------------------------------------------------------------------
+
+
+def integration(test):
+    """Real Flower processes, sharing the test database and the session's Redis."""
+    return pytest.mark.integration(pytest.mark.any_database(test))
+
+
+def without_flower_vars(env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in env.items() if not k.startswith("FLOWER_")}, **extra}
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Addresses (IPv4 and IPv6) with a socket listening on port, from /proc/net/tcp{,6}."""
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _colon, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+def outside_addresses() -> list[str]:
+    """This machine's own non-loopback IPv4 addresses (empty on a machine without a network)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]
+
+
+def status(url: str, auth: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with NO_PROXY.open(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def assert_refused(process: ManagedProcess, port: int, address: str) -> None:
+    try:
+        code = process.process.wait(timeout=90)
+    finally:
+        process.stop()
+    output = process.output
+    assert code != 0, output
+    assert f"Flower refused to start: it would listen on {address!r}" in output
+    for name in ("FLOWER_BASIC_AUTH", "--basic-auth", "FLOWER_ADDRESS"):
+        assert name in output
+    assert "Visit me at" not in output
+    assert listening_addresses(port) == set()
+    assert status(f"http://127.0.0.1:{port}/") == 0
+
+
+@integration
+@pytest.mark.parametrize(
+    ("how", "address"),
+    [("command line", "0.0.0.0"), ("FLOWER_ADDRESS", "0.0.0.0"), ("conf file", "::")],
+)
+def test_celery_flower_outside_localhost_without_auth_refuses_to_start(
+    subprocess_env, tmp_path, how: str, address: str
+) -> None:
+    port = free_port()
+    env = without_flower_vars(subprocess_env)
+    argv = celery_argv("flower", f"--port={port}")
+    if how == "command line":
+        argv.append(f"--address={address}")
+    elif how == "FLOWER_ADDRESS":
+        env["FLOWER_ADDRESS"] = address
+    else:
+        conf = tmp_path / "other_flowerconfig.py"
+        conf.write_text(f"address = {address!r}\n")
+        argv.append(f"--conf={conf}")
+    process = ManagedProcess(argv, env, "flower", cwd=tmp_path)
+    assert_refused(process, port, address)
+
+
+@integration
+def test_tutorial_flower_command_with_flower_address_refuses_to_start(
+    subprocess_env, tmp_path
+) -> None:
+    port = free_port()
+    env = without_flower_vars(subprocess_env, FLOWER_ADDRESS="0.0.0.0")
+    argv = [str(BIN / "flower"), "-A", "myproject", f"--port={port}"]
+    process = ManagedProcess(argv, env, "flower", cwd=tmp_path)
+    assert_refused(process, port, "0.0.0.0")
+
+
+@integration
+def test_flower_without_address_outside_the_repo_listens_on_loopback_only(
+    subprocess_env, tmp_path
+) -> None:
+    port = free_port()
+    argv = [str(BIN / "flower"), "-A", "myproject", f"--port={port}"]
+    process = ManagedProcess(argv, without_flower_vars(subprocess_env), "flower", cwd=tmp_path)
+    try:
+        process.wait_for_output(f"Visit me at http://127.0.0.1:{port}", timeout=90)
+        wait_for(lambda: listening_addresses(port), timeout=30)
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert status(f"http://127.0.0.1:{port}/") == 200
+        for address in outside_addresses():
+            assert status(f"http://{address}:{port}/") == 0, address
+    finally:
+        process.stop()
+
+
+@integration
+def test_flower_with_basic_auth_may_listen_on_all_interfaces(subprocess_env, tmp_path) -> None:
+    port = free_port()
+    env = without_flower_vars(subprocess_env, FLOWER_BASIC_AUTH="ops:guard-pass")
+    argv = celery_argv("flower", "--address=0.0.0.0", f"--port={port}")
+    process = ManagedProcess(argv, env, "flower", cwd=tmp_path)
+    try:
+        wait_for(lambda: status(f"http://127.0.0.1:{port}/") == 401, timeout=90)
+        assert listening_addresses(port) == {"0.0.0.0"}
+        assert status(f"http://127.0.0.1:{port}/", "ops:guard-pass") == 200
+        assert status(f"http://127.0.0.1:{port}/tasks", "ops:wrong") == 401
+        for address in outside_addresses():
+            assert status(f"http://{address}:{port}/") == 401, address
+    finally:
+        process.stop()
