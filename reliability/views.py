@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -73,12 +75,22 @@ def readyz(request: HttpRequest) -> HttpResponse:
     ready or not ready; worker names, task names and errors are for those allowed to see
     metrics.
     """
-    results = cache.get(READYZ_CACHE_KEY)
+    # The cache may live in the database (the default one does): a database that went away
+    # must be reported by the checks, not crash the view that runs them.
+    try:
+        results = cache.get(READYZ_CACHE_KEY)
+    except DatabaseError:
+        results = None
     if results is None:
         results = probes.run_all(worker_timeout=1.0)
-        cache.set(READYZ_CACHE_KEY, results, READYZ_CACHE_SECONDS)
+        with contextlib.suppress(DatabaseError):
+            cache.set(READYZ_CACHE_KEY, results, READYZ_CACHE_SECONDS)
     ok = all(p.ok for p in results)
-    if not _metrics_allowed(request):
+    try:
+        allowed = _metrics_allowed(request)
+    except DatabaseError:
+        allowed = False  # the session or the token cannot be read: answer as to anyone
+    if not allowed:
         results = [probes.Probe(p.name, p.ok, _("ok") if p.ok else _("failing")) for p in results]
     return _answer(request, ok, results)
 

@@ -119,6 +119,16 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
             _("The arguments are %(size)d bytes; at most %(limit)d are accepted.")
             % {"size": size, "limit": max_args_bytes()},
         )
+    unknown = _unknown_arguments(launchable, arguments)
+    if unknown:
+        # pydantic drops them by default: a misspelt optional argument would launch the task
+        # as if it had not been given.
+        raise ActionError(
+            400,
+            "invalid_arguments",
+            _("The arguments are not valid for %(name)s.") % {"name": name},
+            {key: [_("This task takes no argument of that name.")] for key in unknown},
+        )
     try:
         validated = launchable.schema.model_validate(arguments)
     except ValidationError as exc:
@@ -129,6 +139,16 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
             validation_errors(exc),
         ) from exc
     return launchable, validated.model_dump(mode="json")
+
+
+def _unknown_arguments(launchable: registry.Launchable, arguments: dict) -> list[str]:
+    schema = launchable.schema
+    if schema.model_config.get("extra") == "allow":
+        return []
+    known = set()
+    for field_name, info in schema.model_fields.items():
+        known.update({field_name, info.alias or field_name, info.validation_alias or field_name})
+    return sorted(str(key) for key in arguments if key not in known)
 
 
 def named_arguments(name: str, args: list, kwargs: dict) -> dict[str, Any]:

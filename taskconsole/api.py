@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
@@ -18,6 +20,8 @@ from django.views.decorators.csrf import csrf_exempt
 from . import actions, openapi, permissions, queries
 from .actions import ActionError
 from .models import ApiToken
+
+logger = logging.getLogger(__name__)
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -54,6 +58,21 @@ def endpoint(methods: set[str]) -> Callable:
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            try:
+                return answer(request, *args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:
+                # The database is unreachable (or restarting): a script can wait and try again,
+                # which a 500 page would not tell it.
+                logger.error("Task console API: database unavailable: %s", exc)
+                response = error(
+                    503,
+                    "database_unavailable",
+                    _("The database does not answer. Try again shortly."),
+                )
+                response["Retry-After"] = "30"
+                return response
+
+        def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             if request.method not in methods:
                 response = error(405, "method_not_allowed", _("Method not allowed."))
                 response["Allow"] = ", ".join(sorted(methods))
@@ -88,7 +107,8 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(request.body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: arrays or objects nested thousands deep, which no launch form needs.
         raise ActionError(400, "invalid_json", _("The request body is not valid JSON.")) from exc
     if not isinstance(data, dict):
         raise ActionError(400, "invalid_json", _("The request body must be a JSON object."))
@@ -143,7 +163,11 @@ def launchable_list(request: HttpRequest) -> JsonResponse:
 @endpoint({"POST"})
 def launch(request: HttpRequest) -> JsonResponse:
     data = _json_body(request)
-    task_id = actions.launch(request.user, data.get("task"), data.get("arguments"))
+    if not isinstance(data.get("task"), str) or not data["task"]:
+        raise ActionError(
+            400, "invalid_task", _("Name the task to launch: a string in the field task.")
+        )
+    task_id = actions.launch(request.user, data["task"], data.get("arguments"))
     return JsonResponse({"task_id": task_id}, status=201)
 
 

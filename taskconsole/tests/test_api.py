@@ -126,7 +126,15 @@ def test_launch_publishes_one_message_and_audits(people, sent) -> None:
             413,
             "arguments_too_large",
         ),
-        ({"task": ["app.tasks.add"]}, 404, "unknown_task"),
+        ({"task": ["app.tasks.add"]}, 400, "invalid_task"),
+        ({"arguments": {"x": 1, "y": 2}}, 400, "invalid_task"),
+        ({"task": 3}, 400, "invalid_task"),
+        # A misspelt argument is refused, not dropped.
+        (
+            {"task": "app.tasks.add", "arguments": {"x": 1, "y": 2, "z": 3}},
+            400,
+            "invalid_arguments",
+        ),
     ],
 )
 def test_rejected_launches_publish_nothing(people, sent, payload, status, code) -> None:
@@ -146,6 +154,10 @@ def test_bad_bodies_and_methods(people, sent) -> None:
         client.post(f"{API}/launch/", "{nope", content_type="application/json").status_code == 400
     )
     assert client.post(f"{API}/launch/", "[1]", content_type="application/json").status_code == 400
+    # Nested far deeper than any argument needs, yet within the size limit: refused, not a 500.
+    deep = '{"task": "app.tasks.add", "arguments": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"
+    response = client.post(f"{API}/launch/", deep, content_type="application/json")
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
     assert client.get(f"{API}/launch/").status_code == 405
     assert client.post(f"{API}/tasks/").status_code == 405
     huge = json.dumps({"task": "app.tasks.add", "arguments": {"x": 1, "pad": "y" * 40000}})
