@@ -234,6 +234,9 @@ CELERY_ACCEPT_CONTENT = ["application/json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_ACCEPT_CONTENT = ["application/json"]
+# A refused message (unknown task name, pickle, undecodable) is logged with its task's name, id
+# and reason and its arguments redacted, not Celery's dump of the whole body: myproject/consumer.py.
+CELERY_WORKER_CONSUMER = "myproject.consumer:Consumer"
 
 # 为任务设置超时时间，单位秒. The soft limit raises SoftTimeLimitExceeded in the task so it
 # can clean up; the hard limit kills the worker child that runs it.

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from celery import signals
@@ -583,6 +584,79 @@ def on_internal_error(sender: Any = None, task_id: str | None = None, exception=
     )
 
 
+def _message_request(message: Any, task_id: str) -> Any:
+    """A stand-in for the worker Request of a message the worker refused, for _new_record.
+
+    The body is decoded only through kombu's check of the accepted content types (a refused
+    pickle body is never loaded; its record then has no arguments).
+    """
+    headers = message.headers if isinstance(getattr(message, "headers", None), dict) else {}
+    try:
+        args, kwargs = _args_from_body(message.decode())
+    except Exception:
+        args, kwargs = [], {}
+    return SimpleNamespace(
+        id=task_id,
+        args=args,
+        kwargs=kwargs,
+        parent_id=headers.get("parent_id"),
+        root_id=headers.get("root_id"),
+        group=headers.get("group"),
+        delivery_info=getattr(message, "delivery_info", None) or {},
+        request_dict=headers,
+    )
+
+
+def _fail_refused(message: Any, task_id: str, name: str, exception: str) -> None:
+    """End the record of a task whose message the worker refused: FAILURE, never QUEUED for ever.
+
+    The write path of a task's outcome (deferred in a worker, see writeback), creating the row
+    from the message when the publisher's buffer has not written it yet; a finished record is
+    left alone.
+    """
+    request = _message_request(message, task_id)
+    fields = {
+        "status": TaskStatus.FAILURE,
+        "exception": clip_text(exception, 2000),
+        "finished_at": timezone.now(),
+    }
+    pending = Pending(fields, True, name, request)
+    if writeback.deferring(request):
+        writeback.defer(RECORD_WRITES, task_id, pending)
+        return
+    # A connection the worker's main process kept and the database dropped: a second try
+    # runs on a new one.
+    waiting_for_database(
+        lambda: _write_record(task_id, pending),
+        seconds=float(_setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120)),
+        model=TaskRecord,
+    )
+
+
+@_safe
+def on_task_unknown(
+    message: Any = None, name: str | None = None, id: str | None = None, **_: Any
+) -> None:
+    """Worker main process: a message for a task this worker does not know (Celery rejects it
+    and marks its result FAILURE with NotRegistered)."""
+    if message is None or not id or _ignored(name):
+        return
+    _fail_refused(message, id, str(name), f"NotRegistered({name!r})")
+
+
+@_safe
+def on_task_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    """Worker main process: a task message refused as invalid (a content type that is not
+    accepted, such as pickle; a malformed task message)."""
+    headers = getattr(message, "headers", None)
+    if exc is None or not isinstance(headers, dict):
+        return  # not a task message
+    task_id, name = headers.get("id"), headers.get("task")
+    if not task_id or _ignored(name):
+        return
+    _fail_refused(message, str(task_id), str(name), f"{type(exc).__name__}: {exc}")
+
+
 def connect() -> None:
     """Connect the handlers once (AppConfig.ready)."""
     signals.before_task_publish.connect(on_before_publish, weak=False, dispatch_uid="tc_publish")
@@ -596,6 +670,8 @@ def connect() -> None:
     signals.task_internal_error.connect(
         on_internal_error, weak=False, dispatch_uid="tc_internal_error"
     )
+    signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="tc_unknown")
+    signals.task_rejected.connect(on_task_rejected, weak=False, dispatch_uid="tc_rejected")
     writeback.connect()
 
 
