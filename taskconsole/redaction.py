@@ -14,10 +14,14 @@ REDACTED = "********"
 # Strong words anywhere in the key; weaker ones only as a whole part of it (between _ . - or
 # the ends), so api_key and auth are hidden while author_id and monkey are not.
 DEFAULT_SECRET_PATTERN = (
-    r"password|passwd|secret|token|credential|api_?key|private_?key"
-    r"|(?:^|[_.\-])(?:pass|pwd|key|auth|authorization|signature|cookie|session|sessionid)"
+    r"password|passwd|passphrase|secret|token|credential"
+    r"|(?:api|private|access|signing|encryption|master)_?key"
+    r"|(?:^|[_.\-])(?:pass|pwd|key|auth|authorization|signature|cookie|session|sessionid|dsn)"
     r"(?:$|[_.\-])"
 )
+# A password written into a URL (postgres://user:password@host/db, https://user:pw@host/):
+# hidden wherever the URL is, whatever its key, positional arguments included.
+URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.I)
 MAX_DEPTH = 6
 
 
@@ -47,6 +51,9 @@ def redact(value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0) -
             out_list.append(red)
             hit = hit or sub
         return out_list, hit
+    if isinstance(value, str) and "://" in value:
+        hidden, count = URL_PASSWORD.subn(rf"\g<head>{REDACTED}", value)
+        return hidden, bool(count)
     return value, False
 
 

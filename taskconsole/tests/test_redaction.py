@@ -19,6 +19,13 @@ from taskconsole.redaction import REDACTED, redact
         "clientSecret",
         "session_id",
         "signature",
+        "passphrase",
+        "accessKey",
+        "aws_access_key_id",
+        "signingKey",
+        "encryption_key",
+        "dsn",
+        "sentry_dsn",
     ],
 )
 def test_secret_looking_keys_are_redacted(key: str) -> None:
@@ -30,3 +37,24 @@ def test_secret_looking_keys_are_redacted(key: str) -> None:
 @pytest.mark.parametrize("key", ["author_id", "monkey", "keyboard", "passage", "value", "x"])
 def test_ordinary_keys_are_kept(key: str) -> None:
     assert redact({key: 7}) == ({key: 7}, False)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgres://app:PW-1@db.internal/prod", "postgres://app:********@db.internal/prod"),
+        ("redis://:PW-2@cache:6379/0", "redis://:********@cache:6379/0"),
+        ("see https://bot:PW-3@api.example.com/x", "see https://bot:********@api.example.com/x"),
+    ],
+)
+def test_a_password_in_a_url_is_hidden_wherever_it_is(url: str, shown: str) -> None:
+    # Positional arguments have no key to go by: the URL itself gives the password away.
+    assert redact([url, {"target": url}]) == ([shown, {"target": shown}], True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/a:b@c", "https://user@example.com/", "mailto:someone@example.com"],
+)
+def test_urls_without_a_password_are_kept(url: str) -> None:
+    assert redact([url]) == ([url], False)
