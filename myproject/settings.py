@@ -239,9 +239,14 @@ CELERY_RESULT_ACCEPT_CONTENT = ["application/json"]
 CELERY_WORKER_CONSUMER = "myproject.consumer:Consumer"
 
 # 为任务设置超时时间，单位秒. The soft limit raises SoftTimeLimitExceeded in the task so it
-# can clean up; the hard limit kills the worker child that runs it.
+# can clean up; the hard limit kills the worker child that runs it. The soft one must not be
+# above the hard one (Celery refuses every send), so unless it is set it is 80% of the hard
+# one: the tutorial's CELERY_TASK_TIME_LIMIT=5 alone gives 4 s.
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int(
+    "CELERY_TASK_SOFT_TIME_LIMIT",
+    default=max(1, CELERY_TASK_TIME_LIMIT * 4 // 5) if CELERY_TASK_TIME_LIMIT else 240,
+)
 
 # 任务限流 (the tutorial writes 'tasks.add'; the task's registered name is app.tasks.add)
 CELERY_TASK_ANNOTATIONS = {"app.tasks.add": {"rate_limit": "10/s"}}

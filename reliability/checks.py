@@ -142,6 +142,22 @@ def check_flower_exposure() -> list[Warning]:
     ]
 
 
+def check_time_limits(conf: Any) -> list[Error]:
+    soft, hard = conf.task_soft_time_limit, conf.task_time_limit
+    if not soft or not hard or soft <= hard:
+        return []
+    return [
+        Error(
+            f"CELERY_TASK_SOFT_TIME_LIMIT ({soft} s) is above CELERY_TASK_TIME_LIMIT ({hard} s): "
+            'every task sent fails with "soft_time_limit must be less than or equal to '
+            'time_limit".',
+            hint="Lower CELERY_TASK_SOFT_TIME_LIMIT, or leave it unset: it then defaults to "
+            "80% of CELERY_TASK_TIME_LIMIT.",
+            id="reliability.E007",
+        )
+    ]
+
+
 @register(Tags.compatibility, "celery")
 def celery_reliability(app_configs=None, **kwargs) -> list:
     from myproject.celery import app
@@ -154,4 +170,5 @@ def celery_reliability(app_configs=None, **kwargs) -> list:
         *check_serializers(conf),
         *check_broker_exposure(conf),
         *check_flower_exposure(),
+        *check_time_limits(conf),
     ]

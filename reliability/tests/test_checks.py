@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import pytest
+import redis
 from django.core.management import call_command
 
 from reliability import checks
@@ -83,3 +87,51 @@ def test_the_delivery_policy_filter_names_the_policy() -> None:
         Context({"name": "reliability.tasks.ledger_idempotent"})
     )
     assert rendered.startswith("Idempotent: never lost")
+
+
+def test_a_soft_time_limit_above_the_hard_one_is_an_error() -> None:
+    [error] = checks.check_time_limits(conf(task_soft_time_limit=240, task_time_limit=5))
+    assert error.id == "reliability.E007"
+    assert "CELERY_TASK_SOFT_TIME_LIMIT (240 s)" in error.msg
+    assert checks.check_time_limits(conf(task_soft_time_limit=4, task_time_limit=5)) == []
+    assert checks.check_time_limits(conf(task_soft_time_limit=240, task_time_limit=None)) == []
+
+
+SEND_WITH_THE_TUTORIALS_LIMIT = """
+import django
+django.setup()
+from django.conf import settings
+from app.tasks import add
+result = add.apply_async((1, 2), queue="check-time-limits")
+print(settings.CELERY_TASK_TIME_LIMIT, settings.CELERY_TASK_SOFT_TIME_LIMIT, bool(result.id))
+"""
+
+
+@pytest.mark.integration
+def test_the_tutorials_time_limit_alone_still_sends(subprocess_env, broker_url) -> None:
+    # The tutorial sets CELERY_TASK_TIME_LIMIT = 5 and no soft limit: the soft one follows it.
+    env = {**subprocess_env, "CELERY_TASK_TIME_LIMIT": "5"}
+    env.pop("CELERY_TASK_SOFT_TIME_LIMIT", None)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", SEND_WITH_THE_TUTORIALS_LIMIT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split()[-3:] == ["5", "4", "True"]
+        # Both set, the soft one above: the check says so before any send fails.
+        env["CELERY_TASK_SOFT_TIME_LIMIT"] = "240"
+        check = subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert check.returncode != 0
+        assert "reliability.E007" in check.stderr
+    finally:
+        redis.Redis.from_url(broker_url).delete("check-time-limits")
