@@ -109,8 +109,16 @@ class Delivery(models.Model):
     status = models.CharField(
         _("status"), max_length=10, choices=Status.choices, default=Status.PENDING
     )
+    # Counted on every try of its batch that handles it, whatever the outcome: a recipient
+    # that failed after the first try and max_retries retries shows them all, even when the
+    # connection was refused every time and the message never reached the server.
     attempts = models.PositiveIntegerField(
-        _("attempts"), default=0, help_text=_("How many times the message was offered.")
+        _("attempts"),
+        default=0,
+        help_text=_(
+            "How many times its batch tried to send the message (the first try and each "
+            "retry), including tries on which the mail server could not be reached."
+        ),
     )
     last_error = models.TextField(_("last error"), blank=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)

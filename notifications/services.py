@@ -218,7 +218,11 @@ class BatchOutcome:
         return {"sent": self.sent, "failed": self.failed, "retrying": self.retrying}
 
     def gave_up(self, delivery_ids: list[int], reason: str, *, last_try: bool) -> None:
-        """Record a temporary failure: retrying, or failed when no try is left."""
+        """Record a temporary failure: retrying, or failed when no try is left.
+
+        It counts as a try for each of them, even if their message never reached the server
+        (the connection was refused, broke before their turn, or time ran out).
+        """
         status = DeliveryStatus.FAILED if last_try else DeliveryStatus.RETRYING
         _record(delivery_ids, status, reason)
         if last_try:
@@ -248,6 +252,10 @@ def send_batch(
     TemporaryDeliveryError is raised at the end, for the task to retry; on the last try those
     recipients are marked failed instead, and the error is still raised so the task's result
     says why. `progress(handled, total)` is told how far the batch got, recipient by recipient.
+
+    Every recipient this try handles has its outcome recorded and its attempts counted in one
+    UPDATE, whatever the outcome: sent, refused, or given up on before its message could be
+    offered. So after the first try and max_retries retries a failed recipient shows them all.
     """
     outcome = BatchOutcome()
     (
@@ -312,16 +320,15 @@ def _send_over_one_connection(
                 delivery, in_flight = in_flight, None
                 code, reason = _describe_refusal(exc)
                 if 500 <= code < 600:
-                    _record([delivery.pk], DeliveryStatus.FAILED, reason, attempted=True)
+                    _record([delivery.pk], DeliveryStatus.FAILED, reason)
                     outcome.failed += 1
                 else:
-                    _count_attempt(delivery)
                     outcome.gave_up([delivery.pk], reason, last_try=last_try)
                 continue
             except ValueError as exc:
                 # An address Django cannot put in a header: no retry will change that.
                 delivery, in_flight = in_flight, None
-                _record([delivery.pk], DeliveryStatus.FAILED, str(exc), attempted=True)
+                _record([delivery.pk], DeliveryStatus.FAILED, str(exc))
                 outcome.failed += 1
                 continue
             # Recorded at once, so a retry of this batch cannot send it again.
@@ -331,11 +338,9 @@ def _send_over_one_connection(
         if progress is not None:
             progress(total, total)
     except (OSError, SoftTimeLimitExceeded) as exc:
-        # The connection is gone (or time is up): nobody left in this batch can be sent now.
-        unsent = remaining
-        if in_flight is not None:
-            _count_attempt(in_flight)
-            unsent = [*remaining, in_flight]
+        # The connection is gone, or was never made (refused), or time is up: nobody left in
+        # this batch can be sent now. This try still counts for each of them.
+        unsent = remaining if in_flight is None else [*remaining, in_flight]
         outcome.gave_up([d.pk for d in unsent], _describe(exc), last_try=last_try)
     finally:
         try:
@@ -361,21 +366,20 @@ def _message(
     )
 
 
-def _count_attempt(delivery: Delivery) -> None:
-    Delivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
-
-
-def _record(delivery_ids: list[int], status: str, error: str, *, attempted: bool = False) -> None:
-    changes: dict[str, object] = {"status": status, "last_error": error}
-    if attempted:
-        changes["attempts"] = F("attempts") + 1
+def _record(delivery_ids: list[int], status: str, error: str) -> None:
+    """Record one try's outcome for these recipients: the status, the error, one more attempt."""
+    changes: dict[str, object] = {
+        "status": status,
+        "last_error": error,
+        "attempts": F("attempts") + 1,
+    }
     if status == DeliveryStatus.SENT:
         changes["sent_at"] = timezone.now()
     Delivery.objects.filter(pk__in=delivery_ids).update(**changes)
 
 
 def _record_sent(delivery_id: int) -> None:
-    """`_record([delivery_id], SENT, "", attempted=True)`: the same UPDATE and commit, its SQL
+    """`_record([delivery_id], SENT, "")`: the same UPDATE and commit, its SQL
     built once. It runs once per recipient: building it through the ORM each time was half of
     a batch's CPU, ten times what SQLite took to run it."""
     connection = connections[router.db_for_write(Delivery)]

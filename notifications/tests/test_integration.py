@@ -192,9 +192,35 @@ def test_connection_refused_is_retried_until_the_server_is_back(smtp: LocalSMTPS
     finally:
         smtp.start()
     assert "Connection refused" in refused.last_error
-    assert refused.attempts == 0  # the message was never offered
+    assert refused.attempts >= 1  # the refused try counts, though nothing was offered
     assert finished(notification).status == Status.SENT
     assert emails_received(smtp, notification) == Counter({"patient@example.com": 1})
+    sent = delivery(notification, "patient@example.com")
+    # The refused tries and the one that got through; the error went with it.
+    assert (sent.attempts > refused.attempts, sent.last_error) == (True, "")
+
+
+def test_connection_refused_on_every_try_counts_each_try_and_keeps_the_error(
+    smtp: LocalSMTPServer,
+) -> None:
+    """A tutorial reader's way to force retries: an SMTP address where nothing listens."""
+    notification = factories.notification(["first@example.com", "second@example.com"])
+    smtp.stop()
+    try:
+        send(notification)
+        assert finished(notification).status == Status.FAILED
+        (row,) = batch_results(notification)
+        row = wait_for(lambda: TaskResult.objects.filter(pk=row.pk, status="FAILURE").first())
+    finally:
+        smtp.start()
+    for email in ("first@example.com", "second@example.com"):
+        refused = delivery(notification, email)
+        assert refused.status == DStatus.FAILED
+        assert refused.attempts == 4  # the first try and max_retries=3, all refused
+        assert "Connection refused" in refused.last_error
+    assert "Connection refused" in notification.failure_reason
+    assert "TemporaryDeliveryError" in row.result
+    assert emails_received(smtp, notification) == Counter()
 
 
 def test_the_compose_page_creates_and_dispatches_on_commit(

@@ -263,19 +263,29 @@ def test_a_broken_connection_stops_the_batch_and_keeps_the_rest_for_the_retry(
     assert rows["a@example.com"].status == DStatus.SENT
     assert rows["b@example.com"].status == rows["c@example.com"].status == DStatus.RETRYING
     assert rows["b@example.com"].attempts == 1
-    assert rows["c@example.com"].attempts == 0
+    # Not offered before the connection broke, but this try counts for it too.
+    assert rows["c@example.com"].attempts == 1
     assert rows["c@example.com"].last_error == "SMTPServerDisconnected: gone"
     assert scripted_backend.closed == 1
 
 
 def test_connection_refused_keeps_everyone_for_the_retry(scripted_backend) -> None:
     notification = factories.notification(2)
-    scripted_backend.open_error = ConnectionRefusedError(111, "Connection refused")
+    refusal = scripted_backend.open_error = ConnectionRefusedError(111, "Connection refused")
     with pytest.raises(services.TemporaryDeliveryError, match="Connection refused"):
         services.send_batch(notification.pk, ids(notification), claim="t", last_try=False)
-    assert {d.status for d in deliveries(notification).values()} == {DStatus.RETRYING}
-    assert {d.attempts for d in deliveries(notification).values()} == {0}
+    rows = deliveries(notification).values()
+    assert {d.status for d in rows} == {DStatus.RETRYING}
+    # Nothing was offered, yet each recipient was tried once, and the row says why it failed.
+    assert {d.attempts for d in rows} == {1}
+    assert {d.last_error for d in rows} == {f"ConnectionRefusedError: {refusal}"}
     assert scripted_backend.sent == []
+
+    # The retry gets through: one more attempt each, and the error is gone.
+    services.send_batch(notification.pk, ids(notification), claim="t", last_try=False)
+    rows = deliveries(notification).values()
+    assert {(d.status, d.attempts, d.last_error) for d in rows} == {(DStatus.SENT, 2, "")}
+    assert len(scripted_backend.sent) == 2
 
 
 def test_a_batch_of_a_deleted_notification_does_nothing(scripted_backend) -> None:

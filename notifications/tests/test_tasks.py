@@ -54,6 +54,20 @@ def test_after_max_retries_the_failure_is_recorded_and_raised(scripted_backend, 
     assert notification.failure_reason.endswith("Last error: 451 busy")
 
 
+def test_a_refused_connection_counts_every_try_for_every_recipient(scripted_backend) -> None:
+    notification = factories.notification(["a@example.com", "b@example.com"])
+    ids = list(notification.deliveries.values_list("pk", flat=True))
+    refused = ConnectionRefusedError(111, "Connection refused")
+    with mock.patch.object(scripted_backend, "open", side_effect=refused) as opened:
+        result = send_batch_notifications.apply(args=[notification.pk, ids])
+    assert result.failed()
+    assert opened.call_count == 4
+    assert scripted_backend.sent == []
+    rows = Delivery.objects.filter(notification=notification)
+    assert {(d.status, d.attempts) for d in rows} == {(Delivery.Status.FAILED, 4)}
+    assert {d.last_error for d in rows} == {f"ConnectionRefusedError: {refused}"}
+
+
 def test_dispatch_task_returns_the_number_of_batches(settings) -> None:
     settings.NOTIFICATIONS_BATCH_SIZE = 2
     notification = factories.notification(5)
