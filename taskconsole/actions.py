@@ -32,6 +32,7 @@ from .models import (
     TaskStatus,
 )
 from .redaction import redact, text_of
+from .validation import errors_by_field
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +85,6 @@ def audit_publish(user, action: str, target: str, **details: Any) -> None:
         pending.entry().save()
 
 
-def validation_errors(exc: ValidationError) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error.get("loc", ())) or "__all__"
-        errors.setdefault(key, []).append(error.get("msg", ""))
-    return errors
-
-
 def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, dict[str, Any]]:
     """The registry entry and the validated keyword arguments, or ActionError."""
     launchable = registry.get(name) if isinstance(name, str) else None
@@ -136,7 +129,7 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
             400,
             "invalid_arguments",
             _("The arguments are not valid for %(name)s.") % {"name": name},
-            validation_errors(exc),
+            errors_by_field(exc),
         ) from exc
     return launchable, validated.model_dump(mode="json")
 

@@ -326,3 +326,25 @@ def test_workers_and_audit_endpoints(people) -> None:
     AuditEntry.objects.create(user=staff, action="launch", target="y")
     assert [e["target"] for e in login(owner).get(f"{API}/audit/").json()["results"]] == ["x"]
     assert len(login(staff).get(f"{API}/audit/").json()["results"]) == 2
+
+
+def test_argument_errors_are_in_the_users_language(people, sent) -> None:
+    owner, _, _ = people
+    payload = {"task": "app.tasks.add", "arguments": {"x": "three"}}
+    english = post_json(login(owner), f"{API}/launch/", payload, HTTP_ACCEPT_LANGUAGE="en")
+    assert english.json()["errors"] == {
+        "x": ["Input should be a valid integer, unable to parse string as an integer"],
+        "y": ["Field required"],
+    }
+    chinese = post_json(login(owner), f"{API}/launch/", payload, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert chinese.status_code == 400
+    assert chinese.json()["errors"] == {
+        "x": ["应为整数：无法把这段文字解析为整数"],
+        "y": ["必填字段"],
+    }
+    bounded = {"task": "app.tasks.crunch_numbers", "arguments": {"n": -1}}
+    [message] = post_json(
+        login(owner), f"{API}/launch/", bounded, HTTP_ACCEPT_LANGUAGE="zh-hans"
+    ).json()["errors"]["n"]
+    assert message.startswith("应大于或等于 ")
+    assert sent == []
