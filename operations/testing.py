@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -140,3 +141,31 @@ def console_launch(client: Client, task: str, arguments: dict) -> tuple[int, dic
         "application/json",
     )
     return response.status_code, response.json()
+
+
+def listening_addresses(port: int, tables: tuple[str, ...] = ("tcp", "tcp6")) -> set[str]:
+    """Addresses with a socket listening on port, read from /proc/net/tcp (IPv4), tcp6 (IPv6)."""
+    families = {"tcp": socket.AF_INET, "tcp6": socket.AF_INET6}
+    found = set()
+    for table in tables:
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _colon, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(families[table], raw))
+    return found
+
+
+def outside_addresses() -> list[str]:
+    """This machine's own non-loopback IPv4 addresses (empty on a machine without a network)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]

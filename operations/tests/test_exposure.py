@@ -11,29 +11,9 @@ import pytest
 import redis
 
 from operations import embedded_redis
-from operations.testing import ManagedProcess, wait_for
+from operations.testing import ManagedProcess, listening_addresses, outside_addresses, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.any_database]
-
-
-def outside_addresses() -> list[str]:
-    """This machine's own non-loopback IPv4 addresses (empty on a machine without a network)."""
-    try:
-        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Local IPv4 addresses with a socket listening on port, read from /proc/net/tcp."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, _colon, hex_port = local.partition(":")
-        if state == "0A" and int(hex_port, 16) == port:
-            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
-    return found
 
 
 def refused(host: str, port: int) -> bool:
@@ -51,7 +31,7 @@ def test_embedded_redis_binds_loopback_only(tmp_path) -> None:
         client = redis.Redis(host="127.0.0.1", port=port)
         assert client.ping()
         assert client.config_get("bind")["bind"] == "127.0.0.1"
-        assert listening_addresses(port) == {"127.0.0.1"}
+        assert listening_addresses(port, ("tcp",)) == {"127.0.0.1"}
         for address in outside_addresses():
             assert refused(address, port), address
     finally:
@@ -66,7 +46,7 @@ def test_tutorial_flower_binds_loopback_only(subprocess_env) -> None:
     process = ManagedProcess([flower, "-A", "myproject", f"--port={port}"], env, "flower")
     try:
         wait_for(lambda: not refused("127.0.0.1", port), timeout=60)
-        assert listening_addresses(port) == {"127.0.0.1"}
+        assert listening_addresses(port, ("tcp",)) == {"127.0.0.1"}
         for address in outside_addresses():
             assert refused(address, port), address
     finally:

@@ -7,8 +7,6 @@ operations/flower_guard.py stands between Flower and its own default of every in
 from __future__ import annotations
 
 import base64
-import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -18,7 +16,13 @@ import pytest
 
 from operations.embedded_redis import free_port
 from operations.flower_guard import FlowerExposed, is_loopback, listen_address
-from operations.testing import ManagedProcess, celery_argv, wait_for
+from operations.testing import (
+    ManagedProcess,
+    celery_argv,
+    listening_addresses,
+    outside_addresses,
+    wait_for,
+)
 
 BIN = Path(sys.executable).parent
 # Straight to the address asked for, whatever proxy the environment names.
@@ -68,33 +72,6 @@ def integration(test):
 
 def without_flower_vars(env: dict[str, str], **extra: str) -> dict[str, str]:
     return {**{k: v for k, v in env.items() if not k.startswith("FLOWER_")}, **extra}
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Addresses (IPv4 and IPv6) with a socket listening on port, from /proc/net/tcp{,6}."""
-    found = set()
-    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        path = Path("/proc/net") / table
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            fields = line.split()
-            address, _colon, hex_port = fields[1].partition(":")
-            if fields[3] == "0A" and int(hex_port, 16) == port:
-                raw = bytes.fromhex(address)
-                # The kernel prints each 32-bit word in host (little-endian) order.
-                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add(socket.inet_ntop(family, raw))
-    return found
-
-
-def outside_addresses() -> list[str]:
-    """This machine's own non-loopback IPv4 addresses (empty on a machine without a network)."""
-    try:
-        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]
 
 
 def status(url: str, auth: str | None = None) -> int:
