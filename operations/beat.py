@@ -7,6 +7,10 @@
   last_run_at only every few minutes, so a beat killed just after a dispatch would otherwise send
   the same slot again on restart; a new leader with a stale schedule would too.
 - The schedule is reset by itself when TIME_ZONE changes (the tutorial's manual step).
+- Only the leader writes to the schedule tables: CELERY_BEAT_SCHEDULE's entries (and the time
+  zone reset) are written when a beat starts holding the lease or takes it over. A beat that
+  starts while another holds the lease writes nothing, so it cannot undo an admin edit of a
+  settings entry the running leader already follows; it says once that it stands by.
 """
 
 from __future__ import annotations
@@ -65,6 +69,20 @@ def acquire_lease(owner: str, ttl: float, now: datetime | None = None) -> bool:
 
 def release_lease(owner: str) -> None:
     BeatLock.objects.filter(name=BEAT_LOCK, owner=owner).delete()
+
+
+def lease_holder() -> str | None:
+    """The owner of the leader lease, None when nobody holds it."""
+    return BeatLock.objects.filter(name=BEAT_LOCK).values_list("owner", flat=True).first()
+
+
+def describe_owner(owner: str) -> str:
+    """A lease owner ("host:pid:nonce") as an operator reads it: "pid 1234 on host"."""
+    host, _, rest = owner.rpartition(":")
+    host, _, pid = host.rpartition(":")
+    if host and pid.isdigit() and rest:
+        return f"pid {pid} on {host}"
+    return owner
 
 
 def slot_start(schedule: object, now: datetime) -> datetime:
@@ -172,18 +190,33 @@ class DatabaseScheduler(BaseDatabaseScheduler):
     _last_heartbeat = 0.0
     _last_lease = 0.0
     _is_leader = False
+    #: Whether this beat wrote CELERY_BEAT_SCHEDULE's entries to the tables since it last led.
+    _installed = False
+    #: The lease holder this beat last said it stands by for; None while it leads.
+    _standing_by_for: str | None = None
 
     def __init__(self, *args, **kwargs) -> None:
         self.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
+        """Take the lease if free; only then write the settings' entries (see _lead).
+
+        django-celery-beat writes CELERY_BEAT_SCHEDULE to its tables here, at every start. A
+        second beat doing so while the first leads would put back a settings entry that was
+        edited in the admin since, and the leader would follow the reset entry.
+        """
+        self._renew_lease(_setting("BEAT_LEADER_TTL", 30))
+
+    def _install_schedule(self) -> None:
+        """What django-celery-beat does at start: write the settings' entries to the tables."""
         try:
             close_old_connections()
             reset_on_time_zone_change(str(self.app.conf.timezone or settings.TIME_ZONE))
         except DatabaseError as exc:
             logger.warning("Could not compare the time zone with the last one: %s", exc)
         super().setup_schedule()
+        self._installed = True
 
     def tick(self, *args, **kwargs) -> float:
         ttl = _setting("BEAT_LEADER_TTL", 30)
@@ -198,21 +231,56 @@ class DatabaseScheduler(BaseDatabaseScheduler):
 
     def _renew_lease(self, ttl: float) -> None:
         was_leader = self._is_leader
+        previous = self._standing_by_for
+        holder = None
         try:
             close_old_connections()
-            self._is_leader = acquire_lease(self.lease_owner, ttl)
+            leader = acquire_lease(self.lease_owner, ttl)
+            if leader and not was_leader:
+                self._lead()
+            elif not leader:
+                holder = lease_holder()
         except DatabaseError as exc:
             # Without the database nobody can prove leadership: stop sending until it is back.
             logger.warning("Could not renew beat's leader lease: %s", exc)
-            self._is_leader = False
+            leader = False
+        self._is_leader = leader
         self._last_lease = time.monotonic()
-        if self._is_leader and not was_leader:
-            logger.info("beat: %s is the leader and sends due tasks.", self.lease_owner)
-            # Another beat may have sent tasks meanwhile: read last_run_at afresh.
-            self._initial_read = True
-            self._heap = None
-        elif was_leader and not self._is_leader:
+        if leader:
+            self._standing_by_for = None
+            if was_leader:
+                return
+            if previous is None:
+                logger.info("beat: %s is the leader and sends due tasks.", self.lease_owner)
+            else:
+                logger.info(
+                    "beat: took over the leader lease from %s; %s now sends due tasks.",
+                    describe_owner(previous),
+                    self.lease_owner,
+                )
+            return
+        if was_leader:
             logger.warning("beat: %s lost the leader lease; standing by.", self.lease_owner)
+        # Said once, and again only when another beat comes to hold the lease: not every tick.
+        if holder is not None and holder != previous:
+            self._standing_by_for = holder
+            logger.info(
+                "beat: another beat (%s) holds the leader lease; standing by, "
+                "will take over if it stops.",
+                describe_owner(holder),
+            )
+
+    def _lead(self) -> None:
+        """Start sending: write the settings' entries at start or takeover, read the rest afresh.
+
+        A beat that got its own lease back after a database outage, with no other beat having
+        held it meanwhile, does not write them again: admin edits made since stay.
+        """
+        if not self._installed or self._standing_by_for is not None:
+            self._install_schedule()
+        # Another beat may have sent tasks meanwhile: read last_run_at afresh.
+        self._initial_read = True
+        self._heap = None
 
     def apply_async(self, entry, producer=None, advance=True, **kwargs):
         try:
