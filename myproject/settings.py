@@ -154,7 +154,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"  # the site's own page (myproject/urls.py), open to non-staff users
 
 # SECURITY (only what differs when DEBUG is off)
 # ------------------------------------------------------------------------------

@@ -1,8 +1,14 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The site's own login, for everyone with an account (the admin's refuses non-staff users).
+    # LoginView only follows a `next` on this site; after a plain login, and after the logout
+    # (POST only), people land on the home page.
+    path("accounts/login/", auth_views.LoginView.as_view(next_page="home"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="home"), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("operations.urls")),
     path("", include("app.urls")),

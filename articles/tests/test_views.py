@@ -41,7 +41,7 @@ def test_every_page_needs_a_login(client: Client) -> None:
     for url in (INDEX, CREATE, edit_url(article)):
         response = client.get(url)
         assert response.status_code == 302
-        assert response["Location"].startswith(reverse("admin:login"))
+        assert response["Location"].startswith(reverse("login"))
 
 
 def test_writing_needs_the_permissions(client: Client, delay) -> None:

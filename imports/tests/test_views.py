@@ -51,7 +51,7 @@ def page_messages(response) -> list[str]:
 def test_anonymous_visitors_are_sent_to_the_login_page(client: Client) -> None:
     for response in (client.get(INDEX), client.post(UPLOAD, {})):
         assert response.status_code == 302
-        assert response["Location"].startswith(reverse("admin:login"))
+        assert response["Location"].startswith(reverse("login"))
     assert not ImportBatch.objects.exists()
 
 

@@ -38,7 +38,7 @@ def login(client: Client, *perms: str, **fields) -> Client:
 def test_the_page_needs_a_login(client: Client) -> None:
     response = client.get(INDEX)
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/")
+    assert response["Location"].startswith("/accounts/login/")
 
 
 def test_the_page_needs_the_view_permission(client: Client) -> None:

@@ -30,7 +30,7 @@ def sender(client: Client) -> Client:
 def test_anonymous_is_sent_to_the_login_page(client: Client, url: str) -> None:
     response = client.get(url)
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response["Location"].startswith(reverse("login"))
 
 
 def test_without_permission_is_forbidden(client: Client) -> None:

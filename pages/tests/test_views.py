@@ -31,7 +31,7 @@ def submitter(client: Client):
 def test_pages_need_a_login(client: Client, name: str, args: list[int]) -> None:
     response = client.get(reverse(f"pages:{name}", args=args))
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response["Location"].startswith(reverse("login"))
 
 
 def test_submitting_needs_the_add_permission(client: Client, dispatched) -> None:
