@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
 import pytest
 
+from operations.testing import chromium
 from taskconsole.models import TaskRecord
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.any_database,
     pytest.mark.django_db(transaction=True),
-]
-
-# Debian's chromium by default; `make test` installs it there, elsewhere set CHROMIUM.
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
 ]
 
 
@@ -38,22 +25,10 @@ def worker(start_module_worker):
 
 @pytest.fixture
 def page(live_server):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-    # still synchronous, so Django's async-safety guard is lifted for this test only.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         context = browser.new_context(locale="en-US", timezone_id="Europe/Paris")
         context.set_default_timeout(60_000)
         yield context.new_page()
-        browser.close()
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def launch(page, base: str, name: str, **values: str) -> str:
