@@ -44,7 +44,9 @@ USE_TZ = True
 USE_I18N = True
 LANGUAGE_CODE = env("DJANGO_LANGUAGE_CODE", default="en")
 LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# locale/ is the project's catalog (makemessages); locale_vendor/ is hand-maintained overrides
+# for django-celery-results/-beat. Earlier entries win, and makemessages writes to the first.
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "locale_vendor"]
 
 # APPS
 # ------------------------------------------------------------------------------
