@@ -296,8 +296,9 @@ CELERY_TASK_ROUTES = {
     "imports.tasks.*": {"queue": "heavy_tasks", "routing_key": "heavy_tasks"},
 }
 
-# Periodic tasks. Entries here are written to django-celery-beat's tables when beat starts;
-# after that they are edited in the admin like the ones added there.
+# Periodic tasks. Entries here are written to django-celery-beat's tables by the beat that holds
+# the leader lease, when it starts or takes over; after that they are edited in the admin like
+# the ones added there (until the next such start).
 CELERY_BEAT_SCHEDULER = "operations.beat:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "add-every-30s": {
