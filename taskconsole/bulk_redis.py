@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
@@ -232,15 +232,19 @@ class RedisPublisher:
     def _save(self, entries: list[dict[str, Any]]) -> Future | None:
         if not entries:
             return None
-        # A single round gains nothing from a thread (nor does the last one, when none is
-        # waiting to be built): it would only cost a connection.
-        if self.remaining <= 0 or not self.records.writes_apart(entries):
-            self.records.save(entries)
-            return None
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskconsole-bulk")
-        # With the caller's context: a database router may read it.
-        return self._writer.submit(contextvars.copy_context().run, self.records.save, entries)
+        # A single round gains nothing from a thread: it would only cost a connection. Once the
+        # thread writes, it writes every round it can, the last one too.
+        if self.records.writes_apart(entries) and (self._writer is not None or self.remaining > 0):
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskconsole-bulk")
+            # With the caller's context: a database router may read it.
+            return self._writer.submit(contextvars.copy_context().run, self.records.save, entries)
+        # Written here, after the round the thread may still be writing: the rounds' rows
+        # follow the calls (its error, if any, is raised when that round is pushed).
+        if self._pending is not None and self._pending.saved is not None:
+            wait([self._pending.saved])
+        self.records.save(entries)
+        return None
 
     def _push(self, round_: _Round, published: list[str], last: bool = False) -> None:
         self._pushing = round_

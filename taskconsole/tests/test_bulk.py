@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -410,6 +412,27 @@ def test_a_refused_round_fails_the_recorded_round_after_it(
     failed = records.filter(status=TaskStatus.FAILURE, exception__startswith="Not published")
     assert sorted(args[0] for args in failed.values_list("args", flat=True)) == list(range(20, 60))
     assert records.count() == 60
+
+
+@pytest.mark.database
+def test_the_rounds_rows_follow_the_calls_when_the_writer_thread_lags(
+    broker, small_rounds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The thread writing a round may still be at it when the last round is built: that round
+    # must not be written beside it (by the caller), or its rows come first.
+    from taskconsole.bulk_redis import _RecordPlan
+
+    real = _RecordPlan.save
+
+    def save(self, entries):
+        if threading.current_thread().name.startswith("taskconsole-bulk"):
+            time.sleep(0.2)
+        real(self, entries)
+
+    monkeypatch.setattr(_RecordPlan, "save", save)
+    ids = enqueue_many(echo_task, [(i,) for i in range(65)], queue=IDLE, chunk=10)
+    buffer.flush()  # a last round too small to be written apart goes to the buffer
+    assert _in_row_order(ids) == ids
 
 
 @pytest.mark.database
