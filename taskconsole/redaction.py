@@ -20,8 +20,13 @@ DEFAULT_SECRET_PATTERN = (
     r"(?:$|[_.\-])"
 )
 # A password written into a URL (postgres://user:password@host/db, https://user:pw@host/):
-# hidden wherever the URL is, whatever its key, positional arguments included.
-URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.I)
+# hidden wherever the URL is, whatever its key, positional arguments included. It runs up to
+# the last @ before the host (a password may hold one). A match starts only where a scheme can
+# (not inside a run of letters), so a long argument costs linear time, not quadratic.
+URL_PASSWORD = re.compile(
+    r"(?<![a-z0-9+.\-])(?P<head>[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s]+(?=@[^/\s@]*(?:[/\s]|$))",
+    re.I,
+)
 MAX_DEPTH = 6
 
 

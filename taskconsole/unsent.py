@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery.app.amqp import AMQP
-from django.db import DatabaseError
+from django.db import connections, router
 from django.utils import timezone
 
 from . import buffer
@@ -39,14 +39,20 @@ def not_published(task_ids: Iterable[str], exc: BaseException) -> None:
     if not task_ids:
         return
     try:
-        # A record may still be in this process's buffer: written first, then failed.
-        buffer.flush()
+        # A record may still be in this process's buffer: written first, then failed. Only
+        # that one: writing the whole buffer would, inside a transaction this error may roll
+        # back, take other requests' entries down with it. (Inside a transaction the record
+        # was saved at once, not buffered.)
+        if not connections[router.db_for_write(TaskRecord)].in_atomic_block:
+            buffer.settle_all(task_ids)
         TaskRecord.objects.filter(task_id__in=task_ids, status__in=_UNSENT_STATES).update(
             status=TaskStatus.FAILURE,
             exception=f"Not published: {type(exc).__name__}: {exc}"[:2000],
             finished_at=timezone.now(),
         )
-    except DatabaseError:
+    except Exception:
+        # Any error here (the database is gone too; an async caller, which may not query) is
+        # logged: the caller's own error is the one to raise.
         logger.exception(
             "taskconsole: %d tasks were not published, and their records could not be marked "
             "failed: they show as queued",

@@ -45,6 +45,8 @@ def test_ordinary_keys_are_kept(key: str) -> None:
         ("postgres://app:PW-1@db.internal/prod", "postgres://app:********@db.internal/prod"),
         ("redis://:PW-2@cache:6379/0", "redis://:********@cache:6379/0"),
         ("see https://bot:PW-3@api.example.com/x", "see https://bot:********@api.example.com/x"),
+        # A password may hold an @: hidden up to the host.
+        ("postgres://app:p@ss@db/prod", "postgres://app:********@db/prod"),
     ],
 )
 def test_a_password_in_a_url_is_hidden_wherever_it_is(url: str, shown: str) -> None:

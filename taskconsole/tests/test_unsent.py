@@ -7,11 +7,12 @@ import uuid
 import pytest
 import redis
 from django.db import transaction
+from django.test import override_settings
 from kombu.exceptions import EncodeError
 
 from app.tasks import add
-from taskconsole import buffer
-from taskconsole.models import TaskRecord, TaskStatus
+from taskconsole import actions, buffer
+from taskconsole.models import AuditAction, AuditEntry, TaskRecord, TaskStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,3 +64,19 @@ def test_a_broker_that_refuses_the_send_fails_the_record(monkeypatch) -> None:
     status, exception = _status(task_id)
     assert status == TaskStatus.FAILURE
     assert "Connection refused" in exception
+
+
+@override_settings(TASKCONSOLE_BUFFER_INTERVAL=3600)
+def test_a_failed_publish_in_a_transaction_leaves_the_buffer_alone(make_user) -> None:
+    # Another request's audit entry waits in this process's buffer. A publish that fails inside
+    # a transaction must not write it there: the transaction is rolled back with the error.
+    user = make_user("launch", "view")
+    actions.audit_publish(user, AuditAction.LAUNCH, "other-request", task="app.tasks.add")
+    assert buffer.pending() == 1
+    task_id = str(uuid.uuid4())
+    with pytest.raises(EncodeError), transaction.atomic():
+        add.apply_async((Unserializable(), 1), task_id=task_id)
+    assert buffer.pending() == 1
+    assert buffer.flush() == 1
+    assert AuditEntry.objects.filter(target="other-request").count() == 1
+    assert not TaskRecord.objects.filter(task_id=task_id).exists()
