@@ -3,8 +3,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,16 @@ class BrokerUnavailableMiddleware:
         if not isinstance(exception, OperationalError):
             return None
         logger.error("Task broker unavailable while serving %s: %s", request.path, exception)
-        response = TemplateResponse(request, "operations/broker_unavailable.html", status=503)
+        try:
+            response = TemplateResponse(request, "operations/broker_unavailable.html", status=503)
+            response.render()
+        except DatabaseError:
+            # The page's header reads the user from the database: when that is gone too, a
+            # plain answer still says what happened.
+            response = HttpResponse(
+                _("The task queue is unavailable") + "\n",
+                status=503,
+                content_type="text/plain; charset=utf-8",
+            )
         response["Retry-After"] = "30"
-        return response.render()
+        return response

@@ -138,9 +138,26 @@ def _unknown_arguments(launchable: registry.Launchable, arguments: dict) -> list
     schema = launchable.schema
     if schema.model_config.get("extra") == "allow":
         return []
-    known = set()
+    by_name = schema.model_config.get("populate_by_name") or schema.model_config.get(
+        "validate_by_name"
+    )
+    known: set[str] = set()
     for field_name, info in schema.model_fields.items():
-        known.update({field_name, info.alias or field_name, info.validation_alias or field_name})
+        # What pydantic reads a field from: its alias(es), and its own name unless an alias
+        # replaces it. An alias may be a path or a choice of them: their string names count.
+        aliases = [info.alias, info.validation_alias]
+        names = {a for a in aliases if isinstance(a, str)}
+        for alias in aliases:
+            for choice in getattr(alias, "choices", ()):
+                if isinstance(choice, str):
+                    names.add(choice)
+                elif getattr(choice, "path", None) and isinstance(choice.path[0], str):
+                    names.add(choice.path[0])
+            if getattr(alias, "path", None) and isinstance(alias.path[0], str):
+                names.add(alias.path[0])
+        if not names or by_name:
+            names.add(field_name)
+        known |= names
     return sorted(str(key) for key in arguments if key not in known)
 
 

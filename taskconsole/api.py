@@ -61,9 +61,12 @@ def endpoint(methods: set[str]) -> Callable:
             try:
                 return answer(request, *args, **kwargs)
             except (OperationalError, InterfaceError) as exc:
+                if str(exc).startswith("no such "):
+                    # SQLite's "no such table/column": not migrated, which waiting won't fix.
+                    raise
                 # The database is unreachable (or restarting): a script can wait and try again,
                 # which a 500 page would not tell it.
-                logger.error("Task console API: database unavailable: %s", exc)
+                logger.exception("Task console API: database unavailable")
                 response = error(
                     503,
                     "database_unavailable",

@@ -98,7 +98,7 @@ def arguments_from_post(
         elif field.widget == "json":
             try:
                 arguments[field.name] = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested thousands deep: no argument is
                 errors[field.name] = [_("Enter valid JSON.")]
         else:
             arguments[field.name] = raw

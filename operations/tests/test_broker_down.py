@@ -14,14 +14,17 @@ from taskconsole.models import TaskRecord, TaskStatus
 # Runs in a fresh interpreter, so the settings read the broken CELERY_BROKER_URL as a real
 # deployment would, and no connection pooled by this test session is reused.
 SCRIPT = """
-import json, time
+import json, sys, time
 import django
 django.setup()
 from django.test import Client
 from django.test.utils import setup_test_environment
 setup_test_environment()
+client = Client()
+if sys.argv[1:] == ["--logged-in"]:
+    client.cookies["sessionid"] = "s" * 32  # a logged-in browser: its session is in the database
 started = time.monotonic()
-response = Client().get("/test/")
+response = client.get("/test/")
 print(json.dumps({
     "status": response.status_code,
     "retry_after": response.get("Retry-After"),
@@ -57,3 +60,25 @@ def test_test_view_answers_503_when_the_broker_is_down(subprocess_env) -> None:
     )
     assert status == TaskStatus.FAILURE
     assert exception.startswith("Not published: ")
+
+
+@pytest.mark.integration
+def test_the_503_stands_when_the_database_is_gone_too(subprocess_env, tmp_path) -> None:
+    env = {
+        **subprocess_env,
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'no-such-directory' / 'db.sqlite3'}",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "--logged-in"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    # The page's header cannot read the user: a plain answer instead of a 500.
+    assert answer["status"] == 503
+    assert answer["retry_after"] == "30"
+    assert "The task queue is unavailable" in answer["body"]

@@ -73,7 +73,18 @@ def test_a_finished_record_is_left_alone() -> None:
     assert TaskRecord.objects.get(task_id="u-3").status == TaskStatus.SUCCESS
 
 
-def test_refused_pickle_fails_its_record_without_loading_the_body() -> None:
+def test_refused_pickle_fails_its_record_without_loading_the_body(monkeypatch) -> None:
+    from kombu.serialization import registry
+
+    # kombu's own pickle decoder, watched: it must never be called for a refused body.
+    loaded = []
+    decoders = registry._decoders
+    real_loads = decoders["application/x-python-serialize"]
+    monkeypatch.setitem(
+        decoders,
+        "application/x-python-serialize",
+        lambda *a, **k: loaded.append(1) or real_loads(*a, **k),
+    )
     TaskRecord.objects.create(task_id="p-1", name="app.tasks.add", status=TaskStatus.QUEUED)
     message = _message(
         "p-1",
@@ -88,6 +99,8 @@ def test_refused_pickle_fails_its_record_without_loading_the_body() -> None:
     assert record.exception == (
         "ContentDisallowed: Refusing to deserialize untrusted content of type pickle"
     )
+    assert loaded == []
+    assert record.args == []
 
 
 def test_a_rejected_message_that_is_not_a_task_is_ignored() -> None:

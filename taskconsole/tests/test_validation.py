@@ -45,3 +45,36 @@ def test_chinese_gets_them_translated() -> None:
     assert errors["job"] == ["应为以下之一：'backup', 'prune'"]
     assert errors["keep"][0] != "Value error, Enter a whole number."
     assert not errors["keep"][0].startswith("Value error")
+
+
+def test_a_json_field_nested_past_reason_is_an_error_not_a_crash() -> None:
+    from django.http import QueryDict
+
+    from taskconsole import forms
+
+    schema = {"properties": {"items": {"type": "array", "title": "Items"}}, "required": []}
+    post = QueryDict(mutable=True)
+    post["items"] = "[" * 5000 + "]" * 5000
+    arguments, errors = forms.arguments_from_post(schema, post)
+    assert "items" in errors
+    assert "items" not in arguments
+
+
+def test_unknown_argument_names_know_the_schemas_aliases() -> None:
+    from types import SimpleNamespace
+
+    from pydantic import AliasChoices, AliasPath, ConfigDict, Field
+
+    from taskconsole.actions import _unknown_arguments
+
+    class Aliased(BaseModel):
+        x: int = Field(alias="ex")
+        y: int = Field(validation_alias=AliasChoices("why", AliasPath("wrap", 0)))
+
+    class ByName(Aliased):
+        model_config = ConfigDict(populate_by_name=True)
+
+    given = {"ex": 1, "x": 2, "why": 3, "wrap": [4], "y": 5, "zed": 6}
+    # Without populate_by_name pydantic would drop x and y: they are refused, not ignored.
+    assert _unknown_arguments(SimpleNamespace(schema=Aliased), given) == ["x", "y", "zed"]
+    assert _unknown_arguments(SimpleNamespace(schema=ByName), given) == ["zed"]
