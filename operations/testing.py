@@ -206,3 +206,17 @@ def chromium() -> Iterator[object]:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def run_script(script: str, env: dict[str, str], *args: str, timeout: float = 60) -> dict:
+    """Run a Python script in a fresh interpreter (settings read from `env`, as a deployment
+    reads them); returns the JSON object it prints on its last line."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(run.stdout.strip().splitlines()[-1])

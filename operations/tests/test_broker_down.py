@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from operations.embedded_redis import free_port
+from operations.testing import run_script
 from taskconsole.models import TaskRecord, TaskStatus
 
 # Runs in a fresh interpreter, so the settings read the broken CELERY_BROKER_URL as a real
@@ -39,15 +36,7 @@ print(json.dumps({
 def test_test_view_answers_503_when_the_broker_is_down(subprocess_env) -> None:
     env = {**subprocess_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     # The timeout guards against a hang: the view must answer, not wait on the broker forever.
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    answer = run_script(SCRIPT, env, timeout=30)
     assert answer["status"] == 503
     assert answer["retry_after"] == "30"
     assert "The task queue is unavailable" in answer["body"]
@@ -69,15 +58,7 @@ def test_the_503_stands_when_the_database_is_gone_too(subprocess_env, tmp_path) 
         "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'no-such-directory' / 'db.sqlite3'}",
     }
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, "--logged-in"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    answer = run_script(SCRIPT, env, "--logged-in", timeout=30)
     # The page's header cannot read the user: a plain answer instead of a 500.
     assert answer["status"] == 503
     assert answer["retry_after"] == "30"

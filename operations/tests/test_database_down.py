@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from operations.testing import run_script
 
 # A fresh interpreter whose DATABASE_URL leads nowhere (a directory that does not exist), as a
 # deployment whose database went away: every query raises OperationalError.
@@ -41,15 +41,7 @@ print(json.dumps(answers))
 def test_the_api_and_readyz_answer_503_when_the_database_is_gone(subprocess_env, tmp_path):
     gone = tmp_path / "no-such-directory" / "db.sqlite3"
     env = {**subprocess_env, "DATABASE_URL": f"sqlite:///{gone}"}
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    answers = json.loads(run.stdout.strip().splitlines()[-1])
+    answers = run_script(SCRIPT, env)
     for name in ("api_token", "api_session"):
         answer = answers[name]
         assert answer["status"] == 503, answer
