@@ -138,14 +138,15 @@ def _unknown_arguments(launchable: registry.Launchable, arguments: dict) -> list
     schema = launchable.schema
     if schema.model_config.get("extra") == "allow":
         return []
-    by_name = schema.model_config.get("populate_by_name") or schema.model_config.get(
-        "validate_by_name"
-    )
+    config = schema.model_config
+    by_name = config.get("populate_by_name") or config.get("validate_by_name")
+    by_alias = config.get("validate_by_alias", True)
     known: set[str] = set()
     for field_name, info in schema.model_fields.items():
         # What pydantic reads a field from: its alias(es), and its own name unless an alias
         # replaces it. An alias may be a path or a choice of them: their string names count.
-        aliases = [info.alias, info.validation_alias]
+        # A validation alias replaces the alias for reading.
+        aliases = [info.validation_alias] if info.validation_alias else [info.alias]
         names = {a for a in aliases if isinstance(a, str)}
         for alias in aliases:
             for choice in getattr(alias, "choices", ()):
@@ -155,6 +156,8 @@ def _unknown_arguments(launchable: registry.Launchable, arguments: dict) -> list
                     names.add(choice.path[0])
             if getattr(alias, "path", None) and isinstance(alias.path[0], str):
                 names.add(alias.path[0])
+        if not by_alias:
+            names = set()
         if not names or by_name:
             names.add(field_name)
         known |= names

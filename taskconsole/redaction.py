@@ -21,10 +21,11 @@ DEFAULT_SECRET_PATTERN = (
 )
 # A password written into a URL (postgres://user:password@host/db, https://user:pw@host/):
 # hidden wherever the URL is, whatever its key, positional arguments included. It runs up to
-# the last @ before the host (a password may hold one). A match starts only where a scheme can
-# (not inside a run of letters), so a long argument costs linear time, not quadratic.
+# the last @ before the host (a password may hold one). A match starts only at the start of a
+# run of scheme characters, and takes the whole run (`1postgres://`, `-dpostgres://` too), so a
+# long argument costs linear time, not quadratic.
 URL_PASSWORD = re.compile(
-    r"(?<![a-z0-9+.\-])(?P<head>[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s]+(?=@[^/\s@]*(?:[/\s]|$))",
+    r"(?<![a-z0-9+.\-])(?P<head>[a-z0-9+.\-]+://[^/\s:@]*:)[^/\s]+(?=@[^/\s@]*(?:[/\s]|$))",
     re.I,
 )
 MAX_DEPTH = 6

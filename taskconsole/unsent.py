@@ -39,10 +39,10 @@ def not_published(task_ids: Iterable[str], exc: BaseException) -> None:
     if not task_ids:
         return
     try:
-        # A record may still be in this process's buffer: written first, then failed. Only
-        # that one: writing the whole buffer would, inside a transaction this error may roll
-        # back, take other requests' entries down with it. (Inside a transaction the record
-        # was saved at once, not buffered.)
+        # A record may still be in this process's buffer: the buffer is written first (only
+        # when it holds one of these records), then the record failed. Never inside a
+        # transaction, which this error may roll back with other requests' entries in it; there
+        # the record was saved at once, not buffered.
         if not connections[router.db_for_write(TaskRecord)].in_atomic_block:
             buffer.settle_all(task_ids)
         TaskRecord.objects.filter(task_id__in=task_ids, status__in=_UNSENT_STATES).update(

@@ -47,6 +47,9 @@ def test_ordinary_keys_are_kept(key: str) -> None:
         ("see https://bot:PW-3@api.example.com/x", "see https://bot:********@api.example.com/x"),
         # A password may hold an @: hidden up to the host.
         ("postgres://app:p@ss@db/prod", "postgres://app:********@db/prod"),
+        # Glued to what comes before it (a flag, a digit).
+        ("-dpostgres://u:PW-4@h/db", "-dpostgres://u:********@h/db"),
+        ("1redis://:PW-5@h/", "1redis://:********@h/"),
     ],
 )
 def test_a_password_in_a_url_is_hidden_wherever_it_is(url: str, shown: str) -> None:

@@ -74,6 +74,11 @@ def test_unknown_argument_names_know_the_schemas_aliases() -> None:
     class ByName(Aliased):
         model_config = ConfigDict(populate_by_name=True)
 
+    class Renamed(BaseModel):
+        # pydantic reads only the validation alias when both are given.
+        x: int = Field(alias="ex", validation_alias="eks")
+
+    assert _unknown_arguments(SimpleNamespace(schema=Renamed), {"ex": 1, "eks": 2}) == ["ex"]
     given = {"ex": 1, "x": 2, "why": 3, "wrap": [4], "y": 5, "zed": 6}
     # Without populate_by_name pydantic would drop x and y: they are refused, not ignored.
     assert _unknown_arguments(SimpleNamespace(schema=Aliased), given) == ["x", "y", "zed"]
