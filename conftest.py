@@ -24,6 +24,7 @@ import pytest
 from django.core.management.base import CommandError
 from django.db import OperationalError
 from django.test import TransactionTestCase, override_settings
+from django.utils import translation
 from kombu.messaging import Producer
 
 from myproject.celery import app as celery_app
@@ -90,6 +91,14 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if server is not None:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _no_language_left_over() -> Iterator[None]:
+    """A test client request leaves the language LocaleMiddleware chose active in the thread:
+    a test asking for zh-hans would make the next test's messages Chinese."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -32,7 +32,7 @@ from .models import (
     TaskStatus,
 )
 from .redaction import redact, text_of
-from .validation import errors_by_field
+from .validation import closed, errors_by_field
 
 logger = logging.getLogger(__name__)
 
@@ -112,18 +112,9 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
             _("The arguments are %(size)d bytes; at most %(limit)d are accepted.")
             % {"size": size, "limit": max_args_bytes()},
         )
-    unknown = _unknown_arguments(launchable, arguments)
-    if unknown:
-        # pydantic drops them by default: a misspelt optional argument would launch the task
-        # as if it had not been given.
-        raise ActionError(
-            400,
-            "invalid_arguments",
-            _("The arguments are not valid for %(name)s.") % {"name": name},
-            {key: [_("This task takes no argument of that name.")] for key in unknown},
-        )
     try:
-        validated = launchable.schema.model_validate(arguments)
+        # Closed: a misspelt optional argument is refused, not dropped as pydantic would.
+        validated = closed(launchable.schema).model_validate(arguments)
     except ValidationError as exc:
         raise ActionError(
             400,
@@ -132,36 +123,6 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
             errors_by_field(exc),
         ) from exc
     return launchable, validated.model_dump(mode="json")
-
-
-def _unknown_arguments(launchable: registry.Launchable, arguments: dict) -> list[str]:
-    schema = launchable.schema
-    if schema.model_config.get("extra") == "allow":
-        return []
-    config = schema.model_config
-    by_name = config.get("populate_by_name") or config.get("validate_by_name")
-    by_alias = config.get("validate_by_alias", True)
-    known: set[str] = set()
-    for field_name, info in schema.model_fields.items():
-        # What pydantic reads a field from: its alias(es), and its own name unless an alias
-        # replaces it. An alias may be a path or a choice of them: their string names count.
-        # A validation alias replaces the alias for reading.
-        aliases = [info.validation_alias] if info.validation_alias else [info.alias]
-        names = {a for a in aliases if isinstance(a, str)}
-        for alias in aliases:
-            for choice in getattr(alias, "choices", ()):
-                if isinstance(choice, str):
-                    names.add(choice)
-                elif getattr(choice, "path", None) and isinstance(choice.path[0], str):
-                    names.add(choice.path[0])
-            if getattr(alias, "path", None) and isinstance(alias.path[0], str):
-                names.add(alias.path[0])
-        if not by_alias:
-            names = set()
-        if not names or by_name:
-            names.add(field_name)
-        known |= names
-    return sorted(str(key) for key in arguments if key not in known)
 
 
 def named_arguments(name: str, args: list, kwargs: dict) -> dict[str, Any]:

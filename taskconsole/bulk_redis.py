@@ -239,12 +239,15 @@ class RedisPublisher:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="taskconsole-bulk")
             # With the caller's context: a database router may read it.
             return self._writer.submit(contextvars.copy_context().run, self.records.save, entries)
-        # Written here, after the round the thread may still be writing: the rounds' rows
-        # follow the calls (its error, if any, is raised when that round is pushed).
-        if self._pending is not None and self._pending.saved is not None:
-            wait([self._pending.saved])
+        self._after_pending()
         self.records.save(entries)
         return None
+
+    def _after_pending(self) -> None:
+        """Wait for the round the thread may still be writing, so that what this thread writes
+        next follows it (its error, if any, is raised when that round is pushed)."""
+        if self._pending is not None and self._pending.saved is not None:
+            wait([self._pending.saved])
 
     def _push(self, round_: _Round, published: list[str], last: bool = False) -> None:
         self._pushing = round_
@@ -338,9 +341,7 @@ class RedisPublisher:
             # As with delay(), a task whose arguments cannot be sent was recorded before the
             # attempt: its record and those before it in the round are marked failed.
             if recording:
-                # After the round before, whose records a thread may be writing.
-                if self._pending is not None and self._pending.saved is not None:
-                    self._pending.saved.result()
+                self._after_pending()
                 failing = task_ids[len(messages)]
                 if not entries or entries[-1]["task_id"] != failing:
                     args, kwargs = group[len(messages)]

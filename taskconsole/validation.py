@@ -8,11 +8,12 @@ not listed here, in any language, keeps pydantic's message.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 MESSAGES: dict[str, Any] = {
     "missing": _("Field required"),
@@ -33,10 +34,27 @@ MESSAGES: dict[str, Any] = {
     "literal_error": _("Input should be one of %(expected)s"),
     "list_type": _("Input should be a valid list"),
     "dict_type": _("Input should be a valid dictionary"),
+    "extra_forbidden": _("Extra inputs are not permitted"),
     # A field validator's ValueError: its own text, already in the user's language when it was
     # made with gettext, without pydantic's "Value error, " in front.
     "value_error": "%(error)s",
 }
+
+
+@functools.cache
+def closed(schema: type[BaseModel]) -> type[BaseModel]:
+    """The schema, refusing any name it does not read (pydantic ignores them by default).
+
+    pydantic itself decides what it reads (aliases, names), so the refusal follows it; a
+    schema that allows extra names keeps them.
+    """
+    if schema.model_config.get("extra") == "allow":
+        return schema
+    return type(
+        schema.__name__,
+        (schema,),
+        {"model_config": ConfigDict(extra="forbid"), "__module__": schema.__module__},
+    )
 
 
 def message(error: dict[str, Any]) -> str:
