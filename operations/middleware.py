@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.db import DatabaseError, InterfaceError
+from django.db import Error as DBError  # any database error, InterfaceError included
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
@@ -28,7 +28,7 @@ class BrokerUnavailableMiddleware:
         try:
             response = TemplateResponse(request, "operations/broker_unavailable.html", status=503)
             response.render()
-        except (DatabaseError, InterfaceError):
+        except DBError:
             # The page's header reads the user from the database: when that is gone too, a
             # plain answer still says what happened.
             response = HttpResponse(

@@ -7,7 +7,7 @@ import secrets
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError
+from django.db import Error as DBError  # any database error, InterfaceError included
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -79,16 +79,16 @@ def readyz(request: HttpRequest) -> HttpResponse:
     # must be reported by the checks, not crash the view that runs them.
     try:
         results = cache.get(READYZ_CACHE_KEY)
-    except DatabaseError:
+    except DBError:
         results = None
     if results is None:
         results = probes.run_all(worker_timeout=1.0)
-        with contextlib.suppress(DatabaseError):
+        with contextlib.suppress(DBError):
             cache.set(READYZ_CACHE_KEY, results, READYZ_CACHE_SECONDS)
     ok = all(p.ok for p in results)
     try:
         allowed = _metrics_allowed(request)
-    except DatabaseError:
+    except DBError:
         allowed = False  # the session or the token cannot be read: answer as to anyone
     if not allowed:
         results = [probes.Probe(p.name, p.ok, _("ok") if p.ok else _("failing")) for p in results]
