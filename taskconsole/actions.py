@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import current_app
+from celery.utils import uuid
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from . import buffer, permissions, queries, registry
 from .capture import RETRY_OF_HEADER, buffers_here
 from .conf import has_beat
-from .context import Launcher, launched_by
+from .context import Launcher, acting, launched_by
 from .models import (
     WAITING_STATES,
     AuditAction,
@@ -85,8 +86,13 @@ def audit_publish(user, action: str, target: str, **details: Any) -> None:
         pending.entry().save()
 
 
-def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, dict[str, Any]]:
-    """The registry entry and the validated keyword arguments, or ActionError."""
+def validate_arguments(
+    user, name: str, arguments: Any
+) -> tuple[registry.Launchable, dict[str, Any]]:
+    """The registry entry and the validated keyword arguments, or ActionError.
+
+    The schema's validators check `user`'s permissions (registry.require_permission).
+    """
     launchable = registry.get(name) if isinstance(name, str) else None
     if launchable is None:
         if isinstance(name, str) and name in current_app.tasks:
@@ -114,7 +120,8 @@ def validate_arguments(name: str, arguments: Any) -> tuple[registry.Launchable, 
         )
     try:
         # Closed: a misspelt optional argument is refused, not dropped as pydantic would.
-        validated = closed(launchable.schema).model_validate(arguments)
+        with acting(user):
+            validated = closed(launchable.schema).model_validate(arguments)
     except ValidationError as exc:
         raise ActionError(
             400,
@@ -173,6 +180,11 @@ def _publish(
     if retry_of is not None:
         options["headers"] = {**options.get("headers", {}), RETRY_OF_HEADER: retry_of.pk}
     task = current_app.tasks.get(launchable.name)
+    eager = bool(current_app.conf.task_always_eager)
+    if eager:
+        # The task runs here, now (CELERY_TASK_ALWAYS_EAGER). With EAGER_PROPAGATES its own
+        # error comes up through apply_async: the task failed, the broker is not involved.
+        options.setdefault("task_id", uuid())
     try:
         with launched_by(Launcher(user.pk, Origin.CONSOLE)):
             if task is not None:
@@ -181,6 +193,9 @@ def _publish(
             else:
                 result = current_app.send_task(launchable.name, args=args, kwargs=kwargs, **options)
     except Exception as exc:
+        if eager:
+            logger.info("Task %s failed in eager mode: %s", options["task_id"], type(exc).__name__)
+            return options["task_id"]
         logger.error("Could not publish %s: %s", launchable.name, exc)
         raise ActionError(
             503,
@@ -195,7 +210,7 @@ def launch(user, name: Any, arguments: Any) -> str:
     """Validate and publish a task from the launch list; returns its task id."""
     if not permissions.can_launch(user):
         raise ActionError(403, "forbidden", _("You may not launch tasks."))
-    launchable, kwargs = validate_arguments(name, arguments)
+    launchable, kwargs = validate_arguments(user, name, arguments)
     # The task's record redacts secret-looking arguments: so do the audit trail and the
     # message's text form of them (what the worker's log and Flower show).
     shown, _redacted = redact(kwargs)
@@ -271,7 +286,7 @@ def retry(user, task_id: str) -> str:
     args = list(record.args) if isinstance(record.args, list) else []
     kwargs = dict(record.kwargs) if isinstance(record.kwargs, dict) else {}
     # Checked as a launch: the schema, and with it the app's own permission for the task.
-    kwargs = validate_arguments(record.name, named_arguments(record.name, args, kwargs))[1]
+    kwargs = validate_arguments(user, record.name, named_arguments(record.name, args, kwargs))[1]
     new_id = _publish(user, launchable, [], kwargs, retry_of=record)
     audit_publish(user, AuditAction.RETRY, new_id, task=record.name, retry_of=record.task_id)
     return new_id
@@ -332,7 +347,7 @@ def run_now(user, pk: Any) -> str:
     # (with the app's own permission) for a task on the launch list, else the permission its
     # app requires to run it by hand.
     if registry.get(task.task) is not None:
-        validate_arguments(task.task, named_arguments(task.task, args, kwargs))
+        validate_arguments(user, task.task, named_arguments(task.task, args, kwargs))
     elif refusal := registry.run_refusal(user, task.task):
         raise ActionError(403, "forbidden", refusal)
     options: dict[str, Any] = {"headers": {"periodic_task_name": task.name}}

@@ -194,7 +194,7 @@ def periodic_action(request: HttpRequest, pk: int, action: str) -> JsonResponse:
 def workers(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
-            **queries.workers(),
+            **queries.workers(request.user),
             **queries.queue_lengths(),
             "throughput": queries.throughput(request.user),
         }
@@ -217,7 +217,8 @@ def audit(request: HttpRequest) -> JsonResponse:
     )
 
 
+@endpoint({"GET"})
 def openapi_json(request: HttpRequest) -> JsonResponse:
-    if request.method != "GET":
-        return error(405, "method_not_allowed", _("Method not allowed."))
+    # Behind the same login as the rest of the API: it lists the launch list's tasks with their
+    # argument schemas and defaults, which are the project's business, not the public's.
     return JsonResponse(openapi.document(request))

@@ -13,6 +13,7 @@ class TaskConsoleConfig(AppConfig):
         from . import capture, checks, registry, signals, unsent  # noqa: F401
 
         capture.connect()
+        capture.watch_beat()
         unsent.watch()
         signals.connect()
         registry.autodiscover()

@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from . import buffer, conf, context, writeback
 from .dbwait import waiting_for_database
-from .models import FINISHED_STATES, RUNNING_STATES, Origin, TaskRecord, TaskStatus
+from .models import FINISHED_STATES, RUNNING_STATES, TERMINATED, Origin, TaskRecord, TaskStatus
 from .redaction import clip_json, clip_text, redact
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,27 @@ def origin_of(headers: dict) -> tuple[str, int | None, str]:
     if headers.get("parent_id"):
         return Origin.TASK, None, ""
     return Origin.CODE, None, ""
+
+
+def watch_beat() -> None:
+    """Publishes made by any beat scheduler are Beat's, named after the schedule's entry.
+
+    django-celery-beat stamps its entries' messages with periodic_task_name; Celery's own
+    scheduler (CELERY_BEAT_SCHEDULE without the database scheduler) stamps nothing.
+    """
+    from celery.beat import Scheduler
+
+    apply_entry = Scheduler.apply_entry
+    if getattr(apply_entry, "taskconsole_watched", False):
+        return
+
+    @functools.wraps(apply_entry)
+    def watched(self: Scheduler, entry: Any, *args: Any, **kwargs: Any) -> Any:
+        with context.launched_by(context.Launcher(None, Origin.BEAT, str(entry.name))):
+            return apply_entry(self, entry, *args, **kwargs)
+
+    watched.taskconsole_watched = True
+    Scheduler.apply_entry = watched
 
 
 def _buffered(origin: str) -> bool:
@@ -475,6 +496,8 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task is None or _ignored(task.name):
         return
     request = task.request
+    if getattr(request, "is_eager", False):
+        _stamp_eager(request)
     owner_id = getattr(request, OWNER_HEADER, None)
     context.set_worker_launcher(context.Launcher(owner_id, Origin.TASK, task.name))
     fields = {
@@ -496,6 +519,23 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         waiting_for_database(
             lambda: _write_record(task_id, pending), seconds=STARTED_RETRY_SECONDS, model=TaskRecord
         )
+
+
+def _stamp_eager(request: Any) -> None:
+    """What a publish stamps on its message, for a task run where it was called.
+
+    In eager mode (CELERY_TASK_ALWAYS_EAGER, `apply()`) nothing is published, so no record
+    says who started the task; its caller is still the current launcher here, in this thread.
+    """
+    headers = getattr(request, "headers", None) or {}
+    origin, owner_id, detail = origin_of(
+        {"periodic_task_name": headers.get("periodic_task_name"), "parent_id": request.parent_id}
+    )
+    setattr(request, RECORD_HEADER, [origin, detail, time.time()])
+    if owner_id is not None:
+        setattr(request, OWNER_HEADER, owner_id)
+    if headers.get(RETRY_OF_HEADER) is not None:
+        setattr(request, RETRY_OF_HEADER, headers[RETRY_OF_HEADER])
 
 
 @_safe
@@ -566,7 +606,7 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
     writeback.settle(request.id)
     fields: dict[str, Any] = {"status": TaskStatus.REVOKED, "finished_at": timezone.now()}
     if terminated:
-        fields["exception"] = "Terminated"
+        fields["exception"] = TERMINATED
     if not _update(request.id, **fields) and request.id:
         # Revoked (or expired) before its publish record was flushed: the late flush must
         # find the final row, not leave the task QUEUED forever.
@@ -574,7 +614,14 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
 
 
 @_safe
-def on_internal_error(sender: Any = None, task_id: str | None = None, exception=None, **_) -> None:
+def on_internal_error(
+    sender: Any = None, task_id: str | None = None, exception=None, request=None, einfo=None, **_
+) -> None:
+    if isinstance(request, dict) and request.get("is_eager"):
+        # Eager mode with CELERY_TASK_EAGER_PROPAGATES: Celery re-raises the task's own error to
+        # the caller and reports it only as an internal error. It is the task's failure.
+        on_failure(sender=sender, task_id=task_id, exception=exception, einfo=einfo)
+        return
     writeback.settle(task_id)
     _update(
         task_id,

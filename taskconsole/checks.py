@@ -55,6 +55,16 @@ def check_console(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 id="taskconsole.E002",
             )
         )
+    if name not in middleware:
+        messages.append(
+            checks.Warning(
+                f"{name} is not in MIDDLEWARE: tasks your views publish record no owner, and "
+                "edits of periodic tasks in the admin are not audited.",
+                hint=f"Add it after {auth}, or silence taskconsole.W003 "
+                "(SILENCED_SYSTEM_CHECKS) if you need neither.",
+                id="taskconsole.W003",
+            )
+        )
     interval = getattr(settings, "TASKCONSOLE_PROGRESS_INTERVAL", 0.5)
     if not isinstance(interval, int | float) or interval < 0:
         messages.append(

@@ -20,6 +20,8 @@ class Launcher:
 _current: ContextVar[Launcher | None] = ContextVar("taskconsole_launcher", default=None)
 #: The request being served, so the owner is read lazily only when a task is published.
 _request: ContextVar[object | None] = ContextVar("taskconsole_request", default=None)
+#: The user a console action is checked for (launch, retry, run now), middleware or not.
+_acting: ContextVar[object | None] = ContextVar("taskconsole_acting", default=None)
 
 
 def current_launcher() -> Launcher | None:
@@ -50,6 +52,21 @@ def serving(request: object) -> Iterator[None]:
         yield
     finally:
         _request.reset(token)
+
+
+@contextlib.contextmanager
+def acting(user: object) -> Iterator[None]:
+    token = _acting.set(user)
+    try:
+        yield
+    finally:
+        _acting.reset(token)
+
+
+def current_actor():
+    """The user a console action is for, else the request's (None in a shell or a script)."""
+    user = _acting.get()
+    return user if user is not None else current_request_user()
 
 
 def current_request_user():

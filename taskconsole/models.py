@@ -8,6 +8,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 
 
@@ -25,6 +26,12 @@ class TaskStatus(models.TextChoices):
 #: States after which nothing more happens to a task.
 FINISHED_STATES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.REVOKED})
 #: States in which a task has not started yet, so revoking it is enough to cancel it.
+#: Texts the console itself stores as a task's exception, in English, shown translated.
+TERMINATED = "Terminated"
+STORED_PREFIXES = (
+    ("Not published: ", gettext_noop("Not published: %(error)s")),
+    ("internal error: ", gettext_noop("Internal error: %(error)s")),
+)
 WAITING_STATES = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRY})
 RUNNING_STATES = frozenset({TaskStatus.STARTED, TaskStatus.PROGRESS})
 
@@ -133,6 +140,24 @@ class TaskRecord(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATES
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in RUNNING_STATES
+
+    @property
+    def exception_display(self) -> str:
+        """The exception as the page shows it: what the console itself wrote, translated.
+
+        The stored text stays English, as logs and the API give it.
+        """
+        text = self.exception or ""
+        if text == TERMINATED:
+            return gettext("Terminated")
+        for prefix, template in STORED_PREFIXES:
+            if text.startswith(prefix):
+                return gettext(template) % {"error": text[len(prefix) :]}
+        return text
 
     @property
     def progress_percent(self) -> int | None:

@@ -243,12 +243,22 @@ def can_cancel(user, record: TaskRecord) -> bool:
 
 
 def can_retry(user, record: TaskRecord) -> bool:
-    return (
+    return retry_barred_by_redaction(user, record) is False
+
+
+def retry_barred_by_redaction(user, record: TaskRecord) -> bool | None:
+    """None when a retry is not on offer anyway; else whether redaction alone bars it.
+
+    A redacted argument (a password, a token) was never stored, so the task cannot be sent
+    again as it was: the page says so, and that its launch form can start it afresh.
+    """
+    if not (
         permissions.can_launch(user)
         and record.status in {TaskStatus.FAILURE, TaskStatus.REVOKED}
-        and not record.redacted
         and registry.get(record.name) is not None
-    )
+    ):
+        return None
+    return record.redacted
 
 
 # Launch list -------------------------------------------------------------------------------
@@ -370,8 +380,11 @@ def _loads(text: str, default: Any) -> Any:
 # Workers and queues ------------------------------------------------------------------------
 
 
-def workers(timeout: float = 1.0) -> dict[str, Any]:
-    """Online workers with pool, concurrency and active tasks; errors are reported, not raised."""
+def workers(user, timeout: float = 1.0) -> dict[str, Any]:
+    """Online workers with pool, concurrency and active tasks; errors are reported, not raised.
+
+    Of the active tasks, `user` sees those the task list shows them; the others are counted.
+    """
     try:
         control = current_app.control
         replies = control.inspect(timeout=timeout).ping() or {}
@@ -386,10 +399,13 @@ def workers(timeout: float = 1.0) -> dict[str, Any]:
     except Exception as exc:
         logger.warning("Could not inspect workers: %s", exc)
         return {"error": str(exc), "workers": []}
+    running = [t for name in names for t in (active.get(name) or [])]
+    shown = _visible_ids(user, [t.get("id") for t in running])
     rows = []
     for name in names:
         info = stats.get(name) or {}
         pool = info.get("pool") or {}
+        tasks = active.get(name) or []
         rows.append(
             {
                 "name": name,
@@ -398,17 +414,53 @@ def workers(timeout: float = 1.0) -> dict[str, Any]:
                 "processed": sum((info.get("total") or {}).values()),
                 "active": [
                     {"task_id": t.get("id"), "name": t.get("name")}
-                    for t in (active.get(name) or [])
+                    for t in tasks
+                    if t.get("id") in shown
                 ],
+                "active_hidden": sum(1 for t in tasks if t.get("id") not in shown),
             }
         )
     return {"error": None, "workers": rows}
 
 
+def _visible_ids(user, task_ids: list[Any]) -> set[Any]:
+    if permissions.can_view_all(user):
+        return set(task_ids)
+    ids = [i for i in task_ids if isinstance(i, str)]
+    return set(visible_tasks(user).filter(task_id__in=ids).values_list("task_id", flat=True))
+
+
+def task_names() -> list[str]:
+    """The names of the tasks this process knows (Celery's own apart), for the name filter."""
+    return sorted(name for name in current_app.tasks if not name.startswith("celery."))
+
+
+def names_like(text: str, limit: int = 5) -> list[str]:
+    """Known task names that contain `text` (any case), for a name filter that found nothing."""
+    wanted = text.casefold()
+    return [name for name in task_names() if wanted in name.casefold() and name != text][:limit]
+
+
+def queue_names() -> list[str]:
+    """The queues this process can tell tasks go to: task_queues, the default queue, the
+    queues task_routes name (a routing function's answers cannot be known) and the tasks' own.
+    """
+    conf = current_app.conf
+    names = [q.name for q in (conf.task_queues or [])]
+    names.append(conf.task_default_queue)
+    routes = conf.task_routes or ()
+    for table in routes if isinstance(routes, list | tuple) else [routes]:
+        if not isinstance(table, dict):
+            continue
+        for route in table.values():
+            queue = route.get("queue") if isinstance(route, dict) else route
+            names.append(getattr(queue, "name", queue))
+    names.extend(getattr(task, "queue", None) for task in current_app.tasks.values())
+    return list(dict.fromkeys(name for name in names if name and isinstance(name, str)))
+
+
 def queue_lengths() -> dict[str, Any]:
-    names = [q.name for q in (current_app.conf.task_queues or [])] or [
-        current_app.conf.task_default_queue
-    ]
+    names = queue_names()
     lengths: dict[str, int | None] = {}
     error = None
     try:

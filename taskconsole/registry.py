@@ -108,12 +108,14 @@ def all_launchables() -> list[Launchable]:
 def require_permission(permission: str, message: str) -> None:
     """Refuse a launch whose requesting user lacks an app's own permission.
 
-    For a launch schema's validator, so the console asks what the app's own pages ask.
-    Outside a request (the shell, a script) there is no user to check.
+    For a launch schema's validator, so the console asks what the app's own pages ask. The
+    console's launch, retry and "run now" name their user whether or not TaskOwnerMiddleware
+    is installed; only a validation outside them and outside a request (the shell, a script)
+    has no user to check.
     """
-    from .context import current_request_user
+    from .context import current_actor
 
-    user = current_request_user()
+    user = current_actor()
     if user is not None and not user.has_perm(permission):
         raise PydanticCustomError("permission_denied", str(message))
 

@@ -75,9 +75,17 @@ def index(request: HttpRequest) -> HttpResponse:
         request.user, cursor=request.GET.get("cursor"), limit=request.GET.get("limit"), **filters
     )
     query = {k: v for k, v in {**filters, "mine": "1" if filters["mine"] else ""}.items() if v}
+    suggestions = []
+    if filters["name"] and not page.items:
+        suggestions = [
+            {"name": name, "query": urlencode({**query, "name": name})}
+            for name in queries.names_like(filters["name"])
+        ]
     context = _context(
         request,
         page=page,
+        task_names=queries.task_names(),
+        name_suggestions=suggestions,
         filters=filters,
         statuses=TaskStatus.choices,
         first_page=not request.GET.get("cursor"),
@@ -105,6 +113,7 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
         delivery=queries.delivery_of(record.name),
         can_cancel=queries.can_cancel(request.user, record),
         can_retry=queries.can_retry(request.user, record),
+        retry_redacted=queries.retry_barred_by_redaction(request.user, record),
     )
     if _is_fragment(request):
         return render(request, "taskconsole/_detail_panel.html", context)
@@ -207,7 +216,12 @@ def launch(request: HttpRequest, name: str) -> HttpResponse:
 @console_view
 def periodic(request: HttpRequest) -> HttpResponse:
     rows = queries.periodic_tasks(get_language())
-    return render(request, "taskconsole/periodic.html", _context(request, rows=rows))
+    user = request.user
+    # The admin's edit page: only for those the admin lets in (staff) and lets change it.
+    can_edit = user.is_staff and user.has_perm("django_celery_beat.change_periodictask")
+    return render(
+        request, "taskconsole/periodic.html", _context(request, rows=rows, can_edit=can_edit)
+    )
 
 
 @require_POST
@@ -240,7 +254,7 @@ def workers(request: HttpRequest) -> HttpResponse:
     if _is_fragment(request):
         points = queries.throughput(request.user)
         context.update(
-            workers=queries.workers(),
+            workers=queries.workers(request.user),
             queues=queries.queue_lengths(),
             chart=queries.chart(points),
             total_last_hour=sum(p["count"] for p in points),

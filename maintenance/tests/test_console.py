@@ -210,3 +210,41 @@ def test_run_now_of_a_maintenance_schedule_asks_the_apps_permission(
     assert allowed.post(f"/console/api/periodic/{periodic.pk}/run/").status_code == 201
     [message] = sent
     assert message["headers"]["task"] == task
+
+
+@pytest.fixture
+def without_owner_middleware(settings):
+    """A project that left out the console's optional TaskOwnerMiddleware."""
+    owner = "taskconsole.middleware.TaskOwnerMiddleware"
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != owner]
+
+
+def test_the_apps_permission_is_asked_without_the_owner_middleware(
+    without_owner_middleware, sent
+) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    status, body = launch({"job": "clear_expired"}, "maintenance.view_maintenancerun")
+    assert (status, body["errors"]["__all__"]) == (400, ["You may not start maintenance jobs."])
+    page = Client()
+    page.force_login(make_user("clicker", *CONSOLE_PERMS))
+    response = page.post(f"/console/launch/{TASK}/", {"job": "clear_expired"})
+    assert response.status_code == 400
+    assert "You may not start maintenance jobs." in response.content.decode()
+    record = _revoked_run(["backup_database"])
+    response = _as().post(f"/console/api/tasks/{record.task_id}/retry/")
+    assert response.json()["errors"]["__all__"] == ["You may not start maintenance jobs."]
+    every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.DAYS)
+    periodic = PeriodicTask.objects.create(
+        name="nightly", task=TASK, interval=every, args='["backup_database"]'
+    )
+    scheduler = Client()
+    scheduler.force_login(make_user("scheduler", CONSOLE_PERMS[0], "taskconsole.change_schedule"))
+    response = scheduler.post(f"/console/api/periodic/{periodic.pk}/run/")
+    assert response.status_code == 400
+    assert "You may not start maintenance jobs." in response.content.decode()
+    assert sent == []
+    # The same calls by someone who holds the app's permission go through.
+    allowed = _as_allowed()
+    assert console_launch(allowed, TASK, {"job": "clear_expired"})[0] == 201
+    assert allowed.post(f"/console/api/tasks/{record.task_id}/retry/").status_code == 201

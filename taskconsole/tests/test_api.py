@@ -266,7 +266,9 @@ def test_launchables_and_openapi(people) -> None:
     owner, _, _ = people
     names = {i["name"] for i in login(owner).get(f"{API}/launchables/").json()["results"]}
     assert {"app.tasks.add", "app.tasks.crunch_numbers", "tc_tests.progress"} <= names
-    doc = Client().get(f"{API}/openapi.json").json()
+    anonymous = Client().get(f"{API}/openapi.json")
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "not_authenticated")
+    doc = login(owner).get(f"{API}/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert "/launch/" in doc["paths"]
     assert "Args_app_tasks_add" in doc["components"]["schemas"]
@@ -306,11 +308,21 @@ def test_workers_and_audit_endpoints(people) -> None:
     fake.stats.return_value = {
         "w1@host": {"pool": {"implementation": "prefork", "max-concurrency": 2}, "total": {"a": 3}}
     }
-    fake.active.return_value = {"w1@host": [{"id": "abc", "name": "app.tasks.add"}]}
+    fake.active.return_value = {
+        "w1@host": [
+            {"id": "abc", "name": "app.tasks.add"},
+            {"id": "xyz", "name": "app.tasks.secret_report"},
+        ]
+    }
+    make_record(owner, task_id="abc", name="app.tasks.add", status=TaskStatus.STARTED)
+    make_record(staff, task_id="xyz", name="app.tasks.secret_report", status=TaskStatus.STARTED)
     # On the app's own Control: `inspect` is a cached property, so another test that asked
     # workers first has it stored on the instance, where a class-level patch cannot reach.
     with mock.patch.object(current_app.control, "inspect", return_value=fake):
         data = login(owner).get(f"{API}/workers/").json()
+        everything = login(staff).get(f"{API}/workers/").json()
+        panel = login(owner).get("/console/workers/?fragment=1").content.decode()
+    # Someone else's running task is counted, not named: its page would answer 404 anyway.
     assert data["workers"] == [
         {
             "name": "w1@host",
@@ -318,8 +330,14 @@ def test_workers_and_audit_endpoints(people) -> None:
             "concurrency": 2,
             "processed": 3,
             "active": [{"task_id": "abc", "name": "app.tasks.add"}],
+            "active_hidden": 1,
         }
     ]
+    assert "secret_report" not in panel
+    assert "xyz" not in panel
+    assert "1 task of other users" in panel
+    assert [t["task_id"] for t in everything["workers"][0]["active"]] == ["abc", "xyz"]
+    assert everything["workers"][0]["active_hidden"] == 0
     assert {q["name"] for q in data["queues"]} == {"default", "heavy_tasks"}
     assert len(data["throughput"]) == 60
     AuditEntry.objects.create(user=owner, action="launch", target="x")
@@ -348,3 +366,57 @@ def test_argument_errors_are_in_the_users_language(people, sent) -> None:
     ).json()["errors"]["n"]
     assert message.startswith("应大于或等于 ")
     assert sent == []
+
+
+@pytest.fixture
+def eager():
+    """CELERY_TASK_ALWAYS_EAGER, as a project's own tests often set it."""
+    conf = current_app.conf
+    before = (conf.task_always_eager, conf.task_eager_propagates)
+    conf.task_always_eager = True
+    yield conf
+    conf.task_always_eager, conf.task_eager_propagates = before
+
+
+def test_a_launch_in_eager_mode_belongs_to_its_launcher(people, eager) -> None:
+    owner, other, _ = people
+    launched = {"task": "tc_tests.progress", "arguments": {"steps": 1, "delay": 0}}
+    response = post_json(login(owner), f"{API}/launch/", launched)
+    assert response.status_code == 201
+    task_id = response.json()["task_id"]
+    record = TaskRecord.objects.get(task_id=task_id)
+    assert (record.origin, record.owner, record.status) == (Origin.CONSOLE, owner, "SUCCESS")
+    assert record.result == "1"
+    assert login(owner).get(f"{API}/tasks/{task_id}/").status_code == 200
+    assert login(other).get(f"{API}/tasks/{task_id}/").status_code == 404
+
+
+def test_a_task_failing_in_eager_mode_is_a_failed_task_not_a_broker_error(people, eager) -> None:
+    eager.task_eager_propagates = True
+    owner, _, _ = people
+    launched = {"task": "tc_tests.fail", "arguments": {"message": "no stock"}}
+    response = post_json(login(owner), f"{API}/launch/", launched)
+    assert response.status_code == 201
+    record = TaskRecord.objects.get(task_id=response.json()["task_id"])
+    assert (record.status, record.exception) == (TaskStatus.FAILURE, "ValueError: no stock")
+    assert (record.origin, record.owner) == (Origin.CONSOLE, owner)
+
+
+def test_the_queues_panel_lists_routed_queues_and_tasks_own(monkeypatch) -> None:
+    from kombu import Queue
+
+    from taskconsole import queries
+
+    conf = current_app.conf
+    before = conf.task_routes, conf.task_queues
+    conf.task_routes = {"feeds.*": {"queue": "feeds"}, "x.y": "bulk"}
+    conf.task_queues = (Queue("default"), Queue("heavy_tasks"))
+    task = current_app.tasks["app.tasks.add"]
+    monkeypatch.setattr(task, "queue", "own", raising=False)
+    try:
+        names = queries.queue_names()
+    finally:
+        conf.task_routes, conf.task_queues = before
+    assert names[:2] == ["default", "heavy_tasks"]
+    assert {"feeds", "bulk", "own"} <= set(names)
+    assert len(names) == len(set(names))

@@ -61,6 +61,12 @@ def test_launch_watch_cancel_retry_and_switch_language(page, live_server, worker
     # Cancel a running task (its policy allows terminating it).
     sleeper = launch(page, base, "tc_tests.sleep", seconds="60")
     page.wait_for_selector("#task-status[data-status='STARTED']")
+    # Stopping a running task asks first: dismissed, nothing happens.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#cancel-button")
+    page.wait_for_timeout(300)
+    assert TaskRecord.objects.get(task_id=sleeper).cancel_requested_at is None
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel-button")
     page.wait_for_selector("#task-status[data-status='REVOKED']")
     assert TaskRecord.objects.get(task_id=sleeper).cancel_requested_at is not None

@@ -237,6 +237,15 @@ def test_system_checks_pass() -> None:
     ]
 
 
+def test_a_project_without_the_owner_middleware_is_told_what_it_misses(settings) -> None:
+    from django.core import checks
+
+    owner = "taskconsole.middleware.TaskOwnerMiddleware"
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != owner]
+    [warning] = [m for m in checks.run_checks() if m.id == "taskconsole.W003"]
+    assert "not audited" in warning.msg
+
+
 @pytest.mark.parametrize(
     ("name", "setting", "expected"),
     [
@@ -256,3 +265,85 @@ def test_the_detail_page_says_how_the_task_is_delivered(
     page = login(user).get(f"/console/tasks/{row.task_id}/").content.decode()
     assert 'id="task-delivery"' in page
     assert expected in page
+
+
+def test_the_admin_edit_link_is_offered_only_to_whom_the_admin_lets_edit(make_user) -> None:
+    from django.contrib.auth.models import Permission
+
+    task = PeriodicTask.objects.create(
+        name="p", task="app.tasks.add", crontab=CrontabSchedule.objects.create(minute="0")
+    )
+    edit = f"/admin/django_celery_beat/periodictask/{task.pk}/change/"
+    scheduler = make_user("view", "schedule")
+    assert edit not in login(scheduler).get("/console/periodic/").content.decode()
+    editor = make_user("view", "schedule", staff=True)
+    editor.user_permissions.add(
+        Permission.objects.get(
+            content_type__app_label="django_celery_beat", codename="change_periodictask"
+        )
+    )
+    editor = type(editor).objects.get(pk=editor.pk)
+    page = login(editor).get("/console/periodic/").content.decode()
+    assert edit in page
+    assert login(editor).get(edit).status_code == 200
+
+
+def test_a_failed_task_with_redacted_arguments_says_why_it_has_no_retry(make_user) -> None:
+    user = make_user("view", "launch")
+    record = TaskRecord.objects.create(
+        task_id="secret-1",
+        name="tc_tests.fail",
+        origin=Origin.CONSOLE,
+        owner=user,
+        status=TaskStatus.FAILURE,
+        kwargs={"message": "[redacted]"},
+        redacted=True,
+    )
+    page = login(user).get(f"/console/tasks/{record.task_id}/").content.decode()
+    assert 'id="retry-button"' not in page
+    assert 'id="retry-redacted"' in page
+    assert 'href="/console/launch/tc_tests.fail/"' in page
+    record.redacted = False
+    record.save()
+    page = login(user).get(f"/console/tasks/{record.task_id}/").content.decode()
+    assert 'id="retry-button"' in page
+    assert 'id="retry-redacted"' not in page
+
+
+def test_a_name_filter_that_finds_nothing_says_names_match_in_full_and_suggests(
+    make_user,
+) -> None:
+    user = make_user("view")
+    TaskRecord.objects.create(task_id="t1", name="app.tasks.add", origin=Origin.CODE, owner=user)
+    client = login(user)
+    page = client.get("/console/", {"name": "ADD"}).content.decode()
+    assert "No task named “ADD”" in page
+    assert 'href="?name=app.tasks.add"' in page
+    assert '<datalist id="task-names">' in page
+    assert '<option value="app.tasks.add">' in page
+    page = client.get("/console/", {"name": "app.tasks.add"}).content.decode()
+    assert 'id="no-rows"' not in page
+    assert "t1" in page
+    page = client.get("/console/", {"status": "FAILURE"}).content.decode()
+    assert "No tasks match these filters." in page
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("Terminated", "已终止"),
+        ("Not published: EncodeError: no", "未发布：EncodeError: no"),
+        ("internal error: KeyError('x')", "内部错误：KeyError(&#x27;x&#x27;)"),
+        ("ValueError: boom", "ValueError: boom"),
+    ],
+)
+def test_what_the_console_stores_as_an_exception_is_shown_translated(
+    make_user, stored, shown
+) -> None:
+    user = make_user("view")
+    TaskRecord.objects.create(
+        task_id="e1", name="a", origin=Origin.CODE, owner=user, status="FAILURE", exception=stored
+    )
+    page = login(user).get("/console/tasks/e1/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert f"<code>{shown}</code>" in page.content.decode()
+    assert TaskRecord.objects.get(task_id="e1").exception == stored
