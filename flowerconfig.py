@@ -13,3 +13,13 @@ import os
 # Options set here override FLOWER_* environment variables, so only fill in what is unset.
 if "FLOWER_ADDRESS" not in os.environ:
     address = "127.0.0.1"
+
+# `celery flower -A myproject` (the tutorial's order: -A after the sub-command, which Celery 5
+# ignores) never loads the project's Celery app, and with it the guard that
+# myproject/celery.py installs. Flower reads this file all the same: install the guard here.
+try:
+    from operations.flower_guard import install as _install_guard
+except ImportError:  # the project is not importable from this Python
+    pass
+else:
+    _install_guard()

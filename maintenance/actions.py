@@ -9,7 +9,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from kombu.exceptions import OperationalError
+
+from operations.broker_errors import BROKER_ERRORS
 
 from .models import Job, MaintenanceRun, RunStatus
 from .tasks import TASKS
@@ -35,7 +36,7 @@ def queue_run(
 def publish(job: Job, run_id: int, task_id: str) -> None:
     try:
         TASKS[job].apply_async(args=(run_id,), task_id=task_id)
-    except OperationalError:
+    except BROKER_ERRORS:
         # Not queued: say so on the run instead of leaving it "queued" for ever; the broker
         # middleware then answers the request with its 503 page.
         MaintenanceRun.objects.filter(pk=run_id).update(

@@ -6,8 +6,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import get_language
 from django.views.decorators.http import require_GET, require_POST
 from django_celery_beat.models import PeriodicTask
+
+from taskconsole.describe import describe_periodic_task
 
 from .actions import queue_run, queued_message, unknown_job_message
 from .models import Job, MaintenanceRun
@@ -25,7 +28,12 @@ def dashboard(user) -> dict[str, Any]:
     return {
         "runs": runs,
         "jobs": Job.choices,
-        "schedules": [(schedule, tasks.get(schedule.name)) for schedule in SCHEDULES],
+        # The schedule in words of the reader's language (the library's own are English).
+        "schedules": [
+            (schedule, task, describe_periodic_task(task, get_language()) if task else "")
+            for schedule in SCHEDULES
+            for task in [tasks.get(schedule.name)]
+        ],
         "active": any(run.is_active for run in runs),
         "can_run": user.has_perm("maintenance.run_maintenance"),
     }

@@ -21,7 +21,8 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from kombu.exceptions import OperationalError
+
+from operations.broker_errors import BROKER_ERRORS
 
 from .models import Delivery, Notification
 
@@ -122,7 +123,7 @@ def _publish_dispatch(notification_id: int) -> None:
 
     try:
         dispatch_notification.delay(notification_id)
-    except OperationalError:
+    except BROKER_ERRORS:
         # The notification and its recipients are committed: keep them as a draft that says
         # why, so it can be sent from the admin once the broker is back.
         Notification.objects.filter(pk=notification_id, status=Status.QUEUED).update(

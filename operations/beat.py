@@ -30,7 +30,9 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
+from django_celery_beat.schedulers import ModelEntry as BaseModelEntry
 
 from .models import BeatLock, BeatSlot, BeatState, Heartbeat
 
@@ -186,7 +188,30 @@ def reset_on_time_zone_change(time_zone: str) -> bool:
     return changed
 
 
+class ModelEntry(BaseModelEntry):
+    @classmethod
+    def from_entry(cls, name, app=None, **entry):
+        """A CELERY_BEAT_SCHEDULE entry written to the table only where it differs.
+
+        django-celery-beat saves every entry at every start. The save moves the row's
+        date_changed, which is what an interval task that never ran counts from: each restart
+        pushed its first run back by up to one interval, and made every beat reload.
+        """
+        fields = cls._unpack_fields(**entry)
+        task = PeriodicTask._default_manager.filter(name=name).first()
+        if task is None:
+            task = PeriodicTask._default_manager.create(name=name, **fields)
+        else:
+            changed = {key: value for key, value in fields.items() if getattr(task, key) != value}
+            if changed:
+                for key, value in changed.items():
+                    setattr(task, key, value)
+                task.save()
+        return cls(task, app=app)
+
+
 class DatabaseScheduler(BaseDatabaseScheduler):
+    Entry = ModelEntry
     _last_heartbeat = 0.0
     _last_lease = 0.0
     _is_leader = False

@@ -7,7 +7,8 @@ from django.db import Error as DBError  # any database error, InterfaceError inc
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
-from kombu.exceptions import OperationalError
+
+from .broker_errors import BROKER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class BrokerUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError):
+        if not isinstance(exception, BROKER_ERRORS):
             return None
         logger.error("Task broker unavailable while serving %s: %s", request.path, exception)
         try:

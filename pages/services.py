@@ -17,6 +17,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
+from taskconsole.models import TaskStatus
+
 from . import client
 from .models import PageInfo
 from .parsing import UnparsableHTML, clean_text, decode_html, summarize
@@ -202,6 +204,9 @@ def visible_pages(user: AbstractBaseUser | AnonymousUser) -> QuerySet[PageInfo]:
     return pages.filter(created_by_id=user.pk)
 
 
+STATE_LABELS = {**dict(TaskStatus.choices), "PENDING": TaskStatus.QUEUED.label}
+
+
 def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
     """Each task of the chain with its stored state, parent first."""
     rows = {
@@ -217,12 +222,15 @@ def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
         if not task_id:
             continue
         row = rows.get(task_id)
+        state = row.status if row else "PENDING"
         steps.append(
             {
                 "name": name,
                 "task_id": task_id,
                 "parent_id": parent_id,
-                "state": row.status if row else "PENDING",
+                "state": state,
+                # The console's words for Celery's states (no result stored yet: queued).
+                "state_label": STATE_LABELS.get(state, state),
                 "worker": row.worker if row else None,
                 "date_started": row.date_started if row else None,
                 "date_done": row.date_done if row else None,

@@ -29,6 +29,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
+from taskconsole.unsent import SENT_AGAIN_HEADER
+
 from .models import OutboxMessage, OutboxStatus
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ logger = logging.getLogger(__name__)
 #: Stamped on every message the outbox publishes, so that a task that did not come through the
 #: outbox (most of them) skips forget_args: no query on the path of every task.
 HEADER = "reliability_outbox"
-HEADERS = {HEADER: 1}
+#: The console keeps a task the outbox failed to send waiting, not failed: the sweeper sends it.
+HEADERS = {HEADER: 1, SENT_AGAIN_HEADER: 1}
 
 
 def came_through_outbox(request: Any) -> bool:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
+import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import Error as DBError  # any database error, InterfaceError included
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -21,8 +20,10 @@ from taskconsole.models import ApiToken
 from . import delivery, metrics
 from .models import DeadLetter, OutboxMessage, OutboxStatus
 
-READYZ_CACHE_KEY = "reliability:readyz"
 READYZ_CACHE_SECONDS = 5
+
+#: (expiry, outcome) of the last readiness checks of this process.
+_readiness: tuple[float, list[probes.Probe]] | None = None
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -70,21 +71,14 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def readyz(request: HttpRequest) -> HttpResponse:
     """Database, broker, a worker per queue, beat, queue age: the checks of celery_check.
 
-    The checks broadcast to every worker, so their outcome is shared for a few seconds: a load
-    balancer polling every instance cannot turn them into a flood. Anonymous callers learn
-    ready or not ready; worker names, task names and errors are for those allowed to see
-    metrics.
+    The checks broadcast to every worker, so their outcome is kept for a few seconds: a load
+    balancer polling every instance cannot turn them into a flood. It is kept in the process,
+    not in the shared cache: each instance reports its own database and broker connections (an
+    instance that cannot reach the broker must not answer "ready" with another's outcome).
+    Anonymous callers learn ready or not ready; worker names, task names and errors are for
+    those allowed to see metrics.
     """
-    # The cache may live in the database (the default one does): a database that went away
-    # must be reported by the checks, not crash the view that runs them.
-    try:
-        results = cache.get(READYZ_CACHE_KEY)
-    except DBError:
-        results = None
-    if results is None:
-        results = probes.run_all(worker_timeout=1.0)
-        with contextlib.suppress(DBError):
-            cache.set(READYZ_CACHE_KEY, results, READYZ_CACHE_SECONDS)
+    results = readiness()
     ok = all(p.ok for p in results)
     try:
         allowed = _metrics_allowed(request)
@@ -93,6 +87,20 @@ def readyz(request: HttpRequest) -> HttpResponse:
     if not allowed:
         results = [probes.Probe(p.name, p.ok, _("ok") if p.ok else _("failing")) for p in results]
     return _answer(request, ok, results)
+
+
+def readiness() -> list[probes.Probe]:
+    """The readiness checks' outcome, run again once READYZ_CACHE_SECONDS have passed."""
+    global _readiness
+    now = time.monotonic()
+    if _readiness is None or now >= _readiness[0]:
+        _readiness = (now + READYZ_CACHE_SECONDS, probes.run_all(worker_timeout=1.0))
+    return _readiness[1]
+
+
+def forget_readiness() -> None:
+    global _readiness
+    _readiness = None
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:

@@ -254,8 +254,13 @@ def cancel(user, task_id: str) -> TaskRecord:
             terminate = True
             TaskRecord.objects.filter(pk=record.pk).update(cancel_requested_at=now)
         audit(user, AuditAction.CANCEL, record.task_id, task=record.name, terminate=terminate)
+    # A task that has just started may still read QUEUED here: its worker writes STARTED a
+    # moment later (taskconsole.writeback). Where the policy allows stopping it, the broadcast
+    # says terminate either way; a worker that has not started the task simply drops it.
+    launchable = registry.get(record.name)
+    stop = terminate or bool(launchable and launchable.can_terminate)
     try:
-        current_app.control.revoke(record.task_id, terminate=terminate, signal="SIGTERM")
+        current_app.control.revoke(record.task_id, terminate=stop, signal="SIGTERM")
     except Exception as exc:
         # Workers that are down will find the revocation in the database when they start.
         logger.warning("Could not broadcast revoke of %s: %s", record.task_id, exc)

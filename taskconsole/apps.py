@@ -10,10 +10,11 @@ class TaskConsoleConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import capture, checks, registry, signals, unsent  # noqa: F401
+        from . import capture, checks, lost, registry, signals, unsent  # noqa: F401
 
         capture.connect()
         capture.watch_beat()
+        lost.connect()
         unsent.watch()
         signals.connect()
         registry.autodiscover()

@@ -259,7 +259,13 @@ def next_runs(task, now: datetime, count: int = 3) -> list[datetime]:
         return []
     if task.interval_id:
         every = timedelta(seconds=task.interval.every * PERIOD_SECONDS[task.interval.period])
-        return interval_next_runs(every, task.last_run_at, now, count)
+        if task.last_run_at is None and task.start_time:
+            # django-celery-beat runs it first at its start time (at once if that has passed).
+            first = max(task.start_time, now)
+            return [first + every * i for i in range(count)]
+        # A task that never ran counts from its last change, as django-celery-beat's entry
+        # does, not from whenever the page is looked at.
+        return interval_next_runs(every, task.last_run_at or task.date_changed, now, count)
     if task.crontab_id:
         c = task.crontab
         tz = ZoneInfo(str(c.timezone))

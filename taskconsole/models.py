@@ -28,6 +28,7 @@ FINISHED_STATES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.
 #: States in which a task has not started yet, so revoking it is enough to cancel it.
 #: Texts the console itself stores as a task's exception, in English, shown translated.
 TERMINATED = "Terminated"
+LOST = "Lost: its worker stopped while it ran"
 STORED_PREFIXES = (
     ("Not published: ", gettext_noop("Not published: %(error)s")),
     ("internal error: ", gettext_noop("Internal error: %(error)s")),
@@ -154,6 +155,8 @@ class TaskRecord(models.Model):
         text = self.exception or ""
         if text == TERMINATED:
             return gettext("Terminated")
+        if text == LOST:
+            return gettext("Lost: its worker stopped while it ran")
         for prefix, template in STORED_PREFIXES:
             if text.startswith(prefix):
                 return gettext(template) % {"error": text[len(prefix) :]}

@@ -24,6 +24,11 @@ from .models import TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
 
+#: A publisher that sends the same task again when a send fails (an outbox) stamps this header:
+#: its record then stays waiting instead of failing, and offers no retry that would run the
+#: task twice.
+SENT_AGAIN_HEADER = "taskconsole_sent_again"
+
 #: Only a record still waiting is failed: a send that raised after the broker took the message
 #: (the connection dropped before its answer) may already have been run by a worker.
 _UNSENT_STATES = (TaskStatus.QUEUED, TaskStatus.SCHEDULED)
@@ -68,8 +73,8 @@ def _watching(send: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as exc:
             headers = getattr(message, "headers", None) or {}
             # A retry republishes a task that has run: its failure is the task's own outcome,
-            # which the worker records.
-            if not headers.get("retries"):
+            # which the worker records. A task its publisher sends again stays waiting.
+            if not headers.get("retries") and not headers.get(SENT_AGAIN_HEADER):
                 not_published([headers.get("id")], exc)
             raise
 

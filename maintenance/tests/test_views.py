@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from amqp.exceptions import NotAllowed
 from django.test import Client
 from kombu.exceptions import OperationalError
 
@@ -58,6 +59,16 @@ def test_the_page_lists_runs_and_schedules_without_buttons_for_viewers(client: C
     assert 'action="/maintenance/run/' not in page
 
 
+def test_the_schedules_read_in_the_readers_language(client: Client) -> None:
+    sync_schedules()
+    viewer = login(client, "maintenance.view_maintenancerun")
+    page = viewer.get(INDEX, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "每小时：删除过期的会话和过期的数据库缓存条目。" in page
+    assert "Hourly: delete expired sessions" not in page
+    english = viewer.get(INDEX, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Hourly: delete expired sessions" in english
+
+
 def test_the_page_says_when_schedules_are_not_synced(admin_client: Client) -> None:
     assert "sync_schedules" in admin_client.get(INDEX).content.decode()
 
@@ -106,10 +117,18 @@ def test_an_unknown_job_is_refused_with_a_message(admin_client: Client, sent) ->
     assert sent == []
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        NotAllowed("NOT_ALLOWED - vhost nosuchvhost not found"),
+    ],
+    ids=["kombu", "unknown-vhost"],
+)
 @pytest.mark.django_db(transaction=True)
-def test_a_broker_outage_fails_the_run_and_answers_503(admin_user, monkeypatch) -> None:
+def test_a_broker_outage_fails_the_run_and_answers_503(admin_user, monkeypatch, refusal) -> None:
     def broker_down(*args, **kwargs):
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        raise refusal
 
     monkeypatch.setattr(tasks.prune_results, "apply_async", broker_down)
     client = Client(raise_request_exception=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
+from amqp.exceptions import AccessRefused, NotAllowed
 from django.test import Client
 from django.urls import reverse
 from kombu.exceptions import OperationalError
@@ -183,13 +184,20 @@ def test_send_needs_the_change_permission(sender: Client) -> None:
     assert notification.status == Notification.Status.DRAFT
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        OperationalError("Error 111 connecting to 127.0.0.1:6379"),
+        # What kombu lets through from RabbitMQ: an unknown vhost, refused credentials.
+        NotAllowed("NOT_ALLOWED - vhost nosuchvhost not found"),
+        AccessRefused("ACCESS_REFUSED - Login was refused"),
+    ],
+    ids=["kombu", "unknown-vhost", "bad-credentials"],
+)
 @pytest.mark.django_db(transaction=True)
-def test_broker_down_keeps_the_notification_as_a_draft(sender: Client) -> None:
+def test_broker_down_keeps_the_notification_as_a_draft(sender: Client, refusal) -> None:
     form = {"subject": "Hi", "body": "Text", "recipients": "a@example.com"}
-    with mock.patch(
-        "notifications.tasks.dispatch_notification.delay",
-        side_effect=OperationalError("Error 111 connecting to 127.0.0.1:6379"),
-    ):
+    with mock.patch("notifications.tasks.dispatch_notification.delay", side_effect=refusal):
         response = sender.post(COMPOSE, form)
     assert response.status_code == 503
     notification = Notification.objects.get()

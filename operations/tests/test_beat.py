@@ -68,3 +68,21 @@ def test_beat_installs_settings_schedules_and_picks_up_new_ones(
     assert "Beat is running" in check.stdout
     assert "app.tasks.add" in check.stdout
     assert "Every configured queue has a worker: default, heavy_tasks" in check.stdout
+
+
+def test_a_settings_entry_is_written_again_only_when_it_changed() -> None:
+    from celery import current_app
+
+    from operations.beat import ModelEntry
+
+    entry = {"task": "app.tasks.add", "schedule": 3600.0, "args": (1, 2)}
+    ModelEntry.from_entry("hourly-add", app=current_app, **entry)
+    first = PeriodicTask.objects.get(name="hourly-add")
+    # A beat restart: the same entry again. Its row, and so its date_changed, stay as they were
+    # (an interval task that never ran counts its first run from date_changed).
+    ModelEntry.from_entry("hourly-add", app=current_app, **entry)
+    assert PeriodicTask.objects.get(name="hourly-add").date_changed == first.date_changed
+    ModelEntry.from_entry("hourly-add", app=current_app, **{**entry, "args": (5, 6)})
+    changed = PeriodicTask.objects.get(name="hourly-add")
+    assert changed.args == "[5, 6]"
+    assert changed.date_changed > first.date_changed

@@ -169,3 +169,13 @@ def test_flower_with_basic_auth_may_listen_on_all_interfaces(subprocess_env, tmp
             assert status(f"http://{address}:{port}/") == 401, address
     finally:
         process.stop()
+
+
+@integration
+def test_tutorial_order_of_arguments_in_the_repo_root_refuses_to_start(subprocess_env) -> None:
+    # -A after the sub-command: Celery 5 ignores it, so the project's app (and the guard it
+    # installs) never loads; flowerconfig.py, read from the directory Flower starts in, does.
+    port = free_port()
+    argv = [str(BIN / "celery"), "flower", "-A", "myproject", "--address=0.0.0.0", f"--port={port}"]
+    process = ManagedProcess(argv, without_flower_vars(subprocess_env), "flower")
+    assert_refused(process, port, "0.0.0.0")

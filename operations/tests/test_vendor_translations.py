@@ -93,6 +93,8 @@ def test_results_and_beat_messages_translate() -> None:
         assert _("Execution Options") == "执行选项"
         assert _("Periodic Tasks Using This Schedule") == "使用此调度的周期性任务"
         assert str(PeriodicTask._meta.get_field("task").verbose_name) == "任务名称"
+        assert str(IntervalSchedule(every=1, period=IntervalSchedule.HOURS)) == "每小时"
+        assert str(IntervalSchedule(every=30, period=IntervalSchedule.SECONDS)) == "每30秒"
         assert ngettext(
             "{0} task was successfully enabled", "{0} tasks were successfully enabled", 3
         ).format(3) == ("已成功启用 3 个任务")

@@ -4,6 +4,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from django.utils import translation
 from django_celery_results.models import TaskResult
 from kombu.exceptions import OperationalError
 
@@ -153,6 +154,8 @@ def test_chain_steps_show_parents_and_stored_states() -> None:
     ]
     assert [s["parent_id"] for s in steps] == [None, page.fetch_task_id, page.parse_task_id]
     assert [s["state"] for s in steps] == ["SUCCESS", "STARTED", "PENDING"]
+    with translation.override("zh-hans"):
+        assert [str(s["state_label"]) for s in steps] == ["成功", "已开始", "已入队"]
 
 
 def test_chain_result_follows_parents_to_the_fetch() -> None:

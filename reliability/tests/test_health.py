@@ -11,7 +11,7 @@ from django.utils import timezone
 from operations.models import Heartbeat
 from operations.testing import wait_for
 from reliability import metrics
-from reliability.views import READYZ_CACHE_KEY
+from reliability.views import forget_readiness
 from taskconsole.models import ApiToken, TaskRecord, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -22,7 +22,7 @@ TOKEN = "metrics-token-for-the-tests"
 @pytest.fixture(autouse=True)
 def fresh_readiness(settings):
     # /readyz and /metrics' counts are shared for a few seconds; each test asks afresh.
-    cache.delete(READYZ_CACHE_KEY)
+    forget_readiness()
     cache.delete(metrics.COUNTS_CACHE_KEY)
     settings.RELIABILITY_METRICS_TOKEN = TOKEN
 
@@ -75,7 +75,7 @@ def test_readyz_is_ready_with_a_worker_per_queue_and_fresh_beat(
 
     def ready():
         # A busy machine can make a worker miss one 1 s inspect round: ask again.
-        cache.delete(READYZ_CACHE_KEY)
+        forget_readiness()
         answer = client.get("/readyz", HTTP_ACCEPT="application/json")
         return answer if answer.status_code == 200 else None
 
@@ -136,3 +136,24 @@ def test_metrics_count_the_records_at_most_every_few_seconds(settings) -> None:
     assert 'celery_tasks{state="SUCCESS"} 1' in metrics.render()
     settings.RELIABILITY_METRICS_COUNT_SECONDS = 0
     assert 'celery_tasks{state="SUCCESS"} 2' in metrics.render()
+
+
+def test_readyz_keeps_its_outcome_a_few_seconds_in_its_own_process(client, monkeypatch) -> None:
+    from operations import probes
+
+    runs: list[float] = []
+
+    def run_all(worker_timeout: float) -> list[probes.Probe]:
+        runs.append(worker_timeout)
+        return [probes.Probe("broker", len(runs) > 1, "checked")]
+
+    monkeypatch.setattr(probes, "run_all", run_all)
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz").status_code == 503
+    assert len(runs) == 1
+    # Nothing of it is in the cache that other processes and instances share.
+    cache.clear()
+    assert client.get("/readyz").status_code == 503
+    forget_readiness()
+    assert client.get("/readyz").status_code == 200
+    assert len(runs) == 2

@@ -47,3 +47,29 @@ def test_crontab_next_runs_in_its_zone() -> None:
     assert runs[0].astimezone(ZoneInfo("UTC")).hour == 23
     yearly = crontab_next_runs("0", "0", "*", "11", "5", SH, after, count=1)
     assert yearly == [datetime(2024, 5, 11, 0, 0, tzinfo=SH)]
+
+
+@pytest.mark.django_db
+def test_an_interval_task_that_never_ran_counts_from_its_last_change() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from taskconsole.describe import next_runs
+
+    hourly = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    task = PeriodicTask.objects.create(name="hourly", task="app.tasks.add", interval=hourly)
+    changed = task.date_changed
+    later = changed + timedelta(minutes=10)
+    # As django-celery-beat's entry counts it: an hour after the change, wherever "now" is.
+    assert next_runs(task, later, count=2) == [
+        changed + timedelta(hours=1),
+        changed + timedelta(hours=2),
+    ]
+    task.start_time = changed + timedelta(days=1)
+    assert next_runs(task, later, count=1) == [task.start_time]
+    task.start_time = None
+    task.last_run_at = later
+    assert next_runs(task, later, count=1) == [later + timedelta(hours=1)]
+    assert next_runs(task, timezone.now() + timedelta(days=3), count=1)[0] > later

@@ -158,6 +158,65 @@ def test_cancel_while_every_worker_is_down_is_durable(start_worker, make_user) -
     assert f"Task tc_tests.sleep[{result.id}] succeeded" not in late.output
 
 
+def test_a_cancel_as_the_task_starts_stops_it_where_its_policy_allows(
+    start_worker, make_user
+) -> None:
+    from celery import current_app
+
+    # The worker holds its writes, STARTED among them, for 3 s: the console reads QUEUED while
+    # the task already runs, as it does for a moment after any start.
+    racer = start_worker(
+        queues="tc_race",
+        concurrency=1,
+        name="racer",
+        extra_args=INCLUDE,
+        extra_env={"TASKCONSOLE_WORKER_WRITE_INTERVAL": "3"},
+    )
+    user = make_user("view", "cancel")
+    result = sleep_task.apply_async(args=[30], queue="tc_race")
+
+    def running() -> bool:
+        active = current_app.control.inspect(timeout=1).active() or {}
+        return any(t.get("id") == result.id for tasks in active.values() for t in tasks)
+
+    wait_for(running, timeout=30)
+    TaskRecord.objects.filter(task_id=result.id).update(owner=user)
+    assert record(result.id).status == TaskStatus.QUEUED
+    actions.cancel(user, result.id)
+    row = wait_for(lambda: record(result.id, TaskStatus.REVOKED), timeout=30)
+    wait_for(lambda: f"Terminating {result.id}" in racer.output, timeout=30)
+    racer.stop()
+    row.refresh_from_db()
+    assert (row.status, row.exception) == (TaskStatus.REVOKED, "Terminated")
+    assert f"Task tc_tests.sleep[{result.id}] succeeded" not in racer.output
+
+
+def test_a_task_its_worker_was_killed_under_fails_when_the_worker_returns(
+    start_worker, make_user
+) -> None:
+    import uuid
+
+    node = ("-n", f"lost-{uuid.uuid4().hex[:6]}@%h")
+    first = start_worker(queues="tc_lost", concurrency=1, name="lost", extra_args=INCLUDE + node)
+    user = make_user("view", "launch", "cancel")
+    result = sleep_task.apply_async(args=[60], queue="tc_lost")
+    wait_for(lambda: record(result.id, TaskStatus.STARTED), timeout=60)
+    TaskRecord.objects.filter(task_id=result.id).update(owner=user)
+    first.discard()  # SIGKILL to the whole group: nothing more is written about the task
+    assert record(result.id).status == TaskStatus.STARTED
+    again = start_worker(queues="tc_lost", concurrency=1, name="lost", extra_args=INCLUDE + node)
+    again.wait_for_output(" ready.", timeout=60)
+    row = wait_for(lambda: record(result.id, TaskStatus.FAILURE), timeout=30)
+    assert row.exception == "Lost: its worker stopped while it ran"
+    assert row.finished_at is not None
+    # Now it can be sent again from the console (to its launch queue, which no worker here
+    # reads: the record says it waits there).
+    new_id = actions.retry(user, result.id)
+    assert queries.get_task(user, new_id).retry_of_id == row.pk
+    # Not left for a later test's worker on that queue.
+    assert actions.cancel(user, new_id).status == TaskStatus.REVOKED
+
+
 def test_failed_task_from_code_is_recorded(worker) -> None:
     result = fail_task.delay("plain")
     row = wait_for(lambda: record(result.id, TaskStatus.FAILURE), timeout=60)

@@ -80,3 +80,18 @@ def test_a_failed_publish_in_a_transaction_leaves_the_buffer_alone(make_user) ->
     assert buffer.flush() == 1
     assert AuditEntry.objects.filter(target="other-request").count() == 1
     assert not TaskRecord.objects.filter(task_id=task_id).exists()
+
+
+def test_a_task_its_publisher_sends_again_stays_waiting(monkeypatch) -> None:
+    from taskconsole.unsent import SENT_AGAIN_HEADER
+
+    def refused(self, *args, **kwargs):
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(redis.Redis, "lpush", refused)
+    task_id = str(uuid.uuid4())
+    with pytest.raises(Exception, match="Connection refused"):
+        add.apply_async((3, 5), task_id=task_id, retry=False, headers={SENT_AGAIN_HEADER: 1})
+    monkeypatch.undo()
+    # An outbox sends it again later: no "failed", and so no retry that would run it twice.
+    assert _status(task_id) == (TaskStatus.QUEUED, "")

@@ -332,6 +332,7 @@ def test_a_name_filter_that_finds_nothing_says_names_match_in_full_and_suggests(
     ("stored", "shown"),
     [
         ("Terminated", "已终止"),
+        ("Lost: its worker stopped while it ran", "丢失：运行它的 worker 在运行中停止了"),
         ("Not published: EncodeError: no", "未发布：EncodeError: no"),
         ("internal error: KeyError('x')", "内部错误：KeyError(&#x27;x&#x27;)"),
         ("ValueError: boom", "ValueError: boom"),
