@@ -9,6 +9,7 @@ it on 127.0.0.1 behind an authenticating proxy.
 """
 
 import os
+import sys
 
 # Options set here override FLOWER_* environment variables, so only fill in what is unset.
 if "FLOWER_ADDRESS" not in os.environ:
@@ -17,9 +18,12 @@ if "FLOWER_ADDRESS" not in os.environ:
 # `celery flower -A myproject` (the tutorial's order: -A after the sub-command, which Celery 5
 # ignores) never loads the project's Celery app, and with it the guard that
 # myproject/celery.py installs. Flower reads this file all the same: install the guard here.
+# Flower runs this file with its own path in __file__; a console script's sys.path does not
+# hold the working directory, so the project is put there first.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     from operations.flower_guard import install as _install_guard
-except ImportError:  # the project is not importable from this Python
-    pass
+except ImportError as _error:
+    sys.exit(f"flowerconfig.py: cannot load the project's Flower guard ({_error}): not starting.")
 else:
     _install_guard()

@@ -76,7 +76,7 @@ def _prepare_main() -> None:
     call_command("createcachetable", verbosity=0)
     call_command("sync_schedules", verbosity=0)
     # The database is the scenarios' scratch: a previous run's queued tasks (on a Redis that
-    # is gone), beat's heartbeat and lease and the cached /readyz answer must not leak in.
+    # is gone), beat's heartbeat and lease and cached answers must not leak in.
     from django.core.cache import cache
 
     from operations.models import BeatLock, BeatSlot, Heartbeat

@@ -195,7 +195,8 @@ class ModelEntry(BaseModelEntry):
 
         django-celery-beat saves every entry at every start. The save moves the row's
         date_changed, which is what an interval task that never ran counts from: each restart
-        pushed its first run back by up to one interval, and made every beat reload.
+        pushed its first run back by up to one interval. (The schedule rows, intervals and
+        crontabs, are still saved by django-celery-beat's own to_model_schedule.)
         """
         fields = cls._unpack_fields(**entry)
         task = PeriodicTask._default_manager.filter(name=name).first()

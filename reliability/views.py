@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 
 from django.conf import settings
@@ -24,6 +25,7 @@ READYZ_CACHE_SECONDS = 5
 
 #: (expiry, outcome) of the last readiness checks of this process.
 _readiness: tuple[float, list[probes.Probe]] | None = None
+_readiness_lock = threading.Lock()
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -92,10 +94,11 @@ def readyz(request: HttpRequest) -> HttpResponse:
 def readiness() -> list[probes.Probe]:
     """The readiness checks' outcome, run again once READYZ_CACHE_SECONDS have passed."""
     global _readiness
-    now = time.monotonic()
-    if _readiness is None or now >= _readiness[0]:
-        _readiness = (now + READYZ_CACHE_SECONDS, probes.run_all(worker_timeout=1.0))
-    return _readiness[1]
+    with _readiness_lock:  # threads of one process ask the workers once, not each
+        now = time.monotonic()
+        if _readiness is None or now >= _readiness[0]:
+            _readiness = (now + READYZ_CACHE_SECONDS, probes.run_all(worker_timeout=1.0))
+        return _readiness[1]
 
 
 def forget_readiness() -> None:

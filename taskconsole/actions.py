@@ -193,7 +193,9 @@ def _publish(
             else:
                 result = current_app.send_task(launchable.name, args=args, kwargs=kwargs, **options)
     except Exception as exc:
-        if eager:
+        if eager and task is not None:
+            # send_task (a task this process does not know) publishes even in eager mode: its
+            # errors are the broker's, below.
             logger.info("Task %s failed in eager mode: %s", options["task_id"], type(exc).__name__)
             return options["task_id"]
         logger.error("Could not publish %s: %s", launchable.name, exc)
@@ -231,6 +233,7 @@ def cancel(user, task_id: str) -> TaskRecord:
     if not permissions.can_cancel(user):
         raise ActionError(403, "forbidden", _("You may not cancel tasks."))
     record = _visible_or_404(user, task_id)
+    was_queued = record.status == TaskStatus.QUEUED
     now = timezone.now()
     with transaction.atomic():
         # The durable part: a worker that receives this task later checks cancel_requested_at.
@@ -253,12 +256,12 @@ def cancel(user, task_id: str) -> TaskRecord:
                 )
             terminate = True
             TaskRecord.objects.filter(pk=record.pk).update(cancel_requested_at=now)
-        audit(user, AuditAction.CANCEL, record.task_id, task=record.name, terminate=terminate)
-    # A task that has just started may still read QUEUED here: its worker writes STARTED a
-    # moment later (taskconsole.writeback). Where the policy allows stopping it, the broadcast
-    # says terminate either way; a worker that has not started the task simply drops it.
-    launchable = registry.get(record.name)
-    stop = terminate or bool(launchable and launchable.can_terminate)
+        # A task that has just started may still read QUEUED here: its worker writes STARTED
+        # a moment later (taskconsole.writeback). Where the policy allows stopping it, the
+        # broadcast says terminate; a worker that has not started the task simply drops it.
+        launchable = registry.get(record.name)
+        stop = terminate or bool(was_queued and waiting and launchable and launchable.can_terminate)
+        audit(user, AuditAction.CANCEL, record.task_id, task=record.name, terminate=stop)
     try:
         current_app.control.revoke(record.task_id, terminate=stop, signal="SIGTERM")
     except Exception as exc:

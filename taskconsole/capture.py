@@ -499,7 +499,9 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if getattr(request, "is_eager", False):
         _stamp_eager(request)
     owner_id = getattr(request, OWNER_HEADER, None)
-    context.set_worker_launcher(context.Launcher(owner_id, Origin.TASK, task.name))
+    token = context.set_worker_launcher(context.Launcher(owner_id, Origin.TASK, task.name))
+    if task_id:
+        _launchers[task_id] = token
     fields = {
         "status": TaskStatus.STARTED,
         "started_at": timezone.now(),
@@ -521,6 +523,11 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         )
 
 
+#: The launcher each running task replaced, put back when it ends (by task id: a task run
+#: eagerly inside another nests its pre/postrun inside the other's).
+_launchers: dict[str, Any] = {}
+
+
 def _stamp_eager(request: Any) -> None:
     """What a publish stamps on its message, for a task run where it was called.
 
@@ -539,8 +546,12 @@ def _stamp_eager(request: Any) -> None:
 
 
 @_safe
-def on_postrun(**_: Any) -> None:
-    context.set_worker_launcher(None)
+def on_postrun(task_id: str | None = None, **_: Any) -> None:
+    token = _launchers.pop(task_id, None) if task_id else None
+    if token is not None:
+        context.restore_launcher(token)
+    else:
+        context.set_worker_launcher(None)
 
 
 @_safe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 
@@ -76,6 +76,17 @@ def current_request_user():
     return user if user is not None and user.is_authenticated else None
 
 
-def set_worker_launcher(launcher: Launcher | None) -> None:
-    """Used inside a worker child: the running task is the launcher of what it publishes."""
-    _current.set(launcher)
+def set_worker_launcher(launcher: Launcher | None) -> Token:
+    """Used around a running task: it is the launcher of what it publishes.
+
+    Returns the token that puts the previous launcher back (restore_launcher): a task run in
+    eager mode inside another task, or inside a request, must not leave its caller with none.
+    """
+    return _current.set(launcher)
+
+
+def restore_launcher(token: Token) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:  # made in another context (thread): start afresh there
+        _current.set(None)

@@ -5,8 +5,11 @@ the tasks it was running, so their records said STARTED for ever: not finished, 
 cancel nor retry applied. When a worker starts, the records it left running before it started
 are marked FAILURE ("Lost: ..."), for the tasks whose message was acknowledged on receipt
 (Celery's default, and the product's at-most-once policy): nothing will run them again, and
-the console can now retry them. A task acknowledged late (acks_late) is left alone: its message
-goes back to the queue and a worker runs it again, which moves the record on.
+a person can now decide to retry them. Such a task may have finished all the same, in the
+moment before its worker died whose writes were still waiting (taskconsole.writeback): the
+message says so, and the console asks before a retry. A task acknowledged late (acks_late) is
+left alone: its message goes back to the queue and a worker runs it again. So is any task a
+live worker reports holding (two workers may share a name).
 """
 
 from __future__ import annotations
@@ -44,16 +47,40 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 def fail_left_running(hostname: str, started_at: datetime) -> int:
-    """Fail the records `hostname` left running before `started_at`; returns how many."""
-    left = TaskRecord.objects.filter(
-        worker=hostname, status__in=RUNNING_STATES, started_at__lt=started_at
-    ).values_list("pk", "name")
-    lost = [pk for pk, name in left if not _delivered_again(name)]
+    """Fail the records `hostname` left running before `started_at`; returns how many.
+
+    Not one that a live worker still holds: two workers may share a name (two copies of one
+    command line), and the other one's tasks are not lost. Nothing is failed when the workers
+    cannot be asked.
+    """
+    left = {
+        task_id: pk
+        for pk, task_id, name in TaskRecord.objects.filter(
+            worker=hostname, status__in=RUNNING_STATES, started_at__lt=started_at
+        ).values_list("pk", "task_id", "name")
+        if not _delivered_again(name)
+    }
+    if not left:
+        return 0
+    held = _held_by_live_workers(list(left))
+    if held is None:
+        return 0
+    lost = [pk for task_id, pk in left.items() if task_id not in held]
     if not lost:
         return 0
     return TaskRecord.objects.filter(pk__in=lost, status__in=RUNNING_STATES).update(
         status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
     )
+
+
+def _held_by_live_workers(task_ids: list[str]) -> set[str] | None:
+    """The ids some worker reports as running or reserved; None if the question failed."""
+    try:
+        replies = current_app.control.inspect(timeout=1.0).query_task(*task_ids) or {}
+    except Exception as exc:
+        logger.warning("Could not ask the workers which tasks they hold: %s", exc)
+        return None
+    return {task_id for reply in replies.values() for task_id in (reply or {})}
 
 
 def _delivered_again(name: str) -> bool:

@@ -26,15 +26,16 @@ class TaskStatus(models.TextChoices):
 #: States after which nothing more happens to a task.
 FINISHED_STATES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.REVOKED})
 #: States in which a task has not started yet, so revoking it is enough to cancel it.
+WAITING_STATES = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRY})
+RUNNING_STATES = frozenset({TaskStatus.STARTED, TaskStatus.PROGRESS})
+
 #: Texts the console itself stores as a task's exception, in English, shown translated.
 TERMINATED = "Terminated"
-LOST = "Lost: its worker stopped while it ran"
+LOST = "Lost: its worker stopped while it ran, perhaps before it finished"
 STORED_PREFIXES = (
     ("Not published: ", gettext_noop("Not published: %(error)s")),
     ("internal error: ", gettext_noop("Internal error: %(error)s")),
 )
-WAITING_STATES = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRY})
-RUNNING_STATES = frozenset({TaskStatus.STARTED, TaskStatus.PROGRESS})
 
 
 class Origin(models.TextChoices):
@@ -147,6 +148,10 @@ class TaskRecord(models.Model):
         return self.status in RUNNING_STATES
 
     @property
+    def is_lost(self) -> bool:
+        return self.exception == LOST
+
+    @property
     def exception_display(self) -> str:
         """The exception as the page shows it: what the console itself wrote, translated.
 
@@ -156,7 +161,7 @@ class TaskRecord(models.Model):
         if text == TERMINATED:
             return gettext("Terminated")
         if text == LOST:
-            return gettext("Lost: its worker stopped while it ran")
+            return gettext("Lost: its worker stopped while it ran, perhaps before it finished")
         for prefix, template in STORED_PREFIXES:
             if text.startswith(prefix):
                 return gettext(template) % {"error": text[len(prefix) :]}

@@ -10,6 +10,7 @@ from celery import current_app
 from django.test import Client
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from taskconsole import context
 from taskconsole.models import ApiToken, AuditEntry, Origin, TaskRecord, TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -420,3 +421,34 @@ def test_the_queues_panel_lists_routed_queues_and_tasks_own(monkeypatch) -> None
     assert names[:2] == ["default", "heavy_tasks"]
     assert {"feeds", "bulk", "own"} <= set(names)
     assert len(names) == len(set(names))
+
+
+def test_eager_tasks_inside_an_eager_task_all_belong_to_the_launcher(people, eager) -> None:
+    from celery import shared_task
+    from pydantic import BaseModel
+
+    from taskconsole import registry
+
+    @shared_task(name="tc_tests.eager_leaf")
+    def leaf() -> int:
+        return 1
+
+    @shared_task(name="tc_tests.eager_parent")
+    def parent() -> list[str]:
+        # Two children: the first one's end must not leave the second without a launcher.
+        return [leaf.delay().id, leaf.delay().id]
+
+    class NoArguments(BaseModel):
+        pass
+
+    registry.register(parent, schema=NoArguments, label="Eager parent")
+    owner, _, _ = people
+    try:
+        response = post_json(login(owner), f"{API}/launch/", {"task": "tc_tests.eager_parent"})
+    finally:
+        registry.unregister("tc_tests.eager_parent")
+    assert response.status_code == 201
+    children = TaskRecord.objects.filter(name="tc_tests.eager_leaf")
+    assert children.count() == 2
+    assert {(r.origin, r.owner_id) for r in children} == {(Origin.TASK, owner.pk)}
+    assert context.current_launcher() is None

@@ -332,7 +332,10 @@ def test_a_name_filter_that_finds_nothing_says_names_match_in_full_and_suggests(
     ("stored", "shown"),
     [
         ("Terminated", "已终止"),
-        ("Lost: its worker stopped while it ran", "丢失：运行它的 worker 在运行中停止了"),
+        (
+            "Lost: its worker stopped while it ran, perhaps before it finished",
+            "丢失：运行它的 worker 在运行中停止了，任务可能已经完成，也可能没有",
+        ),
         ("Not published: EncodeError: no", "未发布：EncodeError: no"),
         ("internal error: KeyError('x')", "内部错误：KeyError(&#x27;x&#x27;)"),
         ("ValueError: boom", "ValueError: boom"),
@@ -348,3 +351,21 @@ def test_what_the_console_stores_as_an_exception_is_shown_translated(
     page = login(user).get("/console/tasks/e1/", HTTP_ACCEPT_LANGUAGE="zh-hans")
     assert f"<code>{shown}</code>" in page.content.decode()
     assert TaskRecord.objects.get(task_id="e1").exception == stored
+
+
+def test_retrying_a_lost_task_asks_first(make_user) -> None:
+    from taskconsole.models import LOST
+
+    user = make_user("view", "launch")
+    TaskRecord.objects.create(
+        task_id="lost-1",
+        name="tc_tests.fail",
+        origin=Origin.CONSOLE,
+        owner=user,
+        status=TaskStatus.FAILURE,
+        exception=LOST,
+        kwargs={"message": "x"},
+    )
+    page = login(user).get("/console/tasks/lost-1/").content.decode()
+    assert 'id="retry-button"' in page
+    assert "it may have finished. Run it again?" in page
