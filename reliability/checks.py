@@ -66,8 +66,10 @@ def check_acks_late(conf: Any, tasks: dict[str, Any]) -> list[Warning]:
     if conf.task_acks_late:
         messages.append(
             Warning(
-                "CELERY_TASK_ACKS_LATE is on for every task: tasks that are not idempotent may "
-                "run twice after a worker dies.",
+                "CELERY_TASK_ACKS_LATE is on, but the app's task class (AtMostOnceTask) "
+                "acknowledges early and claims each run, whatever it says: it only reaches "
+                "tasks that leave that class (base=celery.Task), which may then run twice "
+                "after a worker dies.",
                 hint="Leave it off and use base=reliability.delivery.IdempotentTask on the "
                 "tasks that are safe to run again.",
                 id="reliability.W002",

@@ -135,3 +135,19 @@ def test_the_tutorials_time_limit_alone_still_sends(subprocess_env, broker_url) 
         assert "reliability.E007" in check.stderr
     finally:
         redis.Redis.from_url(broker_url).delete("check-time-limits")
+
+
+def test_the_global_acks_late_setting_does_not_reach_the_apps_tasks() -> None:
+    # What reliability.W002 says: AtMostOnceTask decides, whatever CELERY_TASK_ACKS_LATE says.
+    from celery import Celery
+
+    from reliability.delivery import AtMostOnceTask
+
+    other = Celery("w002", set_as_current=False, task_cls=AtMostOnceTask)
+    other.conf.task_acks_late = True
+
+    @other.task(name="w002.job")
+    def job() -> None:
+        return None
+
+    assert job.acks_late is False
