@@ -37,30 +37,24 @@ def current_launcher() -> Launcher | None:
 
 
 @contextlib.contextmanager
-def launched_by(launcher: Launcher | None) -> Iterator[None]:
-    token = _current.set(launcher)
+def _holding(var: ContextVar, value: object) -> Iterator[None]:
+    token = var.set(value)
     try:
         yield
     finally:
-        _current.reset(token)
+        var.reset(token)
 
 
-@contextlib.contextmanager
-def serving(request: object) -> Iterator[None]:
-    token = _request.set(request)
-    try:
-        yield
-    finally:
-        _request.reset(token)
+def launched_by(launcher: Launcher | None) -> contextlib.AbstractContextManager[None]:
+    return _holding(_current, launcher)
 
 
-@contextlib.contextmanager
-def acting(user: object) -> Iterator[None]:
-    token = _acting.set(user)
-    try:
-        yield
-    finally:
-        _acting.reset(token)
+def serving(request: object) -> contextlib.AbstractContextManager[None]:
+    return _holding(_request, request)
+
+
+def acting(user: object) -> contextlib.AbstractContextManager[None]:
+    return _holding(_acting, user)
 
 
 def current_actor():
