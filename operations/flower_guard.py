@@ -8,7 +8,8 @@ variables, its --conf file and the command line: `Flower.start_http_server` is w
 - listen on 127.0.0.1 when no address was given (instead of all interfaces);
 - refuse to start, before anything listens, on any other address than loopback (0.0.0.0, ::,
   a LAN address, a name that does not resolve to loopback only) unless basic auth or Flower's
-  OAuth `auth` option is set.
+  OAuth `auth` option is set;
+- ask for that login on /metrics too, which Flower itself leaves open.
 
 `celery -A myproject flower` (and the `flower -A myproject` shim, and `python -m flower`)
 imports myproject.celery inside Celery's command group, which has already chosen the `flower`
@@ -98,6 +99,28 @@ def install() -> None:
 
     start_http_server.guarded = True
     Flower.start_http_server = start_http_server
+    _guard_metrics()
+
+
+def _guard_metrics() -> None:
+    """/metrics behind Flower's own login when it has one.
+
+    Flower serves its Prometheus metrics (every task name, every worker) to anyone, even with
+    basic auth or OAuth on: a scraper then sends the same credentials. /healthcheck, which says
+    only "OK", stays open for load balancers.
+    """
+    from flower.views.monitor import Metrics
+    from tornado.web import HTTPError
+
+    original = Metrics.get
+
+    async def get(self):
+        options = self.application.options
+        if (any(options.basic_auth or ()) or options.auth) and not self.current_user:
+            raise HTTPError(401)
+        return await original(self)
+
+    Metrics.get = get
 
 
 def install_if_flower() -> None:

@@ -165,6 +165,11 @@ def test_flower_with_basic_auth_may_listen_on_all_interfaces(subprocess_env, tmp
         assert listening_addresses(port) == {"0.0.0.0"}
         assert status(f"http://127.0.0.1:{port}/", "ops:guard-pass") == 200
         assert status(f"http://127.0.0.1:{port}/tasks", "ops:wrong") == 401
+        # Flower's own /metrics (every task and worker name) asks for the same login.
+        assert status(f"http://127.0.0.1:{port}/metrics") == 401
+        assert status(f"http://127.0.0.1:{port}/metrics", "ops:wrong") == 401
+        assert status(f"http://127.0.0.1:{port}/metrics", "ops:guard-pass") == 200
+        assert status(f"http://127.0.0.1:{port}/healthcheck") == 200
         for address in outside_addresses():
             assert status(f"http://{address}:{port}/") == 401, address
     finally:
