@@ -234,6 +234,8 @@ def cancel(user, task_id: str) -> TaskRecord:
         raise ActionError(403, "forbidden", _("You may not cancel tasks."))
     record = _visible_or_404(user, task_id)
     was_queued = record.status == TaskStatus.QUEUED
+    launchable = registry.get(record.name)
+    can_terminate = bool(launchable and launchable.can_terminate)
     now = timezone.now()
     with transaction.atomic():
         # The durable part: a worker that receives this task later checks cancel_requested_at.
@@ -247,8 +249,7 @@ def cancel(user, task_id: str) -> TaskRecord:
             record.refresh_from_db()
             if record.is_finished:
                 raise ActionError(409, "finished", _("This task has already finished."))
-            launchable = registry.get(record.name)
-            if not (launchable and launchable.can_terminate):
+            if not can_terminate:
                 raise ActionError(
                     409,
                     "cannot_terminate",
@@ -259,8 +260,7 @@ def cancel(user, task_id: str) -> TaskRecord:
         # A task that has just started may still read QUEUED here: its worker writes STARTED
         # a moment later (taskconsole.writeback). Where the policy allows stopping it, the
         # broadcast says terminate; a worker that has not started the task simply drops it.
-        launchable = registry.get(record.name)
-        stop = terminate or bool(was_queued and waiting and launchable and launchable.can_terminate)
+        stop = terminate or (was_queued and bool(waiting) and can_terminate)
         audit(user, AuditAction.CANCEL, record.task_id, task=record.name, terminate=stop)
     try:
         current_app.control.revoke(record.task_id, terminate=stop, signal="SIGTERM")

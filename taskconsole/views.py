@@ -84,7 +84,6 @@ def index(request: HttpRequest) -> HttpResponse:
     context = _context(
         request,
         page=page,
-        task_names=queries.task_names(),
         name_suggestions=suggestions,
         filters=filters,
         statuses=TaskStatus.choices,
@@ -96,6 +95,8 @@ def index(request: HttpRequest) -> HttpResponse:
     )
     if _is_fragment(request):
         return render(request, "taskconsole/_rows.html", context)
+    # The name filter's choices: only the page has the filter (its rows refresh without it).
+    context["task_names"] = queries.task_names()
     return render(request, "taskconsole/index.html", context)
 
 
@@ -105,6 +106,7 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
     record = queries.get_task(request.user, task_id)
     if record is None:
         raise Http404(_("No such task."))
+    barred = queries.retry_barred_by_redaction(request.user, record)
     context = _context(
         request,
         task=record,
@@ -112,8 +114,8 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
         launchable=registry.get(record.name),
         delivery=queries.delivery_of(record.name),
         can_cancel=queries.can_cancel(request.user, record),
-        can_retry=queries.can_retry(request.user, record),
-        retry_redacted=queries.retry_barred_by_redaction(request.user, record),
+        can_retry=barred is False,
+        retry_redacted=bool(barred),
     )
     if _is_fragment(request):
         return render(request, "taskconsole/_detail_panel.html", context)
