@@ -379,6 +379,14 @@ TASKCONSOLE_MAX_AGE_DAYS = env.int("TASKCONSOLE_MAX_AGE_DAYS", default=RESULTS_M
 # (taskconsole/writeback.py: what it costs and what it gives up). False: each write at once.
 TASKCONSOLE_WORKER_WRITE_BEHIND = env.bool("TASKCONSOLE_WORKER_WRITE_BEHIND", default=True)
 TASKCONSOLE_WORKER_WRITE_INTERVAL = env.float("TASKCONSOLE_WORKER_WRITE_INTERVAL", default=0.05)
+# A task still running after this many seconds on a worker that no longer answers (killed and
+# never back under its name, e.g. a replaced container) is marked lost by this sweep; a worker
+# that comes back under its name marks its own at once (taskconsole/lost.py).
+TASKCONSOLE_LOST_AFTER = env.int("TASKCONSOLE_LOST_AFTER", default=300)
+CELERY_BEAT_SCHEDULE["taskconsole-sweep-lost"] = {
+    "task": "taskconsole.tasks.sweep_lost_tasks",
+    "schedule": env.float("TASKCONSOLE_LOST_SWEEP_EVERY", default=300.0),
+}
 
 # RELIABILITY (no task lost or run twice; health endpoints)
 # ------------------------------------------------------------------------------

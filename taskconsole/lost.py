@@ -1,4 +1,5 @@
-"""Tasks whose worker was killed while they ran: failed when that worker starts again.
+"""Tasks whose worker was killed while they ran: failed when that worker starts again, or
+when the periodic sweep finds their worker gone for good.
 
 A worker stopped outright (SIGKILL, the OOM killer, a lost machine) writes nothing more about
 the tasks it was running, so their records said STARTED for ever: not finished, so neither
@@ -10,15 +11,24 @@ moment before its worker died whose writes were still waiting (taskconsole.write
 message says so, and the console asks before a retry. A task acknowledged late (acks_late) is
 left alone: its message goes back to the queue and a worker runs it again. So is any task a
 live worker reports holding (two workers may share a name).
+
+A worker that never comes back under its name (a container replaced by one with a new host
+name, a machine retired) is found by `sweep` (taskconsole.tasks.sweep_lost_tasks, run by beat):
+the records running for longer than TASKCONSOLE_LOST_AFTER seconds on a worker that answers no
+ping, twice, some seconds apart, while other workers answer, are failed the same way. A worker
+too busy to answer both pings is taken for gone: should its task finish after all, its outcome
+replaces the "Lost" (the worker's write is not guarded against a finished record).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app, signals
+from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -71,6 +81,62 @@ def fail_left_running(hostname: str, started_at: datetime) -> int:
     return TaskRecord.objects.filter(pk__in=lost, status__in=RUNNING_STATES).update(
         status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
     )
+
+
+def sweep(after: float | None = None, confirm_after: float = 3.0, timeout: float = 2.0) -> int:
+    """Fail the records running on workers that are gone; returns how many.
+
+    Only records running for longer than `after` seconds (TASKCONSOLE_LOST_AFTER, 300 by
+    default) are looked at, and nothing is broadcast when there are none. A worker counts as
+    gone when it answers neither of two pings `confirm_after` seconds apart while another
+    worker answers: with no answer at all the broker, not every worker, may be at fault.
+    """
+    if after is None:
+        after = float(getattr(settings, "TASKCONSOLE_LOST_AFTER", 300))
+    cutoff = timezone.now() - timedelta(seconds=after)
+    stale = [
+        (pk, worker)
+        for pk, worker, name in TaskRecord.objects.filter(
+            status__in=RUNNING_STATES, started_at__lt=cutoff
+        )
+        .exclude(worker="")
+        .values_list("pk", "worker", "name")
+        if not _delivered_again(name)
+    ]
+    if not stale:
+        return 0
+    answering = _answering(timeout=timeout)
+    if not answering:
+        return 0
+    gone = {worker for _, worker in stale} - answering
+    if gone:
+        time.sleep(confirm_after)
+        # Asked by name: each of them gets the whole timeout to answer.
+        again = _answering(timeout=timeout, destination=sorted(gone))
+        if again is None:
+            return 0
+        gone -= again
+    lost = [pk for pk, worker in stale if worker in gone]
+    if not lost:
+        return 0
+    failed = TaskRecord.objects.filter(pk__in=lost, status__in=RUNNING_STATES).update(
+        status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
+    )
+    if failed:
+        logger.warning(
+            "%d task(s) of gone workers (%s) marked lost", failed, ", ".join(sorted(gone))
+        )
+    return failed
+
+
+def _answering(timeout: float, destination: list[str] | None = None) -> set[str] | None:
+    """The names of the workers that answer a ping; None if the question failed."""
+    try:
+        inspect = current_app.control.inspect(timeout=timeout, destination=destination)
+        return set(inspect.ping() or {})
+    except Exception as exc:
+        logger.warning("Could not ping the workers: %s", exc)
+        return None
 
 
 def _held_by_live_workers(task_ids: list[str]) -> set[str] | None:

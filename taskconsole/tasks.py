@@ -8,3 +8,11 @@ from . import services
 @shared_task(ignore_result=True)
 def prune_task_records(max_age_days: int | None = None) -> int:
     return services.prune_task_records(max_age_days)
+
+
+@shared_task(ignore_result=True)
+def sweep_lost_tasks() -> int:
+    """Fail the records left running by workers that are gone (taskconsole.lost.sweep)."""
+    from . import lost
+
+    return lost.sweep()

@@ -12,7 +12,7 @@ from django_celery_results.models import TaskResult
 from app.tasks import add
 from operations.testing import wait_for
 from taskconsole import actions, queries
-from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
+from taskconsole.models import LOST, AuditEntry, Origin, TaskRecord, TaskStatus
 
 from .sample_tasks import echo_task, fail_task, flaky_task, sleep_task, spawn_task
 
@@ -215,6 +215,29 @@ def test_a_task_its_worker_was_killed_under_fails_when_the_worker_returns(
     assert queries.get_task(user, new_id).retry_of_id == row.pk
     # Not left for a later test's worker on that queue.
     assert actions.cancel(user, new_id).status == TaskStatus.REVOKED
+
+
+def test_the_sweep_fails_the_task_of_a_worker_that_never_comes_back(start_worker) -> None:
+    from taskconsole.tasks import sweep_lost_tasks
+
+    first = start_worker(queues="tc_gone", concurrency=1, name="pod-a", extra_args=INCLUDE)
+    result = sleep_task.apply_async(args=[60], queue="tc_gone")
+    wait_for(lambda: record(result.id, TaskStatus.STARTED), timeout=60)
+    first.discard()  # SIGKILL to the whole group; no worker of its name starts again
+    # A replacement under another name (a new container) runs the sweep beat sends.
+    second = start_worker(queues="tc_sweep", concurrency=2, name="pod-b", extra_args=INCLUDE)
+    mine = sleep_task.apply_async(args=[60], queue="tc_sweep")
+    wait_for(lambda: record(mine.id, TaskStatus.STARTED), timeout=60)
+    # Both have run for longer than TASKCONSOLE_LOST_AFTER.
+    TaskRecord.objects.filter(task_id__in=[result.id, mine.id]).update(
+        started_at=timezone.now() - timedelta(hours=1)
+    )
+    sweep_lost_tasks.apply_async(queue="tc_sweep")
+    lost = wait_for(lambda: record(result.id, TaskStatus.FAILURE), timeout=60)
+    assert lost.exception == LOST
+    second.wait_for_output("1 task(s) of gone workers", timeout=30)
+    # pod-b answered the pings: the task it is running is not lost.
+    assert record(mine.id).status == TaskStatus.STARTED
 
 
 def test_failed_task_from_code_is_recorded(worker) -> None:

@@ -48,3 +48,74 @@ def test_nothing_is_failed_when_the_workers_cannot_be_asked(monkeypatch) -> None
     monkeypatch.setattr(lost, "_held_by_live_workers", lambda ids: None)
     assert lost.fail_left_running("w@host", timezone.now()) == 0
     assert TaskRecord.objects.get(task_id="gone").status == TaskStatus.STARTED
+
+
+class Pings:
+    """What the workers answer: one set per ping, in turn (None: the question failed)."""
+
+    def __init__(self, *answers: set[str] | None) -> None:
+        self.answers = list(answers)
+        self.asked: list[list[str] | None] = []
+
+    def __call__(self, timeout: float, destination: list[str] | None = None) -> set[str] | None:
+        self.asked.append(destination)
+        return self.answers.pop(0)
+
+
+def stale(task_id: str, worker: str, **fields) -> TaskRecord:
+    return running(task_id, worker=worker, started_at=timezone.now() - timedelta(hours=1), **fields)
+
+
+def states() -> dict[str, str]:
+    return dict(TaskRecord.objects.values_list("task_id", "status"))
+
+
+def test_the_sweep_fails_what_runs_on_workers_that_answer_no_ping_twice(monkeypatch) -> None:
+    stale("gone", "old-pod@a")
+    stale("busy", "slow@b")  # misses the first ping, answers the second
+    stale("alive", "w@host")
+    stale("again", "old-pod@a", name="imports.tasks.process_import_file")  # acks_late
+    running("recent", worker="old-pod@a")  # started a minute ago: not yet looked at
+    pings = Pings({"w@host"}, {"slow@b"})
+    monkeypatch.setattr(lost, "_answering", pings)
+    assert lost.sweep(after=300, confirm_after=0) == 1
+    assert pings.asked == [None, ["old-pod@a", "slow@b"]]
+    assert states() == {
+        "gone": TaskStatus.FAILURE,
+        "busy": TaskStatus.STARTED,
+        "alive": TaskStatus.STARTED,
+        "again": TaskStatus.STARTED,
+        "recent": TaskStatus.STARTED,
+    }
+    gone = TaskRecord.objects.get(task_id="gone")
+    assert (gone.exception, gone.finished_at is not None) == (LOST, True)
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        (set(),),  # nobody answers: the broker, not every worker, may be at fault
+        (None,),  # the ping itself failed
+        ({"w@host"}, None),  # the confirming ping failed
+    ],
+)
+def test_the_sweep_fails_nothing_when_it_cannot_tell(monkeypatch, answers) -> None:
+    stale("gone", "old-pod@a")
+    monkeypatch.setattr(lost, "_answering", Pings(*answers))
+    assert lost.sweep(after=300, confirm_after=0) == 0
+    assert states() == {"gone": TaskStatus.STARTED}
+
+
+def test_the_sweep_asks_no_worker_when_nothing_has_run_long(monkeypatch) -> None:
+    running("recent", worker="old-pod@a")
+    pings = Pings()
+    monkeypatch.setattr(lost, "_answering", pings)
+    assert lost.sweep(after=300) == 0
+    assert pings.asked == []
+
+
+def test_beat_runs_the_sweep(settings) -> None:
+    from taskconsole.tasks import sweep_lost_tasks
+
+    entry = settings.CELERY_BEAT_SCHEDULE["taskconsole-sweep-lost"]
+    assert entry["task"] == sweep_lost_tasks.name == "taskconsole.tasks.sweep_lost_tasks"
