@@ -613,3 +613,22 @@ def test_a_failed_flush_in_a_callers_transaction_leaves_it_alone(make_user, monk
         buffer.add_many(records(template, "lost", 3))
         assert buffer.flush() == 0
     assert type(caller).objects.filter(pk=caller.pk).exists()
+
+
+def test_text_columns_pass_strings_as_they_are_and_other_fields_prepare_them() -> None:
+    from django.db import models
+
+    class Upper(models.CharField):
+        def get_prep_value(self, value):
+            return super().get_prep_value(value).upper()
+
+    field = Upper(max_length=10)
+    field.set_attributes_from_name("task_id")
+    connection = connections["default"]
+    entries = [{"task_id": f"id-{i}"} for i in range(3)]
+    assert buffer._keeps_text(TaskRecord._meta.get_field("task_id"))
+    assert not buffer._keeps_text(field)
+    assert not buffer._keeps_text(TaskRecord._meta.get_field("created_at"))
+    plain = buffer._columns(entries, [TaskRecord._meta.get_field("task_id")], connection, 100)
+    assert plain == [["id-0", "id-1", "id-2"]]
+    assert buffer._columns(entries, [field], connection, 100) == [["ID-0", "ID-1", "ID-2"]]
