@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import current_app
 from django.db import router, transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncMinute
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -154,20 +154,26 @@ def delivery_of(name: str) -> str:
     return _("Acknowledged after it runs")
 
 
+# `<> ''` as the partial indexes tc_parent_only and tc_group_only say it: a database uses an
+# index whose condition the query repeats.
+def children(record: TaskRecord) -> QuerySet[TaskRecord]:
+    """The tasks this one started (a chain's next link, tasks its body sent)."""
+    return TaskRecord.objects.filter(parent_id=record.task_id).exclude(parent_id="").order_by("id")
+
+
+def group_members(record: TaskRecord) -> QuerySet[TaskRecord]:
+    """The tasks of this task's group, itself included."""
+    return TaskRecord.objects.filter(group_id=record.group_id).exclude(group_id="").order_by("id")
+
+
 def task_relations(record: TaskRecord, limit: int = 50) -> dict[str, list[TaskRecord]]:
     """Parent, children (chains, tasks it started), group siblings and retries of one task."""
     relations: dict[str, list[TaskRecord]] = {"parent": [], "children": [], "group": []}
     if record.parent_id:
         relations["parent"] = list(TaskRecord.objects.filter(task_id=record.parent_id)[:1])
-    relations["children"] = list(
-        TaskRecord.objects.filter(parent_id=record.task_id).order_by("id")[:limit]
-    )
+    relations["children"] = list(children(record)[:limit])
     if record.group_id:
-        relations["group"] = list(
-            TaskRecord.objects.filter(group_id=record.group_id)
-            .exclude(pk=record.pk)
-            .order_by("id")[:limit]
-        )
+        relations["group"] = list(group_members(record).exclude(pk=record.pk)[:limit])
     relations["retried_as"] = list(record.retried_as.order_by("id")[:limit])
     return relations
 

@@ -544,3 +544,51 @@ def test_bad_calls_are_refused_before_anything_is_published(broker) -> None:
     buffer.flush()
     assert not TaskRecord.objects.filter(queue=IDLE).exists()
     assert enqueue_many(add, []) == []
+
+
+def test_the_garbage_collector_is_paused_while_two_threads_enqueue_then_runs_again() -> None:
+    import gc
+
+    from taskconsole.bulk import cyclic_gc_paused
+
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with cyclic_gc_paused():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other)
+    with cyclic_gc_paused():
+        thread.start()
+        inside.wait(10)
+        assert not gc.isenabled()
+    # The other thread still enqueues: the collector stays paused until it is done.
+    assert not gc.isenabled()
+    release.set()
+    thread.join(10)
+    assert gc.isenabled()
+    # A process that had paused it itself keeps it paused.
+    gc.disable()
+    try:
+        with cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_failed_enqueue_leaves_the_garbage_collector_running(monkeypatch) -> None:
+    import gc
+
+    from taskconsole import bulk
+
+    def refuse(*args, **kwargs):
+        assert not gc.isenabled()
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bulk, "_enqueue_many", refuse)
+    with pytest.raises(RuntimeError, match="boom"):
+        bulk.enqueue_many(add, [(1, 2)])
+    assert gc.isenabled()
