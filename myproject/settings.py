@@ -383,9 +383,12 @@ TASKCONSOLE_WORKER_WRITE_INTERVAL = env.float("TASKCONSOLE_WORKER_WRITE_INTERVAL
 # never back under its name, e.g. a replaced container) is marked lost by this sweep; a worker
 # that comes back under its name marks its own at once (taskconsole/lost.py).
 TASKCONSOLE_LOST_AFTER = env.int("TASKCONSOLE_LOST_AFTER", default=300)
+_lost_sweep_every = env.float("TASKCONSOLE_LOST_SWEEP_EVERY", default=300.0)
 CELERY_BEAT_SCHEDULE["taskconsole-sweep-lost"] = {
     "task": "taskconsole.tasks.sweep_lost_tasks",
-    "schedule": env.float("TASKCONSOLE_LOST_SWEEP_EVERY", default=300.0),
+    "schedule": _lost_sweep_every,
+    # Sweeps beat sent while no worker ran are dropped, not run back to back.
+    "options": {"expires": _lost_sweep_every},
 }
 
 # RELIABILITY (no task lost or run twice; health endpoints)

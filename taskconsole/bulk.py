@@ -244,17 +244,34 @@ def enqueue_many(
     is a kombu Producer to publish with (by default one from the app's pool). ``chunk`` is
     how many messages go to the broker in one round trip.
 
-    Python's cyclic garbage collector is paused meanwhile (in the whole process: the collector
-    is one per process), as the call makes a few objects per task, none of them in a cycle,
-    and each full collection it would trigger scans every object of the process.
+    From GC_PAUSE_FROM calls on, Python's cyclic garbage collector is paused meanwhile (in the
+    whole process: the collector is one per process), as the call makes a few objects per
+    task, none of them in a cycle, and each full collection they would trigger scans every
+    object of the process.
     """
-    with cyclic_gc_paused():
+    if not hasattr(calls, "__len__"):
+        calls = list(calls)
+    large = len(calls) >= GC_PAUSE_FROM
+    with cyclic_gc_paused() if large else contextlib.nullcontext():
         return _enqueue_many(task, calls, chunk, producer, options)
 
 
+GC_PAUSE_FROM = 1000
 _gc_lock = threading.Lock()
 _gc_pausers = 0
 _gc_was_enabled = False
+
+
+def _gc_after_fork() -> None:
+    """A child forked during a pause is not paused: the calls that paused it are not here."""
+    global _gc_lock, _gc_pausers
+    _gc_lock, paused = threading.Lock(), _gc_pausers > 0
+    _gc_pausers = 0
+    if paused and _gc_was_enabled:
+        gc.enable()
+
+
+os.register_at_fork(after_in_child=_gc_after_fork)
 
 
 @contextlib.contextmanager

@@ -14,9 +14,11 @@ live worker reports holding (two workers may share a name).
 
 A worker that never comes back under its name (a container replaced by one with a new host
 name, a machine retired) is found by `sweep` (taskconsole.tasks.sweep_lost_tasks, run by beat):
-the records running for longer than TASKCONSOLE_LOST_AFTER seconds on a worker that answers no
-ping, twice, some seconds apart, while other workers answer, are failed the same way. A worker
-too busy to answer both pings is taken for gone: should its task finish after all, its outcome
+the records running for longer than TASKCONSOLE_LOST_AFTER seconds on a worker that has answered
+no ping for that long, in sweeps that long apart, while other workers answer, are failed the
+same way. A live worker that cannot answer for that long is taken for gone: a solo, eventlet or
+gevent worker inside a long blocking task, or a warm shutdown waiting for long tasks (the
+worker stops answering before its tasks end). Should such a task finish after all, its outcome
 replaces the "Lost" (the worker's write is not guarded against a finished record).
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 
 from celery import current_app, signals
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -83,13 +86,26 @@ def fail_left_running(hostname: str, started_at: datetime) -> int:
     )
 
 
-def sweep(after: float | None = None, confirm_after: float = 3.0, timeout: float = 2.0) -> int:
+#: The workers found silent by a sweep, with when they were first found so, between sweeps.
+SILENT_KEY = "taskconsole:lost:silent-workers"
+
+
+def sweep(
+    after: float | None = None,
+    confirm_after: float = 3.0,
+    timeout: float = 2.0,
+    now: float | None = None,
+) -> int:
     """Fail the records running on workers that are gone; returns how many.
 
     Only records running for longer than `after` seconds (TASKCONSOLE_LOST_AFTER, 300 by
-    default) are looked at, and nothing is broadcast when there are none. A worker counts as
-    gone when it answers neither of two pings `confirm_after` seconds apart while another
-    worker answers: with no answer at all the broker, not every worker, may be at fault.
+    default) are looked at, and nothing is broadcast when there are none. A worker is silent
+    when it answers neither of two pings `confirm_after` seconds apart while another worker
+    answers (with no answer at all, the broker may be at fault, not every worker). It counts
+    as gone once it has been silent in sweeps at least `after` seconds apart, with no answer
+    from it in any sweep between: a worker reconnecting to its broker, or busy for a moment,
+    answers again before that. Silent workers are remembered between sweeps in Django's
+    cache, which must be one the workers share (the database cache, Redis...).
     """
     if after is None:
         after = float(getattr(settings, "TASKCONSOLE_LOST_AFTER", 300))
@@ -97,10 +113,11 @@ def sweep(after: float | None = None, confirm_after: float = 3.0, timeout: float
     stale = [
         (pk, worker)
         for pk, worker, name in TaskRecord.objects.filter(
-            status__in=RUNNING_STATES, started_at__lt=cutoff
-        )
-        .exclude(worker="")
-        .values_list("pk", "worker", "name")
+            status__in=RUNNING_STATES,
+            started_at__lt=cutoff,
+            # A worker's node name; an eager run (apply(), a shell) stores the bare host name.
+            worker__contains="@",
+        ).values_list("pk", "worker", "name")
         if not _delivered_again(name)
     ]
     if not stale:
@@ -108,14 +125,15 @@ def sweep(after: float | None = None, confirm_after: float = 3.0, timeout: float
     answering = _answering(timeout=timeout)
     if not answering:
         return 0
-    gone = {worker for _, worker in stale} - answering
-    if gone:
+    silent = {worker for _, worker in stale} - answering
+    if silent:
         time.sleep(confirm_after)
         # Asked by name: each of them gets the whole timeout to answer.
-        again = _answering(timeout=timeout, destination=sorted(gone))
+        again = _answering(timeout=timeout, destination=sorted(silent))
         if again is None:
             return 0
-        gone -= again
+        silent -= again
+    gone = _still_silent(silent, after, time.time() if now is None else now)
     lost = [pk for pk, worker in stale if worker in gone]
     if not lost:
         return 0
@@ -127,6 +145,23 @@ def sweep(after: float | None = None, confirm_after: float = 3.0, timeout: float
             "%d task(s) of gone workers (%s) marked lost", failed, ", ".join(sorted(gone))
         )
     return failed
+
+
+def _still_silent(silent: set[str], after: float, now: float) -> set[str]:
+    """The silent workers that were already silent `after` seconds ago; remembers the rest.
+
+    A worker that answered since is forgotten: its silence starts over.
+    """
+    try:
+        first = cache.get(SILENT_KEY) or {}
+        first = {worker: since for worker, since in first.items() if worker in silent}
+        for worker in silent:
+            first.setdefault(worker, now)
+        cache.set(SILENT_KEY, first, timeout=max(4 * after, 3600))
+    except Exception as exc:
+        logger.warning("Could not remember the silent workers: %s", exc)
+        return set()
+    return {worker for worker, since in first.items() if now - since >= after}
 
 
 def _answering(timeout: float, destination: list[str] | None = None) -> set[str] | None:

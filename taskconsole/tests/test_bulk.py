@@ -579,16 +579,39 @@ def test_the_garbage_collector_is_paused_while_two_threads_enqueue_then_runs_aga
         gc.enable()
 
 
-def test_a_failed_enqueue_leaves_the_garbage_collector_running(monkeypatch) -> None:
+def test_a_large_enqueue_pauses_the_collector_a_small_one_does_not(monkeypatch) -> None:
     import gc
 
     from taskconsole import bulk
 
-    def refuse(*args, **kwargs):
-        assert not gc.isenabled()
-        raise RuntimeError("boom")
+    seen = []
 
-    monkeypatch.setattr(bulk, "_enqueue_many", refuse)
+    def record(task, calls, *args):
+        seen.append((len(calls), gc.isenabled()))
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return []
+
+    monkeypatch.setattr(bulk, "_enqueue_many", record)
+    bulk.enqueue_many(add, [(1, 2)])
     with pytest.raises(RuntimeError, match="boom"):
-        bulk.enqueue_many(add, [(1, 2)])
+        bulk.enqueue_many(add, ((i, i) for i in range(bulk.GC_PAUSE_FROM)))
+    assert seen == [(1, True), (bulk.GC_PAUSE_FROM, False)]
+    # Failed or not, the collector runs again after the call.
+    assert gc.isenabled()
+
+
+def test_a_child_forked_during_a_pause_collects_garbage() -> None:
+    import gc
+    import os
+
+    from taskconsole.bulk import cyclic_gc_paused
+
+    with cyclic_gc_paused():
+        pid = os.fork()
+        if pid == 0:  # the child
+            os._exit(0 if gc.isenabled() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert not gc.isenabled()
+    assert os.waitstatus_to_exitcode(status) == 0
     assert gc.isenabled()

@@ -224,15 +224,26 @@ def test_the_sweep_fails_the_task_of_a_worker_that_never_comes_back(start_worker
     result = sleep_task.apply_async(args=[60], queue="tc_gone")
     wait_for(lambda: record(result.id, TaskStatus.STARTED), timeout=60)
     first.discard()  # SIGKILL to the whole group; no worker of its name starts again
-    # A replacement under another name (a new container) runs the sweep beat sends.
-    second = start_worker(queues="tc_sweep", concurrency=2, name="pod-b", extra_args=INCLUDE)
+    # A replacement under another name (a new container) runs the sweeps beat sends; here a
+    # worker silent in two sweeps a second apart is gone (300 s by default).
+    second = start_worker(
+        queues="tc_sweep",
+        concurrency=2,
+        name="pod-b",
+        extra_args=INCLUDE,
+        extra_env={"TASKCONSOLE_LOST_AFTER": "1"},
+    )
     mine = sleep_task.apply_async(args=[60], queue="tc_sweep")
     wait_for(lambda: record(mine.id, TaskStatus.STARTED), timeout=60)
     # Both have run for longer than TASKCONSOLE_LOST_AFTER.
     TaskRecord.objects.filter(task_id__in=[result.id, mine.id]).update(
         started_at=timezone.now() - timedelta(hours=1)
     )
-    sweep_lost_tasks.apply_async(queue="tc_sweep")
+    first_sweep = sweep_lost_tasks.apply_async(queue="tc_sweep")
+    second.wait_for_output(f"sweep_lost_tasks[{first_sweep.id}] succeeded", timeout=30)
+    # The first sweep finds pod-a silent and remembers it; it is gone only in a later one.
+    assert record(result.id).status == TaskStatus.STARTED
+    sweep_lost_tasks.apply_async(queue="tc_sweep", countdown=5)
     lost = wait_for(lambda: record(result.id, TaskStatus.FAILURE), timeout=60)
     assert lost.exception == LOST
     second.wait_for_output("1 task(s) of gone workers", timeout=30)

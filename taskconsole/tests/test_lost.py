@@ -70,25 +70,54 @@ def states() -> dict[str, str]:
     return dict(TaskRecord.objects.values_list("task_id", "status"))
 
 
-def test_the_sweep_fails_what_runs_on_workers_that_answer_no_ping_twice(monkeypatch) -> None:
+@pytest.fixture(autouse=True)
+def _no_silent_workers_remembered():
+    from django.core.cache import cache
+
+    cache.delete(lost.SILENT_KEY)
+    yield
+    cache.delete(lost.SILENT_KEY)
+
+
+def test_the_sweep_fails_what_runs_on_workers_silent_in_sweeps_far_enough_apart(
+    monkeypatch,
+) -> None:
     stale("gone", "old-pod@a")
-    stale("busy", "slow@b")  # misses the first ping, answers the second
+    stale("progress", "old-pod@a", status=TaskStatus.PROGRESS)
+    stale("busy", "slow@b")  # misses the first ping of each sweep, answers the second
     stale("alive", "w@host")
     stale("again", "old-pod@a", name="imports.tasks.process_import_file")  # acks_late
+    stale("shell", "laptop")  # an eager run: the bare host name, no worker's
     running("recent", worker="old-pod@a")  # started a minute ago: not yet looked at
-    pings = Pings({"w@host"}, {"slow@b"})
+    pings = Pings(*[{"w@host"}, {"slow@b"}] * 3)
     monkeypatch.setattr(lost, "_answering", pings)
-    assert lost.sweep(after=300, confirm_after=0) == 1
-    assert pings.asked == [None, ["old-pod@a", "slow@b"]]
+    # Silent for the first time, then for less than TASKCONSOLE_LOST_AFTER: nothing yet.
+    assert lost.sweep(after=300, confirm_after=0, now=1000.0) == 0
+    assert lost.sweep(after=300, confirm_after=0, now=1200.0) == 0
+    assert pings.asked[:2] == [None, ["old-pod@a", "slow@b"]]
+    assert lost.sweep(after=300, confirm_after=0, now=1300.0) == 2
     assert states() == {
         "gone": TaskStatus.FAILURE,
+        "progress": TaskStatus.FAILURE,
         "busy": TaskStatus.STARTED,
         "alive": TaskStatus.STARTED,
         "again": TaskStatus.STARTED,
+        "shell": TaskStatus.STARTED,
         "recent": TaskStatus.STARTED,
     }
     gone = TaskRecord.objects.get(task_id="gone")
     assert (gone.exception, gone.finished_at is not None) == (LOST, True)
+
+
+def test_a_worker_that_answers_between_sweeps_starts_its_silence_over(monkeypatch) -> None:
+    stale("gone", "old-pod@a")
+    silent, back = [{"w@host"}, set()], [{"w@host", "old-pod@a"}]
+    monkeypatch.setattr(lost, "_answering", Pings(*silent, *back, *silent, *silent))
+    assert lost.sweep(after=300, confirm_after=0, now=1000.0) == 0
+    assert lost.sweep(after=300, confirm_after=0, now=1200.0) == 0  # it answered
+    assert lost.sweep(after=300, confirm_after=0, now=1400.0) == 0  # silent again since 1400
+    assert states() == {"gone": TaskStatus.STARTED}
+    assert lost.sweep(after=300, confirm_after=0, now=1700.0) == 1
 
 
 @pytest.mark.parametrize(
