@@ -66,7 +66,7 @@ class MaintenanceRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("summary"))
     def short_summary(self, run: MaintenanceRun) -> str:
-        return truncatechars(run.summary, 120)
+        return truncatechars(run.summary_display, 120)
 
     @admin.action(description=gettext_lazy("Run these jobs again now"), permissions=["run"])
     def run_again(self, request: HttpRequest, queryset: QuerySet[MaintenanceRun]) -> None:

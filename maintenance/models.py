@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from . import summaries
+
 
 class Job(models.TextChoices):
     CLEAR_EXPIRED = "clear_expired", _("Clear expired sessions and cache entries")
@@ -57,6 +59,11 @@ class MaintenanceRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_job_display()} #{self.pk} ({self.get_status_display()})"
+
+    @property
+    def summary_display(self) -> str:
+        """The summary in the reader's language (the stored one is in the worker's)."""
+        return summaries.of(self.job, self.status, self.details, self.summary)
 
     @property
     def is_active(self) -> bool:

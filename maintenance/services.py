@@ -27,14 +27,13 @@ from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db.models import Model, QuerySet
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 from django_celery_results.models import GroupResult, TaskResult
 
 from taskconsole.services import prune_task_records
 
+from . import summaries
 from .models import Job, MaintenanceRun, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -203,19 +202,33 @@ def delete_in_batches(
 # ------------------------------------------------------------------------------
 def clear_expired(progress: Progress | None = None) -> Outcome:
     """Delete expired sessions (the session engine's own clear_expired) and cache entries."""
-    sessions, sessions_note = clear_expired_sessions()
+    sessions, cleared = clear_expired_sessions()
     if progress is not None and sessions:
         progress(sessions)
-    cache_entries, cache_note = clear_expired_cache_entries(progress, already_deleted=sessions or 0)
+    cache_entries, backend, table = clear_expired_cache_entries(
+        progress, already_deleted=sessions or 0
+    )
     counted = [n for n in (sessions, cache_entries) if n is not None]
+    details = summaries.kept(
+        {
+            "sessions": sessions,
+            "cache_entries": cache_entries,
+            "session_engine": settings.SESSION_ENGINE,
+            "sessions_cleared": cleared,
+            "cache_backend": backend,
+            "cache_table": table,
+        }
+    )
     return Outcome(
-        summary=f"{sessions_note} {cache_note}",
+        summary=summaries.clear_expired(details),
         deleted_count=sum(counted) if counted else None,
-        details={"sessions": sessions, "cache_entries": cache_entries},
+        details=details,
     )
 
 
-def clear_expired_sessions() -> tuple[int | None, str]:
+def clear_expired_sessions() -> tuple[int | None, bool]:
+    """How many expired sessions were deleted (None: not counted), and whether the engine
+    could clear them at all."""
     store = import_module(settings.SESSION_ENGINE).SessionStore
     get_model_class = getattr(store, "get_model_class", None)
     expired = None
@@ -225,28 +238,18 @@ def clear_expired_sessions() -> tuple[int | None, str]:
     try:
         store.clear_expired()
     except NotImplementedError:
-        return None, _("The session engine %(engine)s cannot clear expired sessions.") % {
-            "engine": settings.SESSION_ENGINE
-        }
-    if expired is None:
-        return None, _("Expired sessions cleared (%(engine)s does not count them).") % {
-            "engine": settings.SESSION_ENGINE
-        }
-    message = ngettext(
-        "Deleted %(count)d expired session.", "Deleted %(count)d expired sessions.", expired
-    )
-    return expired, message % {"count": expired}
+        return None, False
+    return expired, True
 
 
 def clear_expired_cache_entries(
     progress: Progress | None = None, already_deleted: int = 0
-) -> tuple[int | None, str]:
+) -> tuple[int | None, str, str]:
+    """How many expired entries were deleted, and the cache backend that was skipped (not a
+    database cache) or else "" and the cache's table."""
     cache = caches["default"]
     if not isinstance(cache, DatabaseCache):
-        return None, _(
-            "Cache entries skipped: the default cache (%(backend)s) is not a database cache, "
-            "and it expires entries by itself."
-        ) % {"backend": f"{type(cache).__module__}.{type(cache).__name__}"}
+        return None, f"{type(cache).__module__}.{type(cache).__name__}", ""
     db = router.db_for_write(cache.cache_model_class)
     connection = connections[db]
     quote = connection.ops.quote_name
@@ -278,15 +281,7 @@ def clear_expired_cache_entries(
             total += cursor.rowcount
         if progress is not None:
             progress(already_deleted + total)
-    message = ngettext(
-        "Deleted %(count)d expired cache entry from %(table)s.",
-        "Deleted %(count)d expired cache entries from %(table)s.",
-        total,
-    )
-    return total, message % {
-        "count": total,
-        "table": cache.cache_model_class._meta.db_table,
-    }
+    return total, "", cache.cache_model_class._meta.db_table
 
 
 # BACKUPS
@@ -328,22 +323,21 @@ def backup_database(progress: Progress | None = None) -> Outcome:
     partial.replace(final)
     removed = rotate_backups(directory, vendor, settings.BACKUP_KEEP)
     size = final.stat().st_size
-    summary = _(
-        "Backed up the %(vendor)s database to %(path)s (%(size)s); it opens and holds "
-        "%(tables)d tables. Kept the newest %(keep)d backup(s), deleted %(removed)d older one(s)."
-    ) % {
-        "vendor": connection.display_name,
-        "path": final,
-        "size": filesizeformat(size),
-        "tables": len(tables),
-        "keep": max(settings.BACKUP_KEEP, 1),
-        "removed": len(removed),
-    }
+    details = summaries.kept(
+        {
+            "vendor": connection.display_name,
+            "path": str(final),
+            "size": size,
+            "tables": len(tables),
+            "keep": max(settings.BACKUP_KEEP, 1),
+            "removed": [path.name for path in removed],
+        }
+    )
     return Outcome(
-        summary=summary,
+        summary=summaries.backup_database(details),
         backup_path=str(final),
         backup_size=size,
-        details={"tables": len(tables), "removed": [path.name for path in removed]},
+        details=details,
     )
 
 
@@ -550,28 +544,22 @@ def prune_results(progress: Progress | None = None) -> Outcome:
     tasks = delete_in_batches(old_tasks, batch_size, step)
     groups = delete_in_batches(old_groups, batch_size, step, tasks)
     records, record_days = prune_console_records(batch_size)
-    summary = _(
-        "Deleted %(tasks)d task result(s) and %(groups)d group result(s) finished before "
-        "%(cutoff)s (older than %(days)d days), in batches of %(batch)d."
-    ) % {
-        "tasks": tasks,
-        "groups": groups,
-        "cutoff": timezone.localtime(cutoff).strftime("%Y-%m-%d %H:%M %Z"),
-        "days": days,
-        "batch": max(batch_size, 1),
-    }
-    summary += " " + _(
-        "Deleted %(records)d finished task console record(s) older than %(days)d days."
-    ) % {"records": records, "days": record_days}
-    return Outcome(
-        summary=summary,
-        deleted_count=tasks + groups + records,
-        details={
+    details = summaries.kept(
+        {
             "task_results": tasks,
             "group_results": groups,
             "console_records": records,
             "cutoff": cutoff.isoformat(),
-        },
+            "cutoff_text": timezone.localtime(cutoff).strftime("%Y-%m-%d %H:%M %Z"),
+            "days": days,
+            "batch": max(batch_size, 1),
+            "record_days": record_days,
+        }
+    )
+    return Outcome(
+        summary=summaries.prune_results(details),
+        deleted_count=tasks + groups + records,
+        details=details,
     )
 
 

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.utils import timezone
+from django.utils import timezone, translation
 
+from maintenance import services
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from operations.testing import chromium
 
@@ -28,6 +29,8 @@ LINES = """
 def test_short_cells_keep_their_words_whole_in_chinese(live_server, django_user_model) -> None:
     django_user_model.objects.create_superuser("root", "root@example.com", "pw-123456")
     call_command("sync_schedules", verbosity=0)  # the schedules table's rows
+    with translation.override("en"):  # a worker writing in English
+        services.run_job(Job.PRUNE_RESULTS)
     now = timezone.now()
     MaintenanceRun.objects.create(job=Job.CLEAR_EXPIRED, status=RunStatus.RUNNING)
     MaintenanceRun.objects.create(
@@ -56,6 +59,10 @@ def test_short_cells_keep_their_words_whole_in_chinese(live_server, django_user_
         }
         assert "是" in {t for t, _ in short}  # the schedules' "enabled" cells are there
         assert [(text, n) for text, n in headers + short if n != 1] == []
+        # The summary the worker wrote in English, shown in the reader's language.
+        summaries = page.locator("table.runs td.summary").all_inner_texts()
+        assert any(text.startswith("已分批") for text in summaries), summaries
+        assert not any(text.startswith("Deleted") for text in summaries), summaries
         # The queued and finished times break between the date and the time, if anywhere.
         whens = page.evaluate(LINES, "table.runs .when")
         assert whens

@@ -45,7 +45,7 @@ def test_the_page_button_clears_expired_sessions_and_cache_entries(
     run = wait_for_run(MaintenanceRun.objects.get().pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.summary
-    assert run.details == {"sessions": 30, "cache_entries": 40}
+    assert run.details.items() >= {"sessions": 30, "cache_entries": 40}.items()
     assert run.deleted_count == 70
     # The admin's own session (force_login) is fresh too and stays.
     assert not Session.objects.filter(session_key__startswith="expired").exists()

@@ -1,0 +1,116 @@
+"""What a run did, in words, from the figures the run keeps (its `details`).
+
+A worker writes each run's summary in its own language (LANGUAGE_CODE), for the admin's list
+and search. The pages build it again from the run's details in the reader's language
+(`MaintenanceRun.summary_display`). A failure's text is its error's, shown as stored, as are
+the summaries of runs that keep no such details (written before they did).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+#: In a run's details: the figures below are all there (runs written before lack it).
+VERSION_KEY = "summary_v"
+VERSION = 1
+
+
+def clear_expired(details: dict[str, Any]) -> str:
+    engine, sessions = details["session_engine"], details["sessions"]
+    if not details["sessions_cleared"]:
+        first = _("The session engine %(engine)s cannot clear expired sessions.") % {
+            "engine": engine
+        }
+    elif sessions is None:
+        first = _("Expired sessions cleared (%(engine)s does not count them).") % {"engine": engine}
+    else:
+        first = ngettext(
+            "Deleted %(count)d expired session.", "Deleted %(count)d expired sessions.", sessions
+        ) % {"count": sessions}
+    if details["cache_backend"]:
+        second = _(
+            "Cache entries skipped: the default cache (%(backend)s) is not a database cache, "
+            "and it expires entries by itself."
+        ) % {"backend": details["cache_backend"]}
+    else:
+        count = details["cache_entries"]
+        second = ngettext(
+            "Deleted %(count)d expired cache entry from %(table)s.",
+            "Deleted %(count)d expired cache entries from %(table)s.",
+            count,
+        ) % {"count": count, "table": details["cache_table"]}
+    return _sentences(first, second)
+
+
+def backup_database(details: dict[str, Any]) -> str:
+    return _(
+        "Backed up the %(vendor)s database to %(path)s (%(size)s); it opens and holds "
+        "%(tables)d tables. Kept the newest %(keep)d backup(s), deleted %(removed)d older one(s)."
+    ) % {
+        "vendor": details["vendor"],
+        "path": details["path"],
+        "size": filesizeformat(details["size"]),
+        "tables": details["tables"],
+        "keep": details["keep"],
+        "removed": len(details["removed"]),
+    }
+
+
+def prune_results(details: dict[str, Any]) -> str:
+    results = _(
+        "Deleted %(tasks)d task result(s) and %(groups)d group result(s) finished before "
+        "%(cutoff)s (older than %(days)d days), in batches of %(batch)d."
+    ) % {
+        "tasks": details["task_results"],
+        "groups": details["group_results"],
+        "cutoff": details["cutoff_text"],
+        "days": details["days"],
+        "batch": details["batch"],
+    }
+    records = _("Deleted %(records)d finished task console record(s) older than %(days)d days.") % {
+        "records": details["console_records"],
+        "days": details["record_days"],
+    }
+    return _sentences(results, records)
+
+
+def _sentences(*texts: str) -> str:
+    # Chinese sentences follow one another without a space.
+    out = texts[0]
+    for text in texts[1:]:
+        out += text if out.endswith("。") else f" {text}"
+    return out
+
+
+#: By job (maintenance.models.Job's values).
+BY_JOB: dict[str, Callable[[dict[str, Any]], str]] = {
+    "clear_expired": clear_expired,
+    "backup_database": backup_database,
+    "prune_results": prune_results,
+}
+
+
+def kept(details: dict[str, Any]) -> dict[str, Any]:
+    """The details, marked as holding every figure their summary is made from."""
+    return {**details, VERSION_KEY: VERSION}
+
+
+def of(job: str, status: str, details: Any, stored: str) -> str:
+    """The summary in the active language where the details allow, else as stored."""
+    make = BY_JOB.get(job)
+    if (
+        status != "succeeded"
+        or make is None
+        or not isinstance(details, dict)
+        or details.get(VERSION_KEY) != VERSION
+    ):
+        return stored
+    try:
+        return make(details)
+    except (KeyError, TypeError, ValueError):
+        return stored
