@@ -114,13 +114,7 @@ def run_job(
         finish_failed(run, str(exc))
         raise
     except SoftTimeLimitExceeded:
-        finish_failed(
-            run,
-            _(
-                "Stopped by its time limit before it finished. Rows deleted until then stay "
-                "deleted and are counted; the next run carries on."
-            ),
-        )
+        finish_failed(run, _(summaries.TIME_LIMIT), failure=summaries.TIME_LIMIT)
         raise
     except Exception as exc:
         logger.exception("Maintenance job %s (run %s) failed", job, run.pk)
@@ -151,12 +145,17 @@ def start_run(job: Job, run_id: int | None, task_id: str = "") -> MaintenanceRun
     return run
 
 
-def finish_failed(run: MaintenanceRun, summary: str) -> None:
+def finish_failed(run: MaintenanceRun, summary: str, failure: str = "") -> None:
+    """`failure`: one of maintenance.summaries' fixed failure texts, untranslated."""
     run.status = RunStatus.FAILED
     run.finished_at = timezone.now()
     run.summary = summary
+    fields = ["status", "finished_at", "summary"]
+    if failure:
+        run.details = {**(run.details or {}), summaries.FAILURE_KEY: failure}
+        fields.append("details")
     # Only these fields: deleted_count holds the progress written while the job ran.
-    run.save(update_fields=["status", "finished_at", "summary"])
+    run.save(update_fields=fields)
 
 
 def fail_lost_runs(job: Job, lost_after: timedelta) -> int:
@@ -165,9 +164,8 @@ def fail_lost_runs(job: Job, lost_after: timedelta) -> int:
     ).update(
         status=RunStatus.FAILED,
         finished_at=timezone.now(),
-        summary=_(
-            "The worker stopped before this run finished (killed at its time limit, or it crashed)."
-        ),
+        summary=_(summaries.WORKER_LOST),
+        details={summaries.FAILURE_KEY: summaries.WORKER_LOST},
     )
 
 

@@ -13,11 +13,22 @@ from typing import Any
 
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_noop, ngettext
 
 #: In a run's details: the figures below are all there (runs written before lack it).
 VERSION_KEY = "summary_v"
 VERSION = 1
+
+#: In a failed run's details: which of these fixed texts its summary is, untranslated.
+FAILURE_KEY = "failure"
+TIME_LIMIT = gettext_noop(
+    "Stopped by its time limit before it finished. Rows deleted until then stay "
+    "deleted and are counted; the next run carries on."
+)
+WORKER_LOST = gettext_noop(
+    "The worker stopped before this run finished (killed at its time limit, or it crashed)."
+)
+FAILURES = (TIME_LIMIT, WORKER_LOST)
 
 
 def clear_expired(details: dict[str, Any]) -> str:
@@ -102,6 +113,8 @@ def kept(details: dict[str, Any]) -> dict[str, Any]:
 
 def of(job: str, status: str, details: Any, stored: str) -> str:
     """The summary in the active language where the details allow, else as stored."""
+    if status == "failed" and isinstance(details, dict) and details.get(FAILURE_KEY) in FAILURES:
+        return _(details[FAILURE_KEY])
     make = BY_JOB.get(job)
     if (
         status != "succeeded"

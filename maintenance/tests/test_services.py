@@ -14,7 +14,7 @@ from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_celery_results.models import GroupResult, TaskResult
 
 from maintenance import services
@@ -71,6 +71,9 @@ def test_runs_that_lost_their_worker_are_marked_failed() -> None:
     assert lost.status == RunStatus.FAILED
     assert "worker stopped" in lost.summary
     assert recent.status == RunStatus.RUNNING
+    with translation.override("zh-hans"):
+        assert "worker" in lost.summary_display
+        assert "worker stopped" not in lost.summary_display
 
 
 def test_a_time_limit_fails_the_run_and_keeps_its_progress(monkeypatch) -> None:
@@ -85,6 +88,8 @@ def test_a_time_limit_fails_the_run_and_keeps_its_progress(monkeypatch) -> None:
     assert run.status == RunStatus.FAILED
     assert "time limit" in run.summary
     assert run.deleted_count == 1234
+    with translation.override("zh-hans"):
+        assert "time limit" not in run.summary_display
 
 
 def test_an_unexpected_error_fails_the_run_with_its_message(monkeypatch) -> None:
@@ -330,8 +335,6 @@ def test_postgresql_verification_rejects_an_unreadable_archive(monkeypatch, tmp_
 
 
 def test_a_summary_is_shown_in_the_readers_language_whatever_the_worker_wrote() -> None:
-    from django.utils import translation
-
     from maintenance import summaries
 
     with translation.override("en"):
