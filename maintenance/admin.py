@@ -43,7 +43,8 @@ class MaintenanceRunAdmin(admin.ModelAdmin):
         "created_at",
         "started_at",
         "finished_at",
-        "summary",
+        # In the reader's language; search matches the stored text, in the worker's.
+        "summary_shown",
         "deleted_count",
         "backup_path",
         "backup_size",
@@ -67,6 +68,10 @@ class MaintenanceRunAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("summary"))
     def short_summary(self, run: MaintenanceRun) -> str:
         return truncatechars(run.summary_display, 120)
+
+    @admin.display(description=gettext_lazy("summary"))
+    def summary_shown(self, run: MaintenanceRun) -> str:
+        return run.summary_display
 
     @admin.action(description=gettext_lazy("Run these jobs again now"), permissions=["run"])
     def run_again(self, request: HttpRequest, queryset: QuerySet[MaintenanceRun]) -> None:

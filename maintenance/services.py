@@ -150,12 +150,12 @@ def finish_failed(run: MaintenanceRun, summary: str, failure: str = "") -> None:
     run.status = RunStatus.FAILED
     run.finished_at = timezone.now()
     run.summary = summary
-    fields = ["status", "finished_at", "summary"]
+    details = {k: v for k, v in (run.details or {}).items() if k != summaries.FAILURE_KEY}
     if failure:
-        run.details = {**(run.details or {}), summaries.FAILURE_KEY: failure}
-        fields.append("details")
+        details[summaries.FAILURE_KEY] = failure
+    run.details = details
     # Only these fields: deleted_count holds the progress written while the job ran.
-    run.save(update_fields=fields)
+    run.save(update_fields=["status", "finished_at", "summary", "details"])
 
 
 def fail_lost_runs(job: Job, lost_after: timedelta) -> int:
@@ -548,7 +548,6 @@ def prune_results(progress: Progress | None = None) -> Outcome:
             "group_results": groups,
             "console_records": records,
             "cutoff": cutoff.isoformat(),
-            "cutoff_text": timezone.localtime(cutoff).strftime("%Y-%m-%d %H:%M %Z"),
             "days": days,
             "batch": max(batch_size, 1),
             "record_days": record_days,

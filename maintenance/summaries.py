@@ -1,17 +1,19 @@
 """What a run did, in words, from the figures the run keeps (its `details`).
 
-A worker writes each run's summary in its own language (LANGUAGE_CODE), for the admin's list
-and search. The pages build it again from the run's details in the reader's language
-(`MaintenanceRun.summary_display`). A failure's text is its error's, shown as stored, as are
-the summaries of runs that keep no such details (written before they did).
+A worker writes each run's summary in its own language (LANGUAGE_CODE): the admin's search
+matches that text. The pages and the admin build it again from the run's details in the reader's
+language (`MaintenanceRun.summary_display`). A failure's text is its error's, shown as stored,
+as are the summaries of runs that keep no such details (written before they did).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
@@ -79,7 +81,10 @@ def prune_results(details: dict[str, Any]) -> str:
     ) % {
         "tasks": details["task_results"],
         "groups": details["group_results"],
-        "cutoff": details["cutoff_text"],
+        # In the reader's time zone, as the page's other times.
+        "cutoff": timezone.localtime(datetime.fromisoformat(details["cutoff"])).strftime(
+            "%Y-%m-%d %H:%M %Z"
+        ),
         "days": details["days"],
         "batch": details["batch"],
     }

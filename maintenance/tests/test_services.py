@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from contextlib import closing
@@ -17,7 +18,7 @@ from django.test import override_settings
 from django.utils import timezone, translation
 from django_celery_results.models import GroupResult, TaskResult
 
-from maintenance import services
+from maintenance import services, summaries
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from maintenance.services import JobFailed
 
@@ -214,6 +215,12 @@ def test_a_backup_is_private_to_the_worker_user(tmp_path: Path, settings) -> Non
     assert services.BACKUP_NAME.match(path.name)
     assert path.stat().st_mode & 0o777 == 0o600
     assert outcome.backup_size == path.stat().st_size > 0
+    # Its details hold every figure of its summary, after a trip through JSON.
+    details = json.loads(json.dumps(outcome.details))
+    with translation.override("zh-hans"):
+        shown = summaries.of(Job.BACKUP_DATABASE, RunStatus.SUCCEEDED, details, "STORED")
+    assert shown != "STORED"
+    assert str(path) in shown
 
 
 def test_sqlite_verification_names_the_missing_tables(tmp_path: Path) -> None:
@@ -335,11 +342,13 @@ def test_postgresql_verification_rejects_an_unreadable_archive(monkeypatch, tmp_
 
 
 def test_a_summary_is_shown_in_the_readers_language_whatever_the_worker_wrote() -> None:
-    from maintenance import summaries
 
     with translation.override("en"):
         run = services.run_job(Job.PRUNE_RESULTS)
         cleared = services.run_job(Job.CLEAR_EXPIRED)
+    # As the page reads them: through the database's JSON.
+    run.refresh_from_db()
+    cleared.refresh_from_db()
     assert run.summary.startswith("Deleted 0 task result(s)")
     assert run.summary_display == run.summary
     with translation.override("zh-hans"):
@@ -372,3 +381,18 @@ def test_a_summary_is_shown_in_the_readers_language_whatever_the_worker_wrote() 
     )
     with translation.override("zh-hans"):
         assert (failed.summary_display, old.summary_display) == ("boom", old.summary)
+
+
+def test_a_run_that_fails_again_shows_its_new_error_not_an_older_failure(monkeypatch) -> None:
+    run = MaintenanceRun.objects.create(job=Job.PRUNE_RESULTS, status=RunStatus.RUNNING)
+    MaintenanceRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(hours=2))
+    services.fail_lost_runs(Job.PRUNE_RESULTS, timedelta(hours=1))
+
+    def broken(progress):
+        raise OSError("disk full")
+
+    monkeypatch.setitem(services.JOBS, Job.PRUNE_RESULTS, broken)
+    with pytest.raises(OSError, match="disk full"):
+        services.run_job(Job.PRUNE_RESULTS, run_id=run.pk)
+    run.refresh_from_db()
+    assert run.summary_display == "OSError: disk full"

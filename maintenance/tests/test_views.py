@@ -59,6 +59,20 @@ def test_the_page_lists_runs_and_schedules_without_buttons_for_viewers(client: C
     assert 'action="/maintenance/run/' not in page
 
 
+def test_a_run_summary_written_in_english_reads_in_the_readers_language(client: Client) -> None:
+    from django.utils import translation
+
+    from maintenance import services
+
+    with translation.override("en"):  # a worker writing in English
+        run = services.run_job(Job.CLEAR_EXPIRED)
+    viewer = login(client, "maintenance.view_maintenancerun")
+    page = viewer.get(INDEX, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "已删除 0 个过期会话。" in page
+    assert run.summary not in page
+    assert run.summary in viewer.get(INDEX, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
 def test_the_schedules_read_in_the_readers_language(client: Client) -> None:
     sync_schedules()
     viewer = login(client, "maintenance.view_maintenancerun")
