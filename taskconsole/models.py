@@ -8,7 +8,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 
@@ -230,7 +230,10 @@ class AuditEntry(models.Model):
     details = models.JSONField(_("details"), default=dict, blank=True)
     #: Made with the entry, before any write: a batch written again after a COMMIT whose
     #: outcome was lost (the connection dropped during it) finds its entries already there.
-    key = models.UUIDField(_("key"), unique=True, null=True, blank=True, editable=False)
+    # A context of its own: Django's catalogs translate a bare "key" otherwise.
+    key = models.UUIDField(
+        pgettext_lazy("audit entry", "key"), unique=True, null=True, blank=True, editable=False
+    )
 
     class Meta:
         verbose_name = _("audit entry")

@@ -242,3 +242,24 @@ def test_task_console_and_its_launch_form_render_in_chinese(client, django_user_
     # Labels declared lazily on the task's pydantic schema are translated per request.
     assert "两数相加" in launch.content.decode()
     assert "第一个数" in launch.content.decode()
+
+
+@pytest.mark.parametrize("path", EXPECTED, ids=[str(p.relative_to(ROOT)) for p in EXPECTED])
+def test_no_other_catalog_takes_a_message_over(path: Path) -> None:
+    """Django looks a message up in every catalog, the project's, its apps' (the admin's
+    among them) and its own, and the first that has it wins: a bare "Filter" read 过滤器, the
+    admin's, on the console. A message that means something else here carries a context."""
+    language = path.parts[-3].lower().replace("_", "-")
+    taken = []
+    with translation.override(language):
+        for e in messages(path):
+            if e.msgid_plural:
+                continue
+            got = (
+                translation.pgettext(e.msgctxt, e.msgid)
+                if e.msgctxt
+                else translation.gettext(e.msgid)
+            )
+            if got != e.msgstr[0]:
+                taken.append((e.msgid, got))
+    assert taken == []
