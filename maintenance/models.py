@@ -63,7 +63,11 @@ class MaintenanceRun(models.Model):
     @property
     def summary_display(self) -> str:
         """The summary in the reader's language (the stored one is in the worker's)."""
-        return summaries.of(self.job, self.status, self.details, self.summary)
+        if self.status == RunStatus.SUCCEEDED:
+            return summaries.of_success(self.job, self.details, self.summary)
+        if self.status == RunStatus.FAILED:
+            return summaries.of_failure(self.details, self.summary)
+        return self.summary
 
     @property
     def is_active(self) -> bool:

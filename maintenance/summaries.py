@@ -116,19 +116,20 @@ def kept(details: dict[str, Any]) -> dict[str, Any]:
     return {**details, VERSION_KEY: VERSION}
 
 
-def of(job: str, status: str, details: Any, stored: str) -> str:
-    """The summary in the active language where the details allow, else as stored."""
-    if status == "failed" and isinstance(details, dict) and details.get(FAILURE_KEY) in FAILURES:
-        return _(details[FAILURE_KEY])
+def of_success(job: str, details: Any, stored: str) -> str:
+    """A succeeded run's summary in the active language where its details allow, else as
+    stored."""
     make = BY_JOB.get(job)
-    if (
-        status != "succeeded"
-        or make is None
-        or not isinstance(details, dict)
-        or details.get(VERSION_KEY) != VERSION
-    ):
+    if make is None or not isinstance(details, dict) or details.get(VERSION_KEY) != VERSION:
         return stored
     try:
         return make(details)
     except (KeyError, TypeError, ValueError):
         return stored
+
+
+def of_failure(details: Any, stored: str) -> str:
+    """A failed run's fixed text in the active language, else its error's text as stored."""
+    if isinstance(details, dict) and details.get(FAILURE_KEY) in FAILURES:
+        return _(details[FAILURE_KEY])
+    return stored

@@ -78,10 +78,14 @@ def fail_left_running(hostname: str, started_at: datetime) -> int:
     held = _held_by_live_workers(list(left))
     if held is None:
         return 0
-    lost = [pk for task_id, pk in left.items() if task_id not in held]
-    if not lost:
+    return _mark_lost([pk for task_id, pk in left.items() if task_id not in held])
+
+
+def _mark_lost(pks: list[int]) -> int:
+    """Fail the records that still run (a task may have finished meanwhile); how many."""
+    if not pks:
         return 0
-    return TaskRecord.objects.filter(pk__in=lost, status__in=RUNNING_STATES).update(
+    return TaskRecord.objects.filter(pk__in=pks, status__in=RUNNING_STATES).update(
         status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
     )
 
@@ -134,12 +138,7 @@ def sweep(
             return 0
         silent -= again
     gone = _still_silent(silent, after, time.time() if now is None else now)
-    lost = [pk for pk, worker in stale if worker in gone]
-    if not lost:
-        return 0
-    failed = TaskRecord.objects.filter(pk__in=lost, status__in=RUNNING_STATES).update(
-        status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
-    )
+    failed = _mark_lost([pk for pk, worker in stale if worker in gone])
     if failed:
         logger.warning(
             "%d task(s) of gone workers (%s) marked lost", failed, ", ".join(sorted(gone))

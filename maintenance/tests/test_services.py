@@ -218,7 +218,7 @@ def test_a_backup_is_private_to_the_worker_user(tmp_path: Path, settings) -> Non
     # Its details hold every figure of its summary, after a trip through JSON.
     details = json.loads(json.dumps(outcome.details))
     with translation.override("zh-hans"):
-        shown = summaries.of(Job.BACKUP_DATABASE, RunStatus.SUCCEEDED, details, "STORED")
+        shown = summaries.of_success(Job.BACKUP_DATABASE, details, "STORED")
     assert shown != "STORED"
     assert str(path) in shown
 
