@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from chaos.common import BASE_DIR, ENV, Context, Worker
 
-LEDGER_TASK = "reliability.tasks.ledger_default"
+LEDGER_TASK = "reliability.ledger.ledger_default"
 TWO_BEATS_MINUTES = float(os.environ.get("CHAOS_TWO_BEATS_MINUTES", "10"))
 LEADER_TTL = "10"
 

@@ -20,6 +20,8 @@ if str(BASE_DIR) not in sys.path:
 REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/13")
 AMQP_URL = os.environ.get("CHAOS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PG_URL = os.environ.get("CHAOS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myproject_chaos")
+# The ledger tasks every scenario counts runs with (reliability.ledger), not in a production worker.
+LEDGER_TASKS = ("--include", "reliability.ledger")
 VISIBILITY = 20  # seconds, Redis only: how long an unacknowledged message waits to come back
 
 
@@ -120,6 +122,7 @@ class Worker:
             "--without-mingle",
             "--without-gossip",
             "--prefetch-multiplier=1",
+            *LEDGER_TASKS,
             *extra_args,
         ]
         self.handle = log.open("a")

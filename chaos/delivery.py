@@ -28,10 +28,10 @@ DEFAULT = "product default (early ack + claim: AtMostOnceTask)"
 # For comparison: what the tutorial's tasks would do without the product's task class.
 PLAIN = "Celery's plain Task (early ack, no claim)"
 POLICIES = {
-    DEFAULT: "reliability.tasks.ledger_default",
-    "acks_late": "reliability.tasks.ledger_acks_late",
-    "acks_late + reject_on_worker_lost (IdempotentTask)": "reliability.tasks.ledger_idempotent",
-    PLAIN: "reliability.tasks.ledger_plain",
+    DEFAULT: "reliability.ledger.ledger_default",
+    "acks_late": "reliability.ledger.ledger_acks_late",
+    "acks_late + reject_on_worker_lost (IdempotentTask)": "reliability.ledger.ledger_idempotent",
+    PLAIN: "reliability.ledger.ledger_plain",
 }
 # Redis only: kombu moves a message from the queue (BRPOP) to its unacked hash in a second
 # command, so a worker killed between the two loses it, acks_late or not. The product's answer
@@ -145,7 +145,7 @@ def sigkill_scenario(broker_name: str, broker: str, policy: str, n: int, tmp: Pa
     queue = f"chaos-{run}"
     task = app.tasks[POLICIES.get(policy, POLICIES[DEFAULT])]
     if policy == VIA_OUTBOX:
-        task = app.tasks["reliability.tasks.ledger_idempotent"]
+        task = app.tasks["reliability.ledger.ledger_idempotent"]
     log = tmp / f"{run}.log"
     env = worker_env(broker_name)
     sweep = None
@@ -295,8 +295,8 @@ def poison_scenario(broker_name: str, broker: str, tmp: Path, others: int = 100)
     """An IdempotentTask that SIGKILLs its own worker process on every delivery."""
     from django.conf import settings
 
+    from reliability.ledger import ledger_idempotent
     from reliability.models import DeadLetter, Delivery, LedgerEntry
-    from reliability.tasks import ledger_idempotent
 
     run = f"poison-{uuid.uuid4().hex[:8]}"
     queue = f"chaos-{run}"

@@ -125,7 +125,7 @@ def sentinel_scenario(broker_name: str, broker: str, tmp: Path) -> dict:
     # -E: task events from the first task on. The product's workers send events only once
     # Flower has asked (it does every few seconds), which a one-task run could race.
     worker = Worker(broker, queue, "secret", log, extra_args=("-E",))
-    result = app.tasks["reliability.tasks.ledger_default"].apply_async(
+    result = app.tasks["reliability.ledger.ledger_default"].apply_async(
         (run,), {"api_token": SENTINEL}, queue=queue
     )
     deadline = time.monotonic() + 60

@@ -130,6 +130,11 @@ class ManagedProcess:
         return self.discard()
 
 
+#: The worker option that registers the ledger tasks of the delivery tests and the chaos suite
+#: (reliability.ledger), which a production worker does not offer.
+LEDGER_TASKS = ("--include", "reliability.ledger")
+
+
 def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "myproject", *args]
 

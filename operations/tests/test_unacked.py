@@ -21,8 +21,8 @@ from app.tasks import ping
 from myproject import unacked
 from myproject.celery import app as celery_app
 from operations.testing import wait_for
+from reliability.ledger import ledger_default, ledger_idempotent
 from reliability.models import LedgerEntry
-from reliability.tasks import ledger_default, ledger_idempotent
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def test_two_beats_send_each_slot_once_and_the_second_takes_over(
     every, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(
         name="two-beats",
-        task="reliability.tasks.ledger_default",
+        task="reliability.ledger.ledger_default",
         interval=every,
         args=json.dumps([run]),
     )

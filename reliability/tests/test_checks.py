@@ -84,7 +84,7 @@ def test_the_delivery_policy_filter_names_the_policy() -> None:
     from django.template import Context, Template
 
     rendered = Template("{% load reliability %}{{ name|delivery_policy }}").render(
-        Context({"name": "reliability.tasks.ledger_idempotent"})
+        Context({"name": "imports.tasks.process_import_file"})
     )
     assert rendered.startswith("Idempotent: never lost")
 

@@ -22,9 +22,9 @@ from django_celery_results.models import TaskResult
 from chaos.database import PgProxy, proxied_url
 from operations.testing import database_url, wait_for
 from reliability import apps
+from reliability.ledger import ledger_default, ledger_plain
 from reliability.models import LedgerEntry
 from reliability.results import RetryingDatabaseBackend
-from reliability.tasks import ledger_default, ledger_plain
 from taskconsole.models import TaskRecord, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

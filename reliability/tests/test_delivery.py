@@ -12,14 +12,14 @@ from kombu.exceptions import OperationalError
 
 from operations.testing import wait_for
 from reliability import delivery, outbox
-from reliability.models import DeadLetter, LedgerEntry, OutboxMessage, OutboxStatus
-from reliability.tasks import (
+from reliability.ledger import (
     ledger_at_most_once,
     ledger_default,
     ledger_idempotent,
     ledger_plain,
-    sweep_outbox,
 )
+from reliability.models import DeadLetter, LedgerEntry, OutboxMessage, OutboxStatus
+from reliability.tasks import sweep_outbox
 from taskconsole.models import TaskRecord, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -40,16 +40,16 @@ def test_policies_are_visible_per_task(client: Client, django_user_model) -> Non
     assert delivery.policy_of(ledger_default) == delivery.DeliveryPolicy.AT_MOST_ONCE
     assert delivery.policy_of("imports.tasks.process_import_file") == "at-least-once"
     names = {name: (policy, idem) for name, policy, idem in delivery.policies()}
-    assert names["reliability.tasks.ledger_idempotent"] == ("at-least-once", True)
+    assert names["reliability.ledger.ledger_idempotent"] == ("at-least-once", True)
     assert names["app.tasks.add"] == ("at-most-once", False)
     # Only a task that opts out of the app's task class keeps Celery's bare early ack.
-    assert names["reliability.tasks.ledger_plain"] == ("early-ack", False)
+    assert names["reliability.ledger.ledger_plain"] == ("early-ack", False)
     assert delivery.policy_of(ledger_plain) == delivery.DeliveryPolicy.EARLY_ACK_ONLY
 
     assert client.get("/reliability/").status_code == 302
     client.force_login(django_user_model.objects.create_superuser("root", "r@x.org", "pw"))
     page = client.get("/reliability/").content.decode()
-    assert "reliability.tasks.ledger_idempotent" in page
+    assert "reliability.ledger.ledger_idempotent" in page
     assert "Idempotent: never lost" in page
 
 

@@ -22,8 +22,8 @@ from myproject.celery import app
 from operations.testing import wait_for
 from reliability import outbox
 from reliability.delivery import IdempotentTask
+from reliability.ledger import ledger_at_most_once
 from reliability.models import Delivery, LedgerEntry, OutboxMessage, OutboxStatus
-from reliability.tasks import ledger_at_most_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
