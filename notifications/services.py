@@ -18,7 +18,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.core.mail.utils import DNS_NAME
 from django.db import connections, router, transaction
 from django.db.models import Count, F, Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -87,10 +87,22 @@ def create_notification(
     """A draft notification and its recipients, stored together or not at all."""
     with transaction.atomic():
         notification = Notification.objects.create(
-            subject=subject, body=body, created_by=created_by
+            subject=subject,
+            body=body,
+            created_by=created_by,
+            # A request's language (LocaleMiddleware), else the site's.
+            language=translation.get_language() or "",
         )
         add_recipients(notification, recipients)
     return notification
+
+
+def in_language_of(notification_id: int) -> translation.override:
+    """The author's language, for what the workers write (their own is the site's)."""
+    language = (
+        Notification.objects.filter(pk=notification_id).values_list("language", flat=True).first()
+    )
+    return translation.override(language or settings.LANGUAGE_CODE)
 
 
 # Dispatching ------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def dispatch_notification(notification_id: int) -> int:
     Runs on a worker, so the web request publishes one message however long the list is.
     Returns the number of batches published.
     """
-    result = services.enqueue_batches(notification_id)
+    with services.in_language_of(notification_id):
+        result = services.enqueue_batches(notification_id)
     return 0 if result is None else len(result.results)
 
 
@@ -48,14 +49,16 @@ def send_batch_notifications(self, notification_id: int, delivery_ids: list[int]
     reason, and self.retry re-raises the error so the task's result shows it too.
     """
     try:
-        outcome = services.send_batch(
-            notification_id,
-            delivery_ids,
-            # Called directly (not through a worker) there is no task id to claim with.
-            claim=self.request.id or str(uuid.uuid4()),
-            last_try=self.request.retries >= self.max_retries,
-            progress=report_progress,
-        )
+        # The failure reasons are written, and the error raised, in the author's language.
+        with services.in_language_of(notification_id):
+            outcome = services.send_batch(
+                notification_id,
+                delivery_ids,
+                # Called directly (not through a worker) there is no task id to claim with.
+                claim=self.request.id or str(uuid.uuid4()),
+                last_try=self.request.retries >= self.max_retries,
+                progress=report_progress,
+            )
     except services.TemporaryDeliveryError as exc:
         raise self.retry(exc=exc, countdown=settings.NOTIFICATIONS_RETRY_COUNTDOWN) from exc
     return outcome.as_dict()

@@ -58,6 +58,12 @@ class PageInfo(models.Model):
         blank=True,
         help_text=_("Why the fetch failed, or why the last attempt is being retried."),
     )
+    language = models.CharField(
+        _("language"),
+        max_length=20,
+        blank=True,
+        help_text=_("The submitter's language: the workers write the error in it."),
+    )
     fetch_task_id = models.CharField(_("fetch task id"), max_length=255, blank=True)
     parse_task_id = models.CharField(_("parse task id"), max_length=255, blank=True)
     store_task_id = models.CharField(_("store task id"), max_length=255, blank=True)

@@ -11,9 +11,10 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
@@ -50,6 +51,8 @@ def submit_page(url: str, user: AbstractBaseUser | AnonymousUser | None) -> Page
         page = PageInfo.objects.create(
             url=url,
             created_by=user if user is not None and user.is_authenticated else None,
+            # A request's language (LocaleMiddleware), else the site's.
+            language=translation.get_language() or "",
             fetch_task_id=str(uuid.uuid4()),
             parse_task_id=str(uuid.uuid4()),
             store_task_id=str(uuid.uuid4()),
@@ -98,6 +101,12 @@ def fetch_again(page: PageInfo, user: AbstractBaseUser | AnonymousUser | None) -
 # The chain's steps (run by the workers) -----------------------------------------------------
 
 
+def in_language_of(page_id: int) -> translation.override:
+    """The submitter's language, for what a step writes (the worker's own is the site's)."""
+    language = PageInfo.objects.filter(pk=page_id).values_list("language", flat=True).first()
+    return translation.override(language or settings.LANGUAGE_CODE)
+
+
 def _update(page_id: int, **fields: Any) -> None:
     # update() writes only the named columns: two steps never overwrite each other's fields.
     PageInfo.objects.filter(pk=page_id).update(updated_at=timezone.now(), **fields)
@@ -114,6 +123,8 @@ def fetched_message(fetched: client.FetchedPage) -> dict[str, Any]:
     """The fetch as JSON-serialisable data; a body that is not HTML is left behind."""
     is_html = fetched.is_html
     return {
+        # parse_page gets only this message: it writes its errors in this language.
+        "language": translation.get_language() or "",
         "url": fetched.url,
         "final_url": fetched.final_url,
         "status_code": fetched.status_code,
@@ -137,7 +148,7 @@ def note_retry(page_id: int, exc: client.FetchError, *, attempt: int, countdown:
 
 def parse_fetched(fetched: dict[str, Any]) -> dict[str, Any]:
     """Title, description and links of a fetched HTML page; other bodies are not parsed."""
-    info = {key: value for key, value in fetched.items() if key != "html"}
+    info = {key: value for key, value in fetched.items() if key not in ("html", "language")}
     if fetched["is_html"]:
         summary = summarize(fetched["html"] or "", fetched["final_url"])
         info.update(title=summary.title, description=summary.description, links=summary.links)

@@ -15,6 +15,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from taskconsole.capture import OWNER_HEADER
@@ -49,24 +50,27 @@ def retry_countdown(retries: int) -> float:
 )
 def fetch_page(self, page_id: int) -> dict[str, Any]:
     attempt = self.request.retries + 1
-    try:
-        return services.fetch_page(page_id, attempt)
-    except FetchError as exc:
-        if exc.retryable and self.request.retries < self.max_retries:
-            countdown = retry_countdown(self.request.retries)
-            services.note_retry(page_id, exc, attempt=attempt, countdown=countdown)
-            raise self.retry(exc=exc, countdown=countdown) from exc
-        raise
-    except SoftTimeLimitExceeded as exc:
-        raise FetchTimeout(
-            _("The fetch ran past the task's time limit of %(seconds)s s.")
-            % {"seconds": self.soft_time_limit}
-        ) from exc
+    # Errors are written, and raised, in the submitter's language.
+    with services.in_language_of(page_id):
+        try:
+            return services.fetch_page(page_id, attempt)
+        except FetchError as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                countdown = retry_countdown(self.request.retries)
+                services.note_retry(page_id, exc, attempt=attempt, countdown=countdown)
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            raise
+        except SoftTimeLimitExceeded as exc:
+            raise FetchTimeout(
+                _("The fetch ran past the task's time limit of %(seconds)s s.")
+                % {"seconds": self.soft_time_limit}
+            ) from exc
 
 
 @shared_task(soft_time_limit=30, time_limit=45, throws=(UnparsableHTML,))
 def parse_page(fetched: dict[str, Any]) -> dict[str, Any]:
-    return services.parse_fetched(fetched)
+    with translation.override(fetched.get("language") or settings.LANGUAGE_CODE):
+        return services.parse_fetched(fetched)
 
 
 @shared_task
@@ -82,7 +86,8 @@ def record_page_failure(request: Any, exc: BaseException, traceback: str, page_i
     Its (request, exc, traceback) signature makes Celery call it in place with the real
     exception, rather than send it as a message; it is a task only so it can be a signature.
     """
-    services.record_failure(page_id, exc, task_name=getattr(request, "task", "") or "")
+    with services.in_language_of(page_id):
+        services.record_failure(page_id, exc, task_name=getattr(request, "task", "") or "")
 
 
 @shared_task(bind=True)

@@ -156,6 +156,21 @@ def test_retries_exhausted_the_failure_is_recorded_with_its_reason(smtp: LocalSM
     assert "TemporaryDeliveryError" in row.result
 
 
+def test_the_failure_reason_is_written_in_the_authors_language(
+    smtp: LocalSMTPServer, client: Client
+) -> None:
+    # The worker's own language is the site's (English): it writes in the author's.
+    smtp.handler.configure(permanent={"nobody@example.com"})
+    client.force_login(factories.user("add_notification", "view_notification"))
+    form = {"subject": "你好", "body": "正文", "recipients": "nobody@example.com\nok@example.com"}
+    client.post(reverse("notifications:compose"), form, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    notification = Notification.objects.get()
+    assert notification.language == "zh-hans"
+    assert finished(notification).status == Status.PARTIAL
+    reason = notification.failure_reason
+    assert reason.startswith("2 个收件人中有 1 个发送失败。最近错误：550 5.1.1")
+
+
 def test_a_permanently_failing_address_fails_and_the_rest_are_sent(
     smtp: LocalSMTPServer,
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from celery.result import AsyncResult
 from django.test import Client
 from django.urls import reverse
+from django.utils import translation
 from django_celery_results.models import TaskResult
 
 from operations.testing import ManagedProcess, wait_for
@@ -158,6 +159,29 @@ def test_a_404_is_not_retried(pages_worker, page_server: PageServer) -> None:
     assert "not retried" in page.error
     assert page.attempts == 1
     assert page_server.hits(url) == 1
+
+
+def test_errors_are_written_in_the_submitters_language(
+    client: Client, settings, pages_worker, page_server: PageServer
+) -> None:
+    # The worker's own language is the site's (English): each step writes in the submitter's.
+    settings.PAGES_ALLOW_PRIVATE_ADDRESSES = True
+    client.force_login(make_user("pages.add_pageinfo"))
+    url = page_server.url("missing")
+    client.post(reverse("pages:submit"), {"url": url}, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    page = finished(PageInfo.objects.get(url=url))
+    assert page.language == "zh-hans"
+    assert page.error == f"服务器对 {url} 返回了 404 Not Found；不会重试。"
+
+    # parse_page has only the fetch's message, which carries the language.
+    with translation.override("zh-hans"):
+        unparsable = finished(submit(page_server.url("unparsable")))
+    assert unparsable.error.startswith("无法解析 HTML：")
+
+    # Submitted in English, written in English.
+    with translation.override("en"):
+        english = finished(submit(page_server.url("missing")))
+    assert english.error.endswith("; this is not retried.")
 
 
 def test_a_redirect_loop_fails_with_its_reason(pages_worker, page_server: PageServer) -> None:
