@@ -1,0 +1,70 @@
+"""The site's 403, 404 and 500 pages: the refusal's own reason, in the reader's language."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.template import loader
+from django.test import Client
+from django.utils import translation
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def plain_client(client: Client) -> Client:
+    client.force_login(get_user_model().objects.create_user("plain", password="pw"))
+    return client
+
+
+@pytest.mark.parametrize(
+    ("language", "reason", "advice"),
+    [
+        ("en", "You may not use the task console.", "You are logged in as plain."),
+        ("zh-hans", "你没有使用任务控制台的权限。", "你已登录为 plain。"),
+    ],
+)
+def test_a_refusal_shows_its_reason_in_the_readers_language(
+    plain_client: Client, language: str, reason: str, advice: str
+) -> None:
+    response = plain_client.get("/console/", HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert reason in page
+    assert advice in page
+    assert f'<html lang="{language}">' in page
+
+
+def test_a_refusal_without_a_reason_says_so_in_general(plain_client: Client) -> None:
+    # The admin's own permission check raises PermissionDenied without a message.
+    response = plain_client.get("/maintenance/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert response.status_code == 403
+    assert "你的账号不能打开这个页面。" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [("en", "There is nothing at /no/such/page/."), ("zh-hans", "/no/such/page/ 处没有页面。")],
+)
+def test_an_unknown_address_is_a_404_page_in_the_readers_language(
+    client: Client, language: str, text: str
+) -> None:
+    response = client.get("/no/such/page/", HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert text in page
+    assert "Resolver404" not in page
+
+
+def test_a_404_with_a_reason_shows_it(client: Client) -> None:
+    admin = get_user_model().objects.create_superuser("root", "r@example.com", "pw")
+    client.force_login(admin)
+    response = client.get("/console/tasks/no-such-id/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert response.status_code == 404
+    assert "没有这个任务。" in response.content.decode()
+
+
+def test_the_500_page_needs_no_request_and_is_translated() -> None:
+    with translation.override("zh-hans"):
+        page = loader.get_template("500.html").render()
+    assert "服务器出错" in page
