@@ -535,6 +535,9 @@ def prune_results(progress: Progress | None = None) -> Outcome:
     batch_size = settings.PRUNE_BATCH_SIZE
     old_tasks = TaskResult.objects.filter(date_done__lt=cutoff)
     old_groups = GroupResult.objects.filter(date_done__lt=cutoff)
+    if days <= 0:
+        # Kept forever (RESULTS_MAX_AGE_DAYS=0, or the tutorial's CELERY_RESULT_EXPIRES=0).
+        old_tasks, old_groups = old_tasks.none(), old_groups.none()
     step = None
     if progress is not None:
         # Counted once, on the date_done indexes, so the console can show how far it got.

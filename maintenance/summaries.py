@@ -75,7 +75,21 @@ def backup_database(details: dict[str, Any]) -> str:
 
 
 def prune_results(details: dict[str, Any]) -> str:
-    results = _(
+    if details["days"] <= 0:
+        results = _("Task results are kept forever (RESULTS_MAX_AGE_DAYS is 0).")
+    else:
+        results = _deleted_results(details)
+    if details["record_days"] <= 0:
+        records = _("Task console records are kept forever (TASKCONSOLE_MAX_AGE_DAYS is 0).")
+    else:
+        records = _(
+            "Deleted %(records)d finished task console record(s) older than %(days)d days."
+        ) % {"records": details["console_records"], "days": details["record_days"]}
+    return _sentences(results, records)
+
+
+def _deleted_results(details: dict[str, Any]) -> str:
+    return _(
         "Deleted %(tasks)d task result(s) and %(groups)d group result(s) finished before "
         "%(cutoff)s (older than %(days)d days), in batches of %(batch)d."
     ) % {
@@ -88,11 +102,6 @@ def prune_results(details: dict[str, Any]) -> str:
         "days": details["days"],
         "batch": details["batch"],
     }
-    records = _("Deleted %(records)d finished task console record(s) older than %(days)d days.") % {
-        "records": details["console_records"],
-        "days": details["record_days"],
-    }
-    return _sentences(results, records)
 
 
 def _sentences(*texts: str) -> str:

@@ -226,8 +226,11 @@ CELERY_TASK_TRACK_STARTED = env.bool("CELERY_TASK_TRACK_STARTED", default=True)
 # which deletes every expired result in ONE transaction and locks the table while it does.
 # Off by default: maintenance.prune-task-results deletes results older than
 # RESULTS_MAX_AGE_DAYS in small batches instead.
-_result_expires = env.int("CELERY_RESULT_EXPIRES", default=0)
+# 设为0，存储结果永不过期: CELERY_RESULT_EXPIRES=0 keeps results forever, as in the tutorial,
+# so the maintenance job then prunes none either (RESULTS_MAX_AGE_DAYS defaults to 0, never).
+_result_expires = env.int("CELERY_RESULT_EXPIRES", default=None)
 CELERY_RESULT_EXPIRES = timedelta(seconds=_result_expires) if _result_expires else None
+RESULTS_KEPT_FOREVER = _result_expires == 0
 # 全局忽略任务结果 (the tutorial's task_ignore_result switch)
 CELERY_TASK_IGNORE_RESULT = env.bool("CELERY_TASK_IGNORE_RESULT", default=False)
 
@@ -358,7 +361,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 100
 # ------------------------------------------------------------------------------
 BACKUP_DIR = env.path("BACKUP_DIR", default=BASE_DIR / "backups")
 BACKUP_KEEP = env.int("BACKUP_KEEP", default=7)
-RESULTS_MAX_AGE_DAYS = env.int("RESULTS_MAX_AGE_DAYS", default=30)
+# 0: results (and the console's records, unless TASKCONSOLE_MAX_AGE_DAYS says otherwise) are
+# never pruned.
+RESULTS_MAX_AGE_DAYS = env.int("RESULTS_MAX_AGE_DAYS", default=0 if RESULTS_KEPT_FOREVER else 30)
 PRUNE_BATCH_SIZE = env.int("PRUNE_BATCH_SIZE", default=5000)
 
 # TASK CONSOLE (taskconsole: the reusable app mounted at /console/)

@@ -11,12 +11,17 @@ from .models import FINISHED_STATES, TaskRecord
 
 
 def prune_task_records(max_age_days: int | None = None, batch_size: int = 5000) -> int:
-    """Delete finished records older than max_age_days, batch by batch; returns how many."""
+    """Delete finished records older than max_age_days, batch by batch; returns how many.
+
+    0 (or less) keeps them forever.
+    """
     days = (
         max_age_days
         if max_age_days is not None
         else getattr(settings, "TASKCONSOLE_MAX_AGE_DAYS", 30)
     )
+    if days <= 0:
+        return 0
     cutoff = timezone.now() - timedelta(days=days)
     deleted = 0
     while True:

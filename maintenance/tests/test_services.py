@@ -21,6 +21,7 @@ from django_celery_results.models import GroupResult, TaskResult
 from maintenance import services, summaries
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from maintenance.services import JobFailed
+from taskconsole.models import TaskRecord, TaskStatus
 
 from .helpers import (
     cache_keys,
@@ -154,6 +155,32 @@ def test_prune_deletes_results_older_than_the_age_in_batches() -> None:
     assert outcome.details["group_results"] == 5
     # Rows deleted so far, and how many were expected in all (counted first).
     assert seen == [(7, 25), (14, 25), (20, 25), (25, 25)]
+
+
+@override_settings(RESULTS_MAX_AGE_DAYS=0, TASKCONSOLE_MAX_AGE_DAYS=0)
+def test_an_age_of_0_keeps_results_and_console_records_forever() -> None:
+    insert_task_results("old-", 3, timezone.now() - timedelta(days=4000))
+    make_group_results("old-", 2, timezone.now() - timedelta(days=4000))
+    record = TaskRecord.objects.create(
+        task_id="old-record", name="app.tasks.add", status=TaskStatus.SUCCESS
+    )
+    TaskRecord.objects.filter(pk=record.pk).update(created_at=timezone.now() - timedelta(days=4000))
+
+    outcome = services.prune_results()
+
+    assert TaskResult.objects.count() == 3
+    assert GroupResult.objects.count() == 2
+    assert TaskRecord.objects.filter(pk=record.pk).exists()
+    assert outcome.deleted_count == 0
+    assert outcome.summary == (
+        "Task results are kept forever (RESULTS_MAX_AGE_DAYS is 0). "
+        "Task console records are kept forever (TASKCONSOLE_MAX_AGE_DAYS is 0)."
+    )
+    with translation.override("zh-hans"):
+        assert summaries.prune_results(outcome.details) == (
+            "任务结果永久保留（RESULTS_MAX_AGE_DAYS 为 0）。"
+            "任务控制台记录永久保留（TASKCONSOLE_MAX_AGE_DAYS 为 0）。"
+        )
 
 
 # BACKUPS

@@ -61,3 +61,23 @@ def test_result_expiry_and_the_global_ignore_switch_come_from_the_environment() 
         env={"CELERY_RESULT_EXPIRES": "3600", "CELERY_TASK_IGNORE_RESULT": "true"},
     )
     assert configured.stdout.strip() == "1:00:00 True", configured.stderr
+
+
+def test_the_tutorials_result_expires_0_keeps_results_forever() -> None:
+    # 设为0，存储结果永不过期: the maintenance job's pruning follows, unless told otherwise.
+    script = (
+        "from django.conf import settings as s; from myproject.celery import app; "
+        "print(app.conf.result_expires, s.RESULTS_MAX_AGE_DAYS, s.TASKCONSOLE_MAX_AGE_DAYS)"
+    )
+    unset = manage("shell", "-v0", "-c", script, env={})
+    assert unset.stdout.split() == ["None", "30", "30"], unset.stderr
+    forever = manage("shell", "-v0", "-c", script, env={"CELERY_RESULT_EXPIRES": "0"})
+    assert forever.stdout.split() == ["None", "0", "0"], forever.stderr
+    told = manage(
+        "shell",
+        "-v0",
+        "-c",
+        script,
+        env={"CELERY_RESULT_EXPIRES": "0", "RESULTS_MAX_AGE_DAYS": "90"},
+    )
+    assert told.stdout.split() == ["None", "90", "90"], told.stderr
