@@ -98,6 +98,9 @@ def test_results_and_beat_messages_translate() -> None:
         assert ngettext(
             "{0} task was successfully enabled", "{0} tasks were successfully enabled", 3
         ).format(3) == ("已成功启用 3 个任务")
+        # "Run selected tasks": the library adds English plural suffixes, which zh leaves out.
+        assert _("{0} task{1} {2} successfully run").format(2, "s", "were") == "已成功启动 2 个任务"
+        assert _("Error:") == "错误："
     with translation.override("en"):
         assert str(TaskResult._meta.verbose_name_plural) == "task results"
         assert _("Microseconds") == "Microseconds"
@@ -177,6 +180,16 @@ def test_interval_period_select_says_microseconds(superuser_client: Client) -> N
 
 
 @pytest.mark.django_db
+def test_the_admin_index_and_filters_have_no_english_left(superuser_client: Client) -> None:
+    index = zh(superuser_client, "/admin/")
+    for text in ("Model name", "Add link", "Change or view list link"):
+        assert text not in index, text
+    assert "模型名称" in index
+    listing = zh(superuser_client, "/admin/django_celery_results/taskresult/")
+    assert "按任务状态" in listing
+    assert " 以 " not in listing
+
+
 def test_periodic_task_admin_labels_are_in_chinese(superuser_client: Client) -> None:
     interval = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES)
     PeriodicTask.objects.create(name="add-every-5", task="app.tasks.add", interval=interval)
