@@ -34,6 +34,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from PIL import ImageOps
 
+from operations.text import listed, sentences
 from reliability import outbox
 
 from .forms import PRODUCT_COLUMNS, AcceptedFile, ProductRowForm
@@ -482,15 +483,15 @@ def _column_positions(header: list[str]) -> dict[str, int]:
     if missing or unexpected or repeated:
         parts = [
             _("Wrong columns: the header must name exactly %(columns)s, in any order.")
-            % {"columns": ", ".join(PRODUCT_COLUMNS)}
+            % {"columns": listed(PRODUCT_COLUMNS)}
         ]
         if missing:
-            parts.append(_("Missing: %(columns)s.") % {"columns": ", ".join(missing)})
+            parts.append(_("Missing: %(columns)s.") % {"columns": listed(missing)})
         if unexpected:
-            parts.append(_("Unexpected: %(columns)s.") % {"columns": ", ".join(unexpected)})
+            parts.append(_("Unexpected: %(columns)s.") % {"columns": listed(unexpected)})
         if repeated:
-            parts.append(_("Repeated: %(columns)s.") % {"columns": ", ".join(repeated)})
-        raise ImportRejected(" ".join(parts))
+            parts.append(_("Repeated: %(columns)s.") % {"columns": listed(repeated)})
+        raise ImportRejected(sentences(*parts))
     return {column: names.index(column) for column in PRODUCT_COLUMNS}
 
 
@@ -519,8 +520,11 @@ class _RowImporter:
             return
         form = ProductRowForm({name: record[index] for name, index in self.positions.items()})
         if not form.is_valid():
-            reason = " ".join(
-                f"{field}: {' '.join(messages)}" for field, messages in form.errors.items()
+            reason = sentences(
+                *(
+                    _("%(field)s: %(errors)s") % {"field": field, "errors": sentences(*messages)}
+                    for field, messages in form.errors.items()
+                )
             )
             self._reject(line, record, reason)
             return

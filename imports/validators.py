@@ -20,6 +20,8 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from PIL import Image
 
+from operations.text import listed
+
 from .models import ImportFile
 
 CSV_EXTENSIONS = frozenset({".csv"})
@@ -63,7 +65,7 @@ def validate_upload(upload: UploadedFile) -> str:
     if kind is None:
         raise ValidationError(
             _("its type is not accepted (accepted: %(extensions)s).")
-            % {"extensions": ", ".join(accepted_extensions())}
+            % {"extensions": listed(accepted_extensions())}
         )
     if not upload.size:
         raise ValidationError(_("it is empty."))
@@ -118,5 +120,5 @@ def _sniff_image(upload: UploadedFile) -> None:
         # errors...): whatever it raises, this upload is not an image we can use.
         raise ValidationError(
             _("it is not a valid image (accepted formats: %(formats)s).")
-            % {"formats": ", ".join(IMAGE_FORMATS)}
+            % {"formats": listed(IMAGE_FORMATS)}
         ) from exc

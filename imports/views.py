@@ -14,6 +14,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
+from operations.text import listed
+
 from . import services
 from .forms import PRODUCT_COLUMNS, RejectedFile, UploadForm
 from .models import ImportBatch, ImportFile
@@ -35,8 +37,8 @@ def _index_context(form: UploadForm) -> dict[str, object]:
     return {
         "form": form,
         "columns": PRODUCT_COLUMNS,
-        "extensions": accepted_extensions(),
-        "image_formats": IMAGE_FORMATS,
+        "extensions": listed(accepted_extensions()),
+        "image_formats": listed(IMAGE_FORMATS),
         "max_size": settings.IMPORTS_MAX_FILE_SIZE,
         "max_files": settings.DATA_UPLOAD_MAX_NUMBER_FILES,
         "thumbnail_size": settings.IMPORTS_THUMBNAIL_SIZE,

@@ -17,6 +17,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
+from operations.text import sentences
+
 #: In a run's details: the figures below are all there (runs written before lack it).
 VERSION_KEY = "summary_v"
 VERSION = 1
@@ -57,7 +59,7 @@ def clear_expired(details: dict[str, Any]) -> str:
             "Deleted %(count)d expired cache entries from %(table)s.",
             count,
         ) % {"count": count, "table": details["cache_table"]}
-    return _sentences(first, second)
+    return sentences(first, second)
 
 
 def backup_database(details: dict[str, Any]) -> str:
@@ -85,7 +87,7 @@ def prune_results(details: dict[str, Any]) -> str:
         records = _(
             "Deleted %(records)d finished task console record(s) older than %(days)d days."
         ) % {"records": details["console_records"], "days": details["record_days"]}
-    return _sentences(results, records)
+    return sentences(results, records)
 
 
 def _deleted_results(details: dict[str, Any]) -> str:
@@ -102,14 +104,6 @@ def _deleted_results(details: dict[str, Any]) -> str:
         "days": details["days"],
         "batch": details["batch"],
     }
-
-
-def _sentences(*texts: str) -> str:
-    # Chinese sentences follow one another without a space.
-    out = texts[0]
-    for text in texts[1:]:
-        out += text if out.endswith("。") else f" {text}"
-    return out
 
 
 #: By job (maintenance.models.Job's values).

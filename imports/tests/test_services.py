@@ -278,7 +278,7 @@ def test_messages_are_written_in_the_uploaders_language() -> None:
     ImportBatch.objects.filter(pk=batch.pk).update(language="zh-hans")
     import_file = process(only_file(batch))
     # Django's own "Enter a number." in Simplified Chinese.
-    assert RowError.objects.get(file=import_file).reason == "price: 输入一个数字。"
+    assert RowError.objects.get(file=import_file).reason == "price：输入一个数字。"
 
 
 def test_progress_is_published_at_the_start_then_throttled_then_at_the_end() -> None:

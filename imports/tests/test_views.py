@@ -213,6 +213,20 @@ def test_the_batch_page_shows_the_files_and_polls_while_unfinished(client: Clien
     assert "<progress" in body
 
 
+def test_the_batch_page_says_who_uploaded_it_in_one_sentence_in_chinese(
+    client: Client, uploader
+) -> None:
+    batch = make_batch(csv_file("p.csv", b"sku\n1\n"), user=uploader)
+    body = client.get(
+        reverse("imports:batch", args=[batch.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"
+    ).content.decode()
+    assert f"由 {uploader.get_username()} 于 " in body
+    assert "上传者" not in body
+    # The accepted types of the upload form, listed the Chinese way.
+    index = client.get(reverse("imports:index"), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert ".csv、.gif" in index
+
+
 def test_the_status_endpoint_reports_each_files_progress(client: Client, uploader) -> None:
     batch = make_batch(csv_file("p.csv", b"sku\n1\n"), user=uploader)
     ImportFile.objects.filter(batch=batch).update(
