@@ -36,6 +36,9 @@ class Service:
     process: subprocess.Popen | None = None
     reader: threading.Thread | None = None
     stopping: bool = field(default=False)
+    #: A line of output that says the process is ready, and whether it has been seen.
+    ready_line: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 class Stack:
@@ -69,8 +72,8 @@ class Stack:
         with self._lock:
             self._write(f"{label} | {line}")
 
-    def start(self, name: str, argv: list[str]) -> Service:
-        service = Service(name, argv)
+    def start(self, name: str, argv: list[str], ready_line: str = "") -> Service:
+        service = Service(name, argv, ready_line=ready_line)
         self.services.append(service)
         index = len(self.services) - 1
         kwargs: dict = {}
@@ -102,6 +105,16 @@ class Stack:
         assert service.process.stdout
         for line in service.process.stdout:
             self.say(service.name, line.rstrip("\n"), index)
+            if service.ready_line and service.ready_line in line:
+                service.ready.set()
+
+    def wait_ready(self, service: Service, timeout: float) -> bool:
+        """Wait until `service` prints its ready line; False if it died or the time ran out."""
+        deadline = time.monotonic() + timeout
+        while not service.ready.wait(0.2):
+            if service.process.poll() is not None or time.monotonic() > deadline:
+                return False
+        return True
 
     def first_dead(self) -> Service | None:
         for service in self.services:

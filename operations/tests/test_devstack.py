@@ -107,6 +107,8 @@ def test_devstack_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
         # lets it finish instead of its pool child being killed mid-task.
         running = http_get(site + "/test/apply_async/")[1].split(" : ")[0]
         stack.wait_for_output(f"Task app.tasks.add[{running}] received", timeout=30)
+        # Flower started once the worker was ready: its first inspection got answers.
+        assert "Inspect method" not in stack.output
     finally:
         stack.send_signal(signal.SIGINT)
         code = stack.process.wait(timeout=60)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management.base import CommandError
 
+from operations.devstack import Stack
 from operations.embedded_redis import free_port
 from operations.management.commands import devstack
 
@@ -17,8 +20,16 @@ class RecordingStack:
     def __init__(self) -> None:
         self.started: dict[str, list[str]] = {}
 
-    def start(self, name: str, argv: list[str]):
+    def start(self, name: str, argv: list[str], ready_line: str = ""):
         self.started[name] = argv
+        self.ready_lines = {**getattr(self, "ready_lines", {}), name: ready_line}
+        return name
+
+    def wait_ready(self, service: str, timeout: float) -> bool:
+        # Flower is started only after the worker has been waited for.
+        assert "flower" not in self.started
+        self.waited = service
+        return True
 
 
 def command() -> devstack.Command:
@@ -72,3 +83,17 @@ def test_the_worker_uses_the_solo_pool_on_windows(
     assert ("--pool=solo" in stack.started["worker"]) is solo
     assert stack.started["worker"][-2:] == ["-Q", "default,heavy_tasks"] or solo
     assert "--address=127.0.0.1" in stack.started["flower"]
+    assert stack.waited == "worker"
+    assert stack.ready_lines["worker"] == " ready."
+
+
+def test_wait_ready_sees_the_line_or_the_process_ending(tmp_path: Path) -> None:
+    stack = Stack(env=dict(os.environ), cwd=tmp_path, write=lambda line: None)
+    script = "import time; print('celery@x ready.', flush=True); time.sleep(30)"
+    ready = stack.start("ready", [sys.executable, "-c", script], ready_line=" ready.")
+    dies = stack.start("dies", [sys.executable, "-c", "pass"], ready_line=" ready.")
+    try:
+        assert stack.wait_ready(ready, timeout=30) is True
+        assert stack.wait_ready(dies, timeout=30) is False
+    finally:
+        stack.stop()

@@ -14,6 +14,8 @@ from operations import embedded_redis
 from operations.devstack import WINDOWS, Stack, StackError, install_stop_signals
 
 DEV_ADMIN = "admin"
+#: Seconds Flower waits for the worker to be ready before it starts anyway.
+WORKER_READY_TIMEOUT = 60.0
 
 
 class Command(BaseCommand):
@@ -119,8 +121,11 @@ class Command(BaseCommand):
         worker = [*celery, "worker", "-l", "info", "-Q", "default,heavy_tasks"]
         if WINDOWS:
             worker.append("--pool=solo")
-        stack.start("worker", worker)
+        worker_service = stack.start("worker", worker, ready_line=" ready.")
         stack.start("beat", [*celery, "beat", "-l", "info"])
+        # Flower asks the workers about themselves once, when it starts: after the worker is
+        # ready it gets answers instead of four "Inspect method … failed" warnings.
+        stack.wait_ready(worker_service, timeout=WORKER_READY_TIMEOUT)
         stack.start(
             "flower",
             [
