@@ -58,8 +58,9 @@ def check_console(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     if name not in middleware:
         messages.append(
             checks.Warning(
-                f"{name} is not in MIDDLEWARE: tasks your views publish record no owner, and "
-                "edits of periodic tasks in the admin are not audited.",
+                f"{name} is not in MIDDLEWARE: tasks your views publish are recorded as "
+                "Code, with no request path or owner, and edits of periodic tasks in the admin "
+                "are not audited.",
                 hint=f"Add it after {auth}, or silence taskconsole.W003 "
                 "(SILENCED_SYSTEM_CHECKS) if you need neither.",
                 id="taskconsole.W003",

@@ -24,16 +24,25 @@ _request: ContextVar[object | None] = ContextVar("taskconsole_request", default=
 _acting: ContextVar[object | None] = ContextVar("taskconsole_acting", default=None)
 
 
+#: models.Origin.WEB (the models are not imported here: this module is loaded early).
+WEB = "web"
+
+
 def current_launcher() -> Launcher | None:
     launcher = _current.get()
     if launcher is not None:
         return launcher
     request = _request.get()
     if request is not None:
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            return Launcher(user.pk, "user")
+        # Any request is a web request, named by its path (without the query string, which
+        # may carry tokens); a signed-in user owns its tasks, an anonymous visitor's have none.
+        user = current_request_user()
+        return Launcher(user.pk if user is not None else None, WEB, _path(request))
     return None
+
+
+def _path(request: object) -> str:
+    return str(getattr(request, "path", "") or "")
 
 
 @contextlib.contextmanager

@@ -1,169 +1,19 @@
 """Periodic schedules in words (English and Chinese) and their next run times.
 
-Word order differs too much between the two languages for one translated template string per
-case, so each language has its own small builder. Crontab fields follow Celery: every field
-must match (day of week AND day of month), day_of_week 0 is Sunday.
+Crontabs are put in words by taskconsole.crontab_words; intervals, solar and clocked schedules
+here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab as celery_crontab
 
-EN_DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
-ZH_DAYS = ["周日", "周一", "周二", "周三", "周四", "周五", "周六"]
-EN_MONTHS = [
-    "",
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
-DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-MONTH_NAMES = {name[:3].lower(): i for i, name in enumerate(EN_MONTHS) if name}
+from .crontab_words import describe_crontab, is_zh
 
-
-def _is_zh(language: str | None) -> bool:
-    return bool(language) and language.lower().startswith("zh")
-
-
-def _num(token: str, names: dict[str, int]) -> int:
-    token = token.strip().lower()
-    if token in names:
-        return names[token]
-    for name, value in names.items():
-        if token.startswith(name):
-            return value
-    return int(token)
-
-
-def _items(field: str) -> list[str]:
-    return [item.strip() for item in str(field).split(",") if item.strip()]
-
-
-def _is_any(field: str) -> bool:
-    return str(field).strip() in {"*", "*/1", ""}
-
-
-def _single(field: str) -> int | None:
-    return int(field) if str(field).strip().isdigit() else None
-
-
-def _step(field: str) -> int | None:
-    field = str(field).strip()
-    if field.startswith("*/") and field[2:].isdigit():
-        return int(field[2:])
-    return None
-
-
-def _join(parts: list[str], zh: bool) -> str:
-    if zh:
-        return "、".join(parts)
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def _field_words(field: str, zh: bool, fmt, names: dict[str, int] | None = None) -> str:
-    """Words for one crontab field: lists, ranges and steps, each value through fmt."""
-    names = names or {}
-    parts = []
-    for item in _items(field):
-        base, _, step = item.partition("/")
-        if base == "*":
-            parts.append(f"每{step}个" if zh else f"every {step}")
-            continue
-        if "-" in base:
-            low, high = (_num(x, names) for x in base.split("-", 1))
-            text = f"{fmt(low)}至{fmt(high)}" if zh else f"{fmt(low)} through {fmt(high)}"
-            if step:
-                text += f"(每{step}个)" if zh else f" (every {step})"
-            parts.append(text)
-        else:
-            parts.append(fmt(_num(base, names)))
-    return _join(parts, zh)
-
-
-def describe_crontab(
-    minute: str,
-    hour: str,
-    day_of_week: str,
-    day_of_month: str,
-    month_of_year: str,
-    language: str | None = "en",
-) -> str:
-    zh = _is_zh(language)
-    m1, h1 = _single(minute), _single(hour)
-    mstep, hstep = _step(minute), _step(hour)
-
-    # The time of day.
-    if _is_any(minute) and _is_any(hour):
-        time = "每分钟" if zh else "every minute"
-    elif mstep and _is_any(hour):
-        time = f"每{mstep}分钟" if zh else f"every {mstep} minutes"
-    elif m1 is not None and h1 is not None:
-        time = f"{h1:02d}:{m1:02d}" if zh else f"at {h1:02d}:{m1:02d}"
-    elif m1 is not None and _is_any(hour):
-        time = f"每小时第{m1}分" if zh else f"at minute {m1} of every hour"
-    elif m1 is not None and hstep:
-        time = f"每{hstep}小时的第{m1}分" if zh else f"at minute {m1} of every {hstep}th hour"
-    else:
-        if _is_any(minute):
-            mins = "每分钟" if zh else "every minute"
-        elif mstep:
-            mins = f"每{mstep}分钟" if zh else f"every {mstep} minutes"
-        else:
-            mins = (
-                f"第{_field_words(minute, zh, str)}分"
-                if zh
-                else f"at minute {_field_words(minute, zh, str)}"
-            )
-        if _is_any(hour):
-            hours = "" if zh else "of every hour"
-        elif hstep:
-            hours = f"每{hstep}小时" if zh else f"of every {hstep}th hour"
-        else:
-            words = _field_words(hour, zh, lambda h: f"{h}点" if zh else f"{h:02d}:00")
-            hours = f"在{words}" if zh else f"in the hour(s) from {words}"
-        time = f"{hours}{mins}" if zh else f"{mins} {hours}".strip()
-
-    # The days.
-    if zh:
-        prefix = ""
-        if not _is_any(month_of_year):
-            prefix += "每年" + _field_words(month_of_year, zh, lambda m: f"{m}月", MONTH_NAMES)
-        if not _is_any(day_of_month):
-            days = _field_words(day_of_month, zh, lambda d: f"{d}日")
-            prefix += days if prefix else "每月" + days
-        if not _is_any(day_of_week):
-            week = "每" + _field_words(day_of_week, zh, lambda d: ZH_DAYS[d % 7], DAY_NAMES)
-            prefix = f"{prefix}（且为{week[1:]}）" if prefix else week
-        if not prefix:
-            prefix = "每天" if (m1 is not None and h1 is not None) else ""
-        return f"{prefix} {time}".strip() if prefix else time
-
-    parts = [time]
-    if not _is_any(day_of_week):
-        parts.append("on " + _field_words(day_of_week, zh, lambda d: EN_DAYS[d % 7], DAY_NAMES))
-    if not _is_any(day_of_month):
-        parts.append("on day " + _field_words(day_of_month, zh, str) + " of the month")
-    if not _is_any(month_of_year):
-        parts.append("in " + _field_words(month_of_year, zh, lambda m: EN_MONTHS[m], MONTH_NAMES))
-    if len(parts) == 1 and m1 is not None and h1 is not None:
-        parts.append("every day")
-    text = ", ".join(parts)
-    return text[0].upper() + text[1:]
+__all__ = ["describe_crontab", "describe_interval", "describe_periodic_task", "next_runs"]
 
 
 UNITS = [
@@ -176,19 +26,19 @@ PERIOD_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1, "mi
 
 
 def describe_interval(seconds: float, language: str | None = "en") -> str:
-    zh = _is_zh(language)
+    zh = is_zh(language)
     for size, one, many, zh_unit in UNITS:
         if seconds >= size and seconds % size == 0:
             count = int(seconds // size)
             if zh:
-                return f"每{zh_unit}" if count == 1 and size != 1 else f"每{count}{zh_unit}"
+                return f"每{zh_unit}" if count == 1 and size != 1 else f"每 {count} {zh_unit}"
             return f"Every {one}" if count == 1 else f"Every {count} {many}"
-    return f"每{seconds:g}秒" if zh else f"Every {seconds:g} seconds"
+    return f"每 {seconds:g} 秒" if zh else f"Every {seconds:g} seconds"
 
 
 def describe_periodic_task(task, language: str | None = "en") -> str:
     """Words for a django-celery-beat PeriodicTask's schedule."""
-    zh = _is_zh(language)
+    zh = is_zh(language)
     if task.interval_id:
         interval = task.interval
         return describe_interval(interval.every * PERIOD_SECONDS[interval.period], language)
@@ -282,7 +132,3 @@ def next_runs(task, now: datetime, count: int = 3) -> list[datetime]:
         except Exception:
             return []
     return []
-
-
-def iter_names(values: Iterable[int], names: list[str]) -> list[str]:
-    return [names[v] for v in values]

@@ -1,4 +1,5 @@
-"""Remember the request's user, so tasks published by any view record who launched them."""
+"""Remember the request being served, so tasks published by any view record that a web request
+(its path, its signed-in user if any) launched them."""
 
 from __future__ import annotations
 

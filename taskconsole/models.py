@@ -39,7 +39,12 @@ STORED_PREFIXES = (
 
 
 class Origin(models.TextChoices):
+    #: Published by code that names its user (Launcher), and by signed-in requests before
+    #: requests had their own origin.
     USER = "user", _("A user")
+    #: Published while a request was served (TaskOwnerMiddleware): the owner is the signed-in
+    #: user (none for an anonymous visitor), the detail the request's path.
+    WEB = "web", _("A web request")
     CONSOLE = "console", _("The console")
     BEAT = "beat", _("Beat (periodic task)")
     TASK = "task", _("Another task")

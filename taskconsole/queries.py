@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from . import buffer, describe, permissions, registry
 from .conf import has_beat, setting
-from .models import AuditEntry, TaskRecord, TaskStatus
+from .models import AuditEntry, Origin, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +332,8 @@ def periodic_tasks(language: str | None, now: datetime | None = None) -> list[di
 
 def periodic_task_info(task, language: str | None, now: datetime) -> dict[str, Any]:
     last = (
-        TaskRecord.objects.filter(origin_detail=task.name)
+        # Its runs by beat and by "run now" are named after it; a web request's path is not.
+        TaskRecord.objects.filter(origin_detail=task.name, origin__in=(Origin.BEAT, Origin.CONSOLE))
         .only("task_id", "status", "created_at", "finished_at")
         .order_by("-id")
         .first()

@@ -1,9 +1,13 @@
 """pydantic's validation messages in the user's language.
 
 pydantic writes its messages in English only, and the console shows them beside translated
-labels. The common ones are translated here by pydantic's error type; their msgids are
-pydantic's own English wording, and in English pydantic's message is shown as it is. A type
-not listed here, in any language, keeps pydantic's message.
+labels. The ones a launch form's arguments can give (int, float, str, bool, list, dict,
+Literal and Enum, date, time, datetime and timedelta, Decimal, UUID, nested models, and the
+constraints of Field) are translated here by pydantic's error type (pydantic_core's ErrorType);
+their msgids are pydantic's own English wording (its plural where it has "item{expected_plural}";
+without the parts pydantic fills in with English words, such as a date parser's reason), and
+in English pydantic's message is shown as it is. A type not listed here, in any language,
+keeps pydantic's message.
 """
 
 from __future__ import annotations
@@ -35,9 +39,60 @@ MESSAGES: dict[str, Any] = {
     "list_type": _("Input should be a valid list"),
     "dict_type": _("Input should be a valid dictionary"),
     "extra_forbidden": _("Extra inputs are not permitted"),
-    # A field validator's ValueError: its own text, already in the user's language when it was
-    # made with gettext, without pydantic's "Value error, " in front.
+    # A field validator's ValueError (or assert): its own text, already in the user's language
+    # when it was made with gettext, without pydantic's "Value error, " in front.
     "value_error": "%(error)s",
+    "assertion_error": "%(error)s",
+    # Numbers: an int given 1e300 or a thousand digits, NaN or infinity; Field(multiple_of=).
+    "int_parsing_size": _("Unable to parse input string as an integer, exceeded maximum size"),
+    "finite_number": _("Input should be a finite number"),
+    "multiple_of": _("Input should be a multiple of %(multiple_of)s"),
+    # Strings: Field(pattern=).
+    "string_pattern_mismatch": _("String should match pattern '%(pattern)s'"),
+    # An Enum's choices are said as a Literal's are.
+    "enum": _("Input should be one of %(expected)s"),
+    # Lists and dictionaries with Field(min_length=, max_length=), and nested models.
+    # pydantic says "List" or "Dictionary" (field_type) in English: left out.
+    "too_short": _("Should have at least %(min_length)s items, not %(actual_length)s"),
+    "too_long": _("Should have at most %(max_length)s items"),
+    "model_type": _("Input should be a valid dictionary"),
+    # Dates, times, datetimes and durations (PastDate, FutureDatetime, AwareDatetime...). The
+    # parser's own reason after the comma (its ctx "error") is English: left out.
+    "date_type": _("Input should be a valid date"),
+    "date_parsing": _("Input should be a valid date in the format YYYY-MM-DD"),
+    "date_from_datetime_parsing": _("Input should be a valid date or datetime"),
+    "date_from_datetime_inexact": _(
+        "Datetimes provided to dates should have zero time - e.g. be exact dates"
+    ),
+    "date_past": _("Date should be in the past"),
+    "date_future": _("Date should be in the future"),
+    "datetime_type": _("Input should be a valid datetime"),
+    "datetime_parsing": _("Input should be a valid datetime"),
+    "datetime_from_date_parsing": _("Input should be a valid datetime or date"),
+    "datetime_past": _("Input should be in the past"),
+    "datetime_future": _("Input should be in the future"),
+    "timezone_naive": _("Input should not have timezone info"),
+    "timezone_aware": _("Input should have timezone info"),
+    "time_type": _("Input should be a valid time"),
+    "time_parsing": _("Input should be in a valid time format"),
+    "time_delta_type": _("Input should be a valid timedelta"),
+    "time_delta_parsing": _("Input should be a valid timedelta"),
+    # Decimal, with Field(max_digits=, decimal_places=).
+    "decimal_type": _("Decimal input should be an integer, float, string or Decimal object"),
+    "decimal_parsing": _("Input should be a valid decimal"),
+    "decimal_max_digits": _(
+        "Decimal input should have no more than %(max_digits)s digits in total"
+    ),
+    "decimal_max_places": _(
+        "Decimal input should have no more than %(decimal_places)s decimal places"
+    ),
+    "decimal_whole_digits": _(
+        "Decimal input should have no more than %(whole_digits)s digits before the decimal point"
+    ),
+    # UUID, UUID4...
+    "uuid_type": _("UUID input should be a string, bytes or UUID object"),
+    "uuid_parsing": _("Input should be a valid UUID"),
+    "uuid_version": _("UUID version %(expected_version)s expected"),
 }
 
 

@@ -285,7 +285,7 @@ def test_periodic_endpoints(people, make_user, sent) -> None:
     rows = login(owner).get(f"{API}/periodic/").json()["results"]
     assert rows[0]["name"] == "p1"
     assert rows[0]["description_en"] == "Every 30 seconds"
-    assert rows[0]["description_zh"] == "每30秒"
+    assert rows[0]["description_zh"] == "每 30 秒"
     assert len(rows[0]["next_runs"]) == 3
     assert login(owner).post(f"{API}/periodic/{task.pk}/disable/").status_code == 403
     assert login(staff).post(f"{API}/periodic/{task.pk}/disable/").json()["enabled"] is False

@@ -437,8 +437,9 @@ def test_a_task_published_by_a_view_is_recorded_by_the_thread(sent, make_user) -
     task_id = client.get("/tc-tests/publish/").content.decode()
     # No request, publish or flush after the view: the buffer's thread writes the row.
     row = wait_for(lambda: TaskRecord.objects.filter(task_id=task_id).first(), timeout=5)
-    assert (row.origin, row.owner, row.args) == (Origin.USER, user, [5])
-    assert stamped(sent[0])[0] == Origin.USER
+    assert (row.origin, row.owner, row.args) == (Origin.WEB, user, [5])
+    assert row.origin_detail == "/tc-tests/publish/"
+    assert stamped(sent[0])[:2] == [Origin.WEB, "/tc-tests/publish/"]
 
 
 def test_buffered_records_are_written_at_exit(subprocess_env) -> None:

@@ -117,11 +117,11 @@ def test_periodic_page_in_both_languages_and_admin_edits_are_audited(
     user = make_user("view")
     client = login(user)
     en = client.get("/console/periodic/").content.decode()
-    assert "At 07:30, on Monday" in en
+    assert "At 07:30, on Mondays (Asia/Shanghai)" in en
     assert "Run now" not in en
     client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/console/periodic/"})
     zh = client.get("/console/periodic/").content.decode()
-    assert "每周一 07:30" in zh
+    assert "每周一 07:30（Asia/Shanghai）" in zh
     assert 'lang="zh-hans"' in zh
     # An edit through the admin is recorded with who made it.
     response = admin_client.post(
