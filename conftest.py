@@ -29,7 +29,7 @@ from kombu.messaging import Producer
 
 from myproject.celery import app as celery_app
 from operations import embedded_redis
-from operations.testing import LEDGER_TASKS, ManagedProcess, celery_argv, database_url
+from operations.testing import ManagedProcess, celery_argv, database_url, with_ledger_tasks
 
 SESSION = uuid.uuid4().hex[:8]
 
@@ -181,8 +181,7 @@ def _start_worker(
         hostname,
         "--without-mingle",
         "--without-gossip",
-        *LEDGER_TASKS,
-        *extra_args,
+        *with_ledger_tasks(extra_args),
     )
     process = ManagedProcess(argv, {**env, **(extra_env or {})}, name=hostname)
     process.wait_for_output(" ready.", timeout=60)

@@ -17,11 +17,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
+from operations.testing import with_ledger_tasks  # noqa: E402 (the repo on sys.path first)
+
 REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/13")
 AMQP_URL = os.environ.get("CHAOS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PG_URL = os.environ.get("CHAOS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myproject_chaos")
-# The ledger tasks every scenario counts runs with (reliability.ledger), not in a production worker.
-LEDGER_TASKS = ("--include", "reliability.ledger")
 VISIBILITY = 20  # seconds, Redis only: how long an unacknowledged message waits to come back
 
 
@@ -86,7 +86,8 @@ def setup_django(database_url: str) -> None:
     call_command("migrate", verbosity=0)
     from django.utils.module_loading import autodiscover_modules
 
-    autodiscover_modules("tasks")
+    # The scenarios send the ledger tasks by name: register them here as the workers do.
+    autodiscover_modules("tasks", "ledger")
 
 
 class Worker:
@@ -122,8 +123,7 @@ class Worker:
             "--without-mingle",
             "--without-gossip",
             "--prefetch-multiplier=1",
-            *LEDGER_TASKS,
-            *extra_args,
+            *with_ledger_tasks(extra_args),
         ]
         self.handle = log.open("a")
         # Several workers may append to one log in turn: only this one's lines say it is ready.

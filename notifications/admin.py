@@ -8,8 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from . import services
 from .forms import RecipientsField
@@ -77,6 +77,8 @@ class NotificationAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Notification, form, change: bool) -> None:
         if not change:
             obj.created_by = request.user
+            # The admin's language: the workers write its failure reason in it.
+            obj.language = get_language() or ""
         super().save_model(request, obj, form, change)
         if not change:
             services.add_recipients(obj, form.cleaned_data["recipients"])

@@ -130,9 +130,29 @@ class ManagedProcess:
         return self.discard()
 
 
-#: The worker option that registers the ledger tasks of the delivery tests and the chaos suite
-#: (reliability.ledger), which a production worker does not offer.
-LEDGER_TASKS = ("--include", "reliability.ledger")
+#: The module of the ledger tasks of the delivery tests and the chaos suite, which a production
+#: worker does not offer.
+LEDGER_MODULE = "reliability.ledger"
+INCLUDE_OPTIONS = ("-I", "--include")
+
+
+def with_ledger_tasks(args: tuple[str, ...] | list[str]) -> list[str]:
+    """A worker's extra arguments, its --include also naming the ledger tasks' module.
+
+    Celery keeps only the last --include given, so the ledger's module joins the one already
+    there instead of coming as a second option.
+    """
+    out = list(args)
+    for index, arg in enumerate(out[:-1]):
+        if arg in INCLUDE_OPTIONS:
+            out[index + 1] = f"{out[index + 1]},{LEDGER_MODULE}"
+            return out
+    for index, arg in enumerate(out):
+        for option in INCLUDE_OPTIONS:
+            if arg.startswith(option + "="):
+                out[index] = f"{arg},{LEDGER_MODULE}"
+                return out
+    return [*out, "--include", LEDGER_MODULE]
 
 
 def celery_argv(*args: str) -> list[str]:

@@ -119,12 +119,19 @@ def message(error: dict[str, Any]) -> str:
         return str(error.get("msg", ""))
     context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
     if "expected" in context:
-        # pydantic joins the choices with an English "or": 'a', 'b' or 'c'.
-        context["expected"] = context["expected"].replace(" or ", ", ")
+        # pydantic joins the choices with an English "or": 'a', 'b' or 'c'. Only that last
+        # "or" goes (a choice may hold an " or " of its own).
+        expected = context["expected"]
+        joint = "' or '" if "' or '" in expected else " or "
+        head, found, tail = expected.rpartition(joint)
+        if found:
+            context["expected"] = f"{head}{joint.replace(' or ', ', ')}{tail}"
     try:
-        return str(template) % context
+        text = str(template) % context
     except (KeyError, TypeError, ValueError):
         return str(error.get("msg", ""))
+    # A bare `assert` in a validator has no text of its own.
+    return text if text.strip() else str(_("The value is not valid."))
 
 
 def errors_by_field(exc: ValidationError) -> dict[str, list[str]]:

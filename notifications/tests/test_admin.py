@@ -34,6 +34,15 @@ def test_add_a_draft_with_recipients(admin: Client) -> None:
     assert notification.deliveries.count() == 2
 
 
+def test_a_draft_added_in_chinese_keeps_its_language(admin: Client) -> None:
+    admin.post(
+        reverse("admin:notifications_notification_add"),
+        {"subject": "通知", "body": "正文", "recipients": "a@example.com"},
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert Notification.objects.get().language == "zh-hans"
+
+
 def test_add_with_a_bad_address_creates_nothing(admin: Client) -> None:
     response = admin.post(
         reverse("admin:notifications_notification_add"),

@@ -64,6 +64,16 @@ def test_a_404_with_a_reason_shows_it(client: Client) -> None:
     assert "没有这个任务。" in response.content.decode()
 
 
+def test_get_object_or_404s_english_message_is_not_shown(client: Client) -> None:
+    # "No PageInfo matches the given query." names a model, untranslated: the path instead.
+    client.force_login(get_user_model().objects.create_superuser("root", "r@example.com", "pw"))
+    response = client.get("/pages/999999/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "matches the given query" not in page
+    assert "/pages/999999/ 处没有页面。" in page
+
+
 def test_the_500_page_needs_no_request_and_is_translated() -> None:
     with translation.override("zh-hans"):
         page = loader.get_template("500.html").render()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils import translation
 
+from operations.testing import with_ledger_tasks
 from operations.text import listed, sentences
 
 
@@ -19,3 +20,13 @@ def test_lists_use_the_readers_separator() -> None:
         assert listed(["sku", "name", "price"]) == "sku, name, price"
     with translation.override("zh-hans"):
         assert listed(("PNG", "JPEG")) == "PNG、JPEG"
+
+
+def test_the_ledger_tasks_join_a_workers_own_include() -> None:
+    # Celery keeps only the last --include: a second one would drop the first.
+    assert with_ledger_tasks(("-E",)) == ["-E", "--include", "reliability.ledger"]
+    assert with_ledger_tasks(("--include", "chaos.database")) == [
+        "--include",
+        "chaos.database,reliability.ledger",
+    ]
+    assert with_ledger_tasks(["-I=x"]) == ["-I=x,reliability.ledger"]

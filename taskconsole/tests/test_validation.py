@@ -211,3 +211,19 @@ def test_the_audits_examples_in_chinese() -> None:
             "items": ["至少应有 1 项，实际为 0 项"],
             "amount": ["最多只能有 2 位小数"],
         }
+
+
+def test_a_bare_assert_and_a_choice_holding_or_read_well_in_chinese() -> None:
+    from django.utils import translation
+
+    from taskconsole.validation import message
+
+    with translation.override("zh-hans"):
+        bare = message(
+            {"type": "assertion_error", "ctx": {"error": ""}, "msg": "Assertion failed, "}
+        )
+        choices = message(
+            {"type": "literal_error", "ctx": {"expected": "'a or b', 'c' or 'd'"}, "msg": ""}
+        )
+    assert bare == "值无效。"
+    assert choices.endswith("'a or b', 'c', 'd'")
