@@ -34,7 +34,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from PIL import ImageOps
 
-from operations.text import listed, sentences
+from operations.text import listed, sentences, written_in
 from reliability import outbox
 
 from .forms import PRODUCT_COLUMNS, AcceptedFile, ProductRowForm
@@ -260,7 +260,7 @@ def _unexpected_error(exc: BaseException) -> str:
 
 def _language_of(import_file: ImportFile) -> translation.override:
     # Messages are stored in the uploader's language, not the worker's.
-    return translation.override(import_file.batch.language or settings.LANGUAGE_CODE)
+    return written_in(import_file.batch.language)
 
 
 def _start(import_file: ImportFile) -> None:

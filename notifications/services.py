@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from operations.broker_errors import BROKER_ERRORS
+from operations.text import written_in
 
 from .models import Delivery, Notification
 
@@ -102,7 +103,7 @@ def in_language_of(notification_id: int) -> translation.override:
     language = (
         Notification.objects.filter(pk=notification_id).values_list("language", flat=True).first()
     )
-    return translation.override(language or settings.LANGUAGE_CODE)
+    return written_in(language)
 
 
 # Dispatching ------------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django_celery_results.models import TaskResult
 
+from operations.text import written_in
 from taskconsole.models import TaskStatus
 
 from . import client
@@ -104,7 +104,7 @@ def fetch_again(page: PageInfo, user: AbstractBaseUser | AnonymousUser | None) -
 def in_language_of(page_id: int) -> translation.override:
     """The submitter's language, for what a step writes (the worker's own is the site's)."""
     language = PageInfo.objects.filter(pk=page_id).values_list("language", flat=True).first()
-    return translation.override(language or settings.LANGUAGE_CODE)
+    return written_in(language)
 
 
 def _update(page_id: int, **fields: Any) -> None:

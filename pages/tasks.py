@@ -15,9 +15,9 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.utils import translation
 from django.utils.translation import gettext as _
 
+from operations.text import written_in
 from taskconsole.capture import OWNER_HEADER
 
 from . import services
@@ -69,7 +69,7 @@ def fetch_page(self, page_id: int) -> dict[str, Any]:
 
 @shared_task(soft_time_limit=30, time_limit=45, throws=(UnparsableHTML,))
 def parse_page(fetched: dict[str, Any]) -> dict[str, Any]:
-    with translation.override(fetched.get("language") or settings.LANGUAGE_CODE):
+    with written_in(fetched.get("language")):
         return services.parse_fetched(fetched)
 
 

@@ -30,3 +30,14 @@ def test_the_ledger_tasks_join_a_workers_own_include() -> None:
         "chaos.database,reliability.ledger",
     ]
     assert with_ledger_tasks(["-I=x"]) == ["-I=x,reliability.ledger"]
+
+
+def test_written_in_a_stored_language_or_the_sites() -> None:
+    from django.utils.translation import get_language
+
+    from operations.text import written_in
+
+    with written_in("zh-hans"):
+        assert get_language() == "zh-hans"
+    with translation.override("zh-hans"), written_in(""):
+        assert get_language() == "en"  # the site's (settings.LANGUAGE_CODE)
