@@ -41,6 +41,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from taskconsole.dbwait import waiting_for_database
 
@@ -146,6 +147,17 @@ def count_delivery(request: Any) -> Delivery:
     return Delivery.objects.get(key=key)
 
 
+def dead_letter_reason(count: int, limit: int) -> str:
+    """Why a task was set aside, in the worker's language (the site's: a worker serves no one)."""
+    return ngettext(
+        "Delivered %(count)d times; its worker died during the previous delivery (limit "
+        "%(limit)d).",
+        "Delivered %(count)d times; its worker died during each of the previous %(previous)d "
+        "deliveries (limit %(limit)d).",
+        count - 1,
+    ) % {"count": count, "previous": count - 1, "limit": limit}
+
+
 def dead_letter(task: DjangoTask, delivery: Delivery, reason: str) -> None:
     DeadLetter.objects.get_or_create(
         task_id=task.request.id,
@@ -177,10 +189,7 @@ class IdempotentTask(DjangoTask):
             raise Ignore()
         limit = getattr(self, "max_deliveries", None) or settings.RELIABILITY_MAX_DELIVERIES
         if delivery.count > limit:
-            reason = (
-                f"delivered {delivery.count} times; its worker died during each of the "
-                f"previous {delivery.count - 1} (limit {limit})"
-            )
+            reason = dead_letter_reason(delivery.count, limit)
             dead_letter(self, delivery, reason)
             raise DeadLettered(reason)
         result = super().__call__(*args, **kwargs)

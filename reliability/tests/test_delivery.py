@@ -8,6 +8,7 @@ from unittest import mock
 import pytest
 from django.db import transaction
 from django.test import Client
+from django.utils import translation
 from kombu.exceptions import OperationalError
 
 from operations.testing import wait_for
@@ -62,7 +63,11 @@ def test_a_poison_pill_is_dead_lettered_after_n_deliveries_and_the_queue_flows(
     wait_for(lambda: DeadLetter.objects.filter(task_id=pill.id).exists(), timeout=90)
     letter = DeadLetter.objects.get(task_id=pill.id)
     assert letter.deliveries == settings.RELIABILITY_MAX_DELIVERIES + 1
-    assert "its worker died" in letter.reason
+    limit = settings.RELIABILITY_MAX_DELIVERIES
+    assert letter.reason == (
+        f"Delivered {limit + 1} times; its worker died during each of the previous {limit} "
+        f"deliveries (limit {limit})."
+    )
     # Each of the N deliveries ran (and killed the child); the next was set aside unrun.
     assert len(ledger(run)) == settings.RELIABILITY_MAX_DELIVERIES
     record = wait_for(
@@ -229,3 +234,14 @@ def test_claims_are_pruned_after_the_redelivery_window(settings) -> None:
     recent = Delivery.objects.create(key="new:0", task_id="new", first_at=now - timedelta(hours=47))
     outbox.prune(max_age_days=7)
     assert list(Delivery.objects.filter(pk__in=[old.pk, recent.pk])) == [recent]
+
+
+def test_a_dead_letter_reason_reads_in_the_site_language() -> None:
+    with translation.override("en"):
+        assert delivery.dead_letter_reason(2, 1) == (
+            "Delivered 2 times; its worker died during the previous delivery (limit 1)."
+        )
+    with translation.override("zh-hans"):
+        assert delivery.dead_letter_reason(4, 3) == (
+            "已投递 4 次；前 3 次投递时，运行它的工作进程都退出了（上限 3 次）。"
+        )
