@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench chaos install browser lint format clean
+.PHONY: run test bench chaos install browser gettext lint format clean
 
 run: install
 	$(BIN)/python manage.py devstack
 
-test: install browser
+test: install browser gettext
 	$(BIN)/python scripts/run_tests.py $(ARGS)
 
 # Benchmarks and the chaos suite print figures; they are not part of `make test`.
@@ -38,6 +38,16 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else \
 			echo "The browser tests need Chromium: install it (apt-get install chromium, brew install --cask chromium) and set CHROMIUM=/path/to/it."; exit 1; \
+		fi; }
+
+# One test checks the translation catalogs with gettext's msgfmt, as compilemessages would.
+gettext:
+	@command -v msgfmt >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "Installing gettext for the translation tests..."; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null; \
+		else \
+			echo "The translation tests need gettext's msgfmt: install gettext (apt-get install gettext, brew install gettext)."; exit 1; \
 		fi; }
 
 lint: install

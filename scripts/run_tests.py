@@ -248,7 +248,12 @@ def main() -> int:
     failed = sum(o.failed for o in ran)
     passed = sum(o.passed for o in ran)
     skipped = sum(o.skipped for o in ran)
-    print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+    total = f"total: {passed} passed, {failed} failed, {skipped} skipped"
+    not_run = [o.name.split(" (")[0] for o in outcomes if not o.ran]
+    if not_run:
+        # A pass left out is not a skipped test, but the last line must not hide it.
+        total += f"; not run: {', '.join(not_run)} (see above)"
+    print(total)
     return 1 if failed else 0
 
 
