@@ -132,8 +132,19 @@ def _without(template: str) -> Iterator[None]:
         logger.removeFilter(keep)
 
 
+#: "Trying again in 8.00 seconds... (3/None)" counted against a maximum that is not there.
+RETRY_STEP_WITHOUT_LIMIT = "Trying again {when}... (attempt {retries}; no limit)"
+
+
 class Consumer(CeleryConsumer):
     """Celery's consumer with the message-refusing handlers' logging made safe (see above)."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        # Celery reads its retry line from a module global each time it starts connecting;
+        # the product retries for ever (CELERY_BROKER_CONNECTION_MAX_RETRIES = None).
+        if self.app.conf.broker_connection_max_retries is None:
+            celery_consumer.CONNECTION_RETRY_STEP = RETRY_STEP_WITHOUT_LIMIT
+        return super().ensure_connected(conn)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         name, task_id = _name_and_id(message)

@@ -79,8 +79,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # A broker that is down answers 503 with a clear page instead of a 500 or a hang.
+    # A broker or a database that is down answers 503 with a clear page instead of a 500 or
+    # a hang.
     "operations.middleware.BrokerUnavailableMiddleware",
+    "operations.middleware.DatabaseUnavailableMiddleware",
 ]
 
 if not DEBUG:
@@ -196,9 +198,20 @@ LOGGING = {
 # 最重要的配置，设置消息broker. redis://127.0.0.1:6379/0, or amqp://guest:guest@127.0.0.1:5672//
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A broker that does not answer must fail a publish within seconds, not hang the request.
+# A broker that does not answer must fail a publish within seconds, not hang the request:
+# one that refuses connections fails at once; one that accepts them and then says nothing (a
+# stopped or stuck Redis, a network that drops packets) fails each attempt after the socket
+# timeout, so a request gives up after about (publish retries + 1) x 3 s instead of waiting for
+# ever. Kombu's worker waits 1 s at a time for messages (BRPOP), well within it.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=3.0)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 3,
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0),
+    "socket_keepalive": True,
+}
+# A worker, beat or Flower keeps trying to reach a broker that is away, however long it takes
+# (Celery's default gives up after 100 tries, about 47 minutes, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,

@@ -20,3 +20,6 @@ urlpatterns = [
     path("console/", include("taskconsole.urls")),
     path("", include("reliability.urls")),
 ]
+
+# A database that is away answers 503 with its own page, whichever part of the request met it.
+handler500 = "operations.views.server_error"

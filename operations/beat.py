@@ -34,6 +34,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
 from django_celery_beat.schedulers import ModelEntry as BaseModelEntry
 
+from .broker_errors import BROKER_ERRORS
 from .models import BeatLock, BeatSlot, BeatState, Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -322,10 +323,21 @@ class DatabaseScheduler(BaseDatabaseScheduler):
             return None
         try:
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
-        except Exception:
+        except Exception as exc:
             # Not sent: free the slot so the next tick (or the other beat) can send it.
             BeatSlot.objects.filter(key=key).delete()
-            raise
+            # Celery wraps the publish's error in a SchedulingError and logs it with two stack
+            # traces; a broker that is away would fill beat's log with them every tick.
+            cause = exc if isinstance(exc, BROKER_ERRORS) else exc.__context__
+            if not isinstance(cause, BROKER_ERRORS):
+                raise
+            logger.error(
+                "beat: %s was not sent: the task broker did not answer (%s). It is sent at its "
+                "next run.",
+                entry.name,
+                cause,
+            )
+            return None
 
     def close(self) -> None:
         try:

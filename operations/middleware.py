@@ -4,7 +4,9 @@ import logging
 from collections.abc import Callable
 
 from django.db import Error as DBError  # any database error, InterfaceError included
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 
@@ -39,3 +41,38 @@ class BrokerUnavailableMiddleware:
             )
         response["Retry-After"] = "30"
         return response
+
+
+#: What a database that is away raises: refused or dropped connections, a locked or missing
+#: SQLite file. Not IntegrityError or ProgrammingError, which are the code's own faults.
+DATABASE_DOWN_ERRORS = (OperationalError, InterfaceError)
+
+
+def database_unavailable(request: HttpRequest | None) -> HttpResponse:
+    """A 503 page that needs nothing from the database (no user, no session)."""
+    response = HttpResponse(
+        render_to_string("operations/database_unavailable.html", request=request),
+        status=503,
+    )
+    response["Retry-After"] = "30"
+    return response
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with a clear page when a view meets a database that is away.
+
+    The views' own errors come here; one raised by another middleware (a session saved on the
+    way out) reaches handler500, which answers the same way (operations.views.server_error).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DATABASE_DOWN_ERRORS):
+            return None
+        logger.error("Database unavailable while serving %s: %s", request.path, exception)
+        return database_unavailable(request)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -16,3 +17,15 @@ def home(request: HttpRequest) -> HttpResponse:
         "flower_url": os.environ.get("DEVSTACK_FLOWER_URL", ""),
     }
     return render(request, "operations/home.html", context)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: a database that is away gets its 503 page, anything else Django's 500."""
+    from django.views.defaults import server_error as django_server_error
+
+    from .middleware import DATABASE_DOWN_ERRORS, database_unavailable
+
+    # Django calls this inside its handling of the exception, which is still the current one.
+    if isinstance(sys.exc_info()[1], DATABASE_DOWN_ERRORS):
+        return database_unavailable(request)
+    return django_server_error(request)

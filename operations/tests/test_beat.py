@@ -86,3 +86,28 @@ def test_a_settings_entry_is_written_again_only_when_it_changed() -> None:
     changed = PeriodicTask.objects.get(name="hourly-add")
     assert changed.args == "[5, 6]"
     assert changed.date_changed > first.date_changed
+
+
+def test_beat_says_in_one_line_that_the_broker_went_away_and_goes_on(start_beat, tmp_path) -> None:
+    from operations import embedded_redis
+
+    port = embedded_redis.free_port()
+    broker = embedded_redis.start(
+        port, tmp_path / "redis", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        every_second, _ = IntervalSchedule.objects.get_or_create(
+            every=1, period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.create(name="ping-away", task="app.tasks.ping", interval=every_second)
+        beat = start_beat({"CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+        beat.wait_for_output("Sending due task ping-away", 60)
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    not_sent = "beat: ping-away was not sent: the task broker did not answer"
+    wait_for(lambda: beat.output.count(not_sent) >= 2, timeout=60)
+    # Celery's own report of a failed send is a SchedulingError with two stack traces.
+    assert "Message Error" not in beat.output
+    assert "Traceback" not in beat.output
+    assert beat.process.poll() is None

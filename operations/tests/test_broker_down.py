@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import sys
+from collections.abc import Iterator
+
 import pytest
 
 from operations.embedded_redis import free_port
-from operations.testing import run_script
+from operations.testing import ManagedProcess, run_script
 from taskconsole.models import TaskRecord, TaskStatus
 
 # Runs in a fresh interpreter, so the settings read the broken CELERY_BROKER_URL as a real
@@ -63,3 +67,44 @@ def test_the_503_stands_when_the_database_is_gone_too(subprocess_env, tmp_path) 
     assert answer["status"] == 503
     assert answer["retry_after"] == "30"
     assert "The task queue is unavailable" in answer["body"]
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A broker that accepts connections and never answers: a stopped or stuck Redis."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    # Never accepted: the kernel completes the handshakes and keeps what is sent, as it does
+    # for a process that is stopped.
+    server.listen(64)
+    try:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    finally:
+        server.close()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_that_never_answers_gets_a_503_not_a_hung_request(
+    subprocess_env, silent_broker
+) -> None:
+    env = {**subprocess_env, "CELERY_BROKER_URL": silent_broker}
+    answer = run_script(SCRIPT, env, timeout=60)
+    assert answer["status"] == 503
+    assert answer["retry_after"] == "30"
+    assert "The task queue is unavailable" in answer["body"]
+    # Each try waits for the socket timeout (3 s), and a publish is tried three times.
+    assert answer["seconds"] < 20, answer["seconds"]
+
+
+@pytest.mark.integration
+def test_a_worker_keeps_trying_a_broker_that_is_away(subprocess_env) -> None:
+    env = {**subprocess_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    argv = [sys.executable, "-m", "celery", "-A", "myproject", "worker", "-l", "info", "-P"]
+    worker = ManagedProcess([*argv, "solo", "-n", "away@%h"], env, name="away")
+    try:
+        worker.wait_for_output("(attempt 2; no limit)", timeout=60)
+        assert worker.process.poll() is None
+        assert "/None)" not in worker.output
+    finally:
+        worker.stop()

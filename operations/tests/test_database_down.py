@@ -52,3 +52,77 @@ def test_the_api_and_readyz_answer_503_when_the_database_is_gone(subprocess_env,
     assert readyz["status"] == 503, readyz
     checks = {check["name"]: check["ok"] for check in json.loads(readyz["body"])["checks"]}
     assert checks["database"] is False
+
+
+PAGES_SCRIPT = """
+import json, sys
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+client = Client(HTTP_ACCEPT_LANGUAGE=sys.argv[1], raise_request_exception=False)
+client.cookies["sessionid"] = "s" * 32
+answers = {}
+for method, path in [
+    ("get", "/"), ("get", "/console/"), ("get", "/admin/"), ("get", "/notifications/"),
+    ("post", "/notifications/new/"),
+]:
+    response = getattr(client, method)(path)
+    answers[f"{method} {path}"] = {
+        "status": response.status_code,
+        "retry_after": response.get("Retry-After"),
+        "body": response.content.decode(),
+    }
+print(json.dumps(answers))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("language", "title", "saved"),
+    [
+        ("en", "The database is unavailable", "was probably not saved"),
+        ("zh-hans", "数据库不可用", "可能没有保存"),
+    ],
+)
+def test_pages_answer_503_saying_the_database_is_away(
+    subprocess_env, tmp_path, language, title, saved
+):
+    gone = tmp_path / "no-such-directory" / "db.sqlite3"
+    env = {
+        **subprocess_env,
+        "DATABASE_URL": f"sqlite:///{gone}",
+        "DJANGO_DEBUG": "False",
+        "DJANGO_SECRET_KEY": "test-" + "k" * 50,
+        "DJANGO_SECURE_SSL_REDIRECT": "False",
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+    }
+    answers = run_script(PAGES_SCRIPT, env, language)
+    for name, answer in answers.items():
+        assert answer["status"] == 503, (name, answer)
+        assert answer["retry_after"] == "30", name
+        assert title in answer["body"], name
+        assert saved in answer["body"], name
+        assert "OperationalError" not in answer["body"], name
+
+
+def test_handler500_gives_the_database_page_only_for_a_database_that_is_away(rf) -> None:
+    from django.db import IntegrityError, OperationalError
+
+    from operations.views import server_error
+
+    request = rf.get("/")
+    try:
+        raise OperationalError("could not connect to server")
+    except OperationalError:
+        away = server_error(request)
+    try:
+        raise IntegrityError("duplicate key")
+    except IntegrityError:
+        fault = server_error(request)
+    assert away.status_code == 503
+    assert away["Retry-After"] == "30"
+    assert "The database is unavailable" in away.content.decode()
+    assert fault.status_code == 500
+    assert "Server error" in fault.content.decode()
