@@ -15,10 +15,12 @@ that use them need committed data: mark them django_db(transaction=True).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from django.core.management.base import CommandError
@@ -70,6 +72,35 @@ def _use_broker(url: str) -> None:
     # Drop any pooled connection made for another URL.
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
+
+
+@contextmanager
+def _broker_refusing() -> Iterator[str]:
+    """For a while, the app's broker is a port bound and never listened on: every publish meets
+    a real refused connection, as with a broker that is down, and no server can start there
+    meanwhile. The test broker comes back afterwards."""
+    real = os.environ["CELERY_BROKER_URL"]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
+        _use_broker(url)
+        try:
+            yield url
+        finally:
+            _use_broker(real)
+
+
+@pytest.fixture
+def refusing_broker(broker_url: str) -> Callable[[], AbstractContextManager[str]]:
+    """`with refusing_broker(): ...` sends to a broker that refuses connections."""
+    return _broker_refusing
+
+
+@pytest.fixture
+def broker_away(broker_url: str) -> Iterator[str]:
+    """The whole test sends to a broker that refuses connections."""
+    with _broker_refusing() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", autouse=True)

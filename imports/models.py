@@ -30,6 +30,8 @@ class ImportBatch(models.Model):
     """The files one person uploaded at once."""
 
     class Status(models.TextChoices):
+        # Its files are stored and their messages wait in the outbox for the broker to be back.
+        NOT_QUEUED = "not_queued", _("waiting for the task queue")
         QUEUED = "queued", _("queued")
         PROCESSING = "processing", _("processing")
         DONE = "done", _("done")
@@ -76,6 +78,9 @@ class ImportFile(models.Model):
         IMAGE = "image", _("image")
 
     class Status(models.TextChoices):
+        # Not a failure: the broker did not take the task yet, and the outbox sweeper sends it
+        # once the broker is back (the worker then moves the file on to processing).
+        NOT_QUEUED = "not_queued", _("waiting for the task queue")
         QUEUED = "queued", _("queued")
         PROCESSING = "processing", _("processing")
         DONE = "done", _("done")

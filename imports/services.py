@@ -156,31 +156,30 @@ def dispatch_files(jobs: Sequence[tuple[int, str, int]]) -> None:
             # Not refused by the broker: the sweeper is sending it this moment (or the
             # database did not answer); the outbox sees it through.
             continue
+        # The broker's own words go to the log only: the person sees the file's status.
         logger.error("Could not queue imported files %s: %s", jobs[position:], error)
         # The broker is down for the rest as well: do not wait on it once per file. Their
         # messages stay in the outbox, which sends them once the broker is back.
         for unqueued_id, unqueued_task, _message_id in jobs[position:]:
-            _mark_unqueued(unqueued_id, unqueued_task, error)
+            _mark_unqueued(unqueued_id, unqueued_task)
         return
 
 
-def _mark_unqueued(file_id: int, task_id: str, error: str) -> None:
-    import_file = (
-        ImportFile.objects.select_related("batch")
-        .filter(pk=file_id, task_id=task_id, status=ImportFile.Status.QUEUED)
-        .first()
-    )
-    if import_file is None:
-        return
-    with _language_of(import_file):
-        _fail(
-            import_file,
-            _(
-                "The file is stored, but it could not be queued for processing yet "
-                "(%(error)s); it is queued automatically once the task broker is back."
-            )
-            % {"error": error},
-        )
+def _mark_unqueued(file_id: int, task_id: str) -> None:
+    # Waiting, not failed: nothing is wrong with the file, and its message is still in the
+    # outbox. Only a file still queued under this task: a worker that got the message from the
+    # sweeper meanwhile has moved it on, and its state wins.
+    marked = ImportFile.objects.filter(
+        pk=file_id, task_id=task_id, status=ImportFile.Status.QUEUED
+    ).update(status=ImportFile.Status.NOT_QUEUED)
+    if marked:
+        batch_id = ImportFile.objects.values_list("batch_id", flat=True).get(pk=file_id)
+        refresh_batch_status(batch_id)
+
+
+def count_not_queued(batch: ImportBatch) -> int:
+    """How many of the batch's files wait for the broker to take their task."""
+    return batch.files.filter(status=ImportFile.Status.NOT_QUEUED).count()
 
 
 # Processing one file (the task's work)
@@ -346,14 +345,19 @@ def refresh_batch_status(batch_id: int) -> None:
         # status computed before the other's file was done.
         batch = ImportBatch.objects.select_for_update().get(pk=batch_id)
         counts = dict(batch.files.order_by().values_list("status").annotate(n=Count("id")))
-        unfinished = counts.get(ImportFile.Status.QUEUED, 0) + counts.get(
-            ImportFile.Status.PROCESSING, 0
-        )
+        not_queued = counts.get(ImportFile.Status.NOT_QUEUED, 0)
+        queued = counts.get(ImportFile.Status.QUEUED, 0)
+        processing = counts.get(ImportFile.Status.PROCESSING, 0)
+        unfinished = not_queued + queued + processing
         done = counts.get(ImportFile.Status.DONE, 0)
         failed = counts.get(ImportFile.Status.FAILED, 0)
         if unfinished:
-            started = unfinished - counts.get(ImportFile.Status.QUEUED, 0) + done + failed
-            status = ImportBatch.Status.PROCESSING if started else ImportBatch.Status.QUEUED
+            if processing + done + failed:
+                status = ImportBatch.Status.PROCESSING
+            elif not_queued:
+                status = ImportBatch.Status.NOT_QUEUED
+            else:
+                status = ImportBatch.Status.QUEUED
         elif not failed:
             status = ImportBatch.Status.DONE
         elif not done:

@@ -88,16 +88,31 @@ def _upload(request: HttpRequest, handler: SizeLimitUploadHandler) -> HttpRespon
         context["batches"] = ImportBatch.objects.filter(created_by=request.user)[:20]
         return render(request, "imports/index.html", context, status=400)
     batch = services.create_batch(request.user, form.accepted, language=get_language() or "")
-    count = len(form.accepted)
-    messages.success(
-        request,
-        ngettext(
-            "%(count)d file stored and queued for processing.",
-            "%(count)d files stored and queued for processing.",
-            count,
+    # The commit has run dispatch_files by now; it marks the files the broker did not take.
+    not_queued = services.count_not_queued(batch)
+    queued = len(form.accepted) - not_queued
+    if queued:
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d file stored and queued for processing.",
+                "%(count)d files stored and queued for processing.",
+                queued,
+            )
+            % {"count": queued},
         )
-        % {"count": count},
-    )
+    if not_queued:
+        messages.warning(
+            request,
+            ngettext(
+                "%(count)d file stored, but not queued for processing yet: the task queue is "
+                "unavailable. It is queued automatically once the queue is back.",
+                "%(count)d files stored, but not queued for processing yet: the task queue is "
+                "unavailable. They are queued automatically once the queue is back.",
+                not_queued,
+            )
+            % {"count": not_queued},
+        )
     return redirect("imports:batch", batch_id=batch.pk)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from functools import partial
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from operations.broker_errors import BROKER_ERRORS
 
+from . import summaries
 from .models import Job, MaintenanceRun, RunStatus
 from .tasks import TASKS
 
@@ -36,13 +38,21 @@ def queue_run(
 def publish(job: Job, run_id: int, task_id: str) -> None:
     try:
         TASKS[job].apply_async(args=(run_id,), task_id=task_id)
-    except BROKER_ERRORS:
+    except BROKER_ERRORS as exc:
         # Not queued: say so on the run instead of leaving it "queued" for ever; the broker
-        # middleware then answers the request with its 503 page.
+        # middleware then answers the request with its 503 page (and logs the error).
+        # Stored as a worker stores its summaries, in the site's language, with the fixed
+        # text's key so each reader sees it in theirs; the broker's words stay in the details.
+        with translation.override(settings.LANGUAGE_CODE):
+            summary = _(summaries.NOT_STARTED)
         MaintenanceRun.objects.filter(pk=run_id).update(
             status=RunStatus.FAILED,
             finished_at=timezone.now(),
-            summary=_("Not started: the task broker did not answer. Please try again."),
+            summary=summary,
+            details={
+                summaries.FAILURE_KEY: summaries.NOT_STARTED,
+                summaries.ERROR_KEY: f"{type(exc).__name__}: {exc}",
+            },
         )
         raise
 

@@ -32,7 +32,11 @@ TIME_LIMIT = gettext_noop(
 WORKER_LOST = gettext_noop(
     "The worker stopped before this run finished (killed at its time limit, or it crashed)."
 )
-FAILURES = (TIME_LIMIT, WORKER_LOST)
+#: Written by the web process that asked for the run, not by a worker: its task never went out.
+NOT_STARTED = gettext_noop("Not started: the task broker did not answer. Please try again.")
+FAILURES = (TIME_LIMIT, WORKER_LOST, NOT_STARTED)
+#: In a run that was not started: the broker's own error, for the admin (never translated).
+ERROR_KEY = "error"
 
 
 def clear_expired(details: dict[str, Any]) -> str:

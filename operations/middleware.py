@@ -48,6 +48,12 @@ class BrokerUnavailableMiddleware:
 DATABASE_DOWN_ERRORS = (OperationalError, InterfaceError)
 
 
+def is_database_away(exc: BaseException | None) -> bool:
+    # SQLite's "no such table/column" is a database not migrated, which waiting won't fix: it
+    # keeps Django's own error page (in DEBUG, the traceback that names the table).
+    return isinstance(exc, DATABASE_DOWN_ERRORS) and not str(exc).startswith("no such ")
+
+
 def database_unavailable(request: HttpRequest | None) -> HttpResponse:
     """A 503 page that needs nothing from the database (no user, no session)."""
     response = HttpResponse(
@@ -72,7 +78,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, DATABASE_DOWN_ERRORS):
+        if not is_database_away(exception):
             return None
         logger.error("Database unavailable while serving %s: %s", request.path, exception)
         return database_unavailable(request)

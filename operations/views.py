@@ -23,9 +23,9 @@ def server_error(request: HttpRequest) -> HttpResponse:
     """handler500: a database that is away gets its 503 page, anything else Django's 500."""
     from django.views.defaults import server_error as django_server_error
 
-    from .middleware import DATABASE_DOWN_ERRORS, database_unavailable
+    from .middleware import database_unavailable, is_database_away
 
     # Django calls this inside its handling of the exception, which is still the current one.
-    if isinstance(sys.exc_info()[1], DATABASE_DOWN_ERRORS):
+    if is_database_away(sys.exc_info()[1]):
         return database_unavailable(request)
     return django_server_error(request)

@@ -45,7 +45,10 @@ class PageInfoAdmin(admin.ModelAdmin):
             },
         ),
         (_("Page"), {"fields": ["title", "description", "links"]}),
-        (_("Chain"), {"fields": ["fetch_task_id", "parse_task_id", "store_task_id"]}),
+        (
+            _("Chain"),
+            {"fields": ["chain_sent", "fetch_task_id", "parse_task_id", "store_task_id"]},
+        ),
         (_("Dates"), {"fields": ["created_at", "updated_at", "finished_at"]}),
     ]
 

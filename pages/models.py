@@ -67,6 +67,11 @@ class PageInfo(models.Model):
     fetch_task_id = models.CharField(_("fetch task id"), max_length=255, blank=True)
     parse_task_id = models.CharField(_("parse task id"), max_length=255, blank=True)
     store_task_id = models.CharField(_("store task id"), max_length=255, blank=True)
+    chain_sent = models.BooleanField(
+        _("chain sent"),
+        default=True,
+        help_text=_("Off when the broker did not take the chain: none of its steps was sent."),
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("created by"),

@@ -15,8 +15,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django_celery_results.models import TaskResult
 
+from operations.broker_errors import BROKER_ERRORS
 from operations.text import written_in
 from taskconsole.models import TaskStatus
 
@@ -82,15 +84,28 @@ def dispatch_chain(page: PageInfo) -> None:
     try:
         page_chain(page).apply_async()
     except Exception as exc:
+        # The broker's or driver's own words (English, with addresses) go to the log; the row
+        # keeps a sentence in the submitter's language.
         logger.exception("Could not queue the chain of PageInfo %s", page.pk)
+        with written_in(page.language):
+            error = not_queued_error(exc)
         _update(
             page.pk,
             status=PageInfo.Status.FAILED,
-            error=_("The fetch could not be queued (%(reason)s). Fetch it again later.")
-            % {"reason": f"{type(exc).__name__}: {exc}"},
+            error=error,
+            chain_sent=False,
             finished_at=timezone.now(),
         )
         raise
+
+
+def not_queued_error(exc: BaseException) -> str:
+    """Why the chain was not sent, in the active language, without the exception's text."""
+    if isinstance(exc, BROKER_ERRORS):
+        return _(
+            "The fetch could not be queued: the task queue is unavailable. Fetch it again later."
+        )
+    return _("The fetch could not be queued. Fetch it again later.")
 
 
 def fetch_again(page: PageInfo, user: AbstractBaseUser | AnonymousUser | None) -> PageInfo:
@@ -215,7 +230,13 @@ def visible_pages(user: AbstractBaseUser | AnonymousUser) -> QuerySet[PageInfo]:
     return pages.filter(created_by_id=user.pk)
 
 
-STATE_LABELS = {**dict(TaskStatus.choices), "PENDING": TaskStatus.QUEUED.label}
+#: A step of a chain the broker never took: no message of it exists (not a Celery state).
+NOT_QUEUED = "NOT_QUEUED"
+STATE_LABELS = {
+    **dict(TaskStatus.choices),
+    "PENDING": TaskStatus.QUEUED.label,
+    NOT_QUEUED: gettext_lazy("Not queued"),
+}
 
 
 def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
@@ -233,14 +254,16 @@ def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
         if not task_id:
             continue
         row = rows.get(task_id)
-        state = row.status if row else "PENDING"
+        # No result yet: waiting in the queue, unless the chain never reached the broker.
+        waiting = "PENDING" if page.chain_sent else NOT_QUEUED
+        state = row.status if row else waiting
         steps.append(
             {
                 "name": name,
                 "task_id": task_id,
                 "parent_id": parent_id,
                 "state": state,
-                # The console's words for Celery's states (no result stored yet: queued).
+                # The console's words for Celery's states.
                 "state_label": STATE_LABELS.get(state, state),
                 "worker": row.worker if row else None,
                 "date_started": row.date_started if row else None,

@@ -161,6 +161,21 @@ def named_arguments(name: str, args: list, kwargs: dict) -> dict[str, Any]:
     return named
 
 
+def _not_queued(name: str, exc: Exception) -> ActionError:
+    """A publish the broker refused or did not answer, for the page and the API.
+
+    The driver's own error (in English, naming the broker's host and port) goes to the log, and
+    to the task's record, "Not published: …" (taskconsole.unsent): not into the message people
+    read in their language.
+    """
+    logger.error("Could not publish %s: %s: %s", name, type(exc).__name__, exc)
+    return ActionError(
+        503,
+        "broker_unavailable",
+        _("The task could not be queued: the broker does not answer."),
+    )
+
+
 def _publish(
     user,
     launchable: registry.Launchable,
@@ -198,13 +213,7 @@ def _publish(
             # errors are the broker's, below.
             logger.info("Task %s failed in eager mode: %s", options["task_id"], type(exc).__name__)
             return options["task_id"]
-        logger.error("Could not publish %s: %s", launchable.name, exc)
-        raise ActionError(
-            503,
-            "broker_unavailable",
-            _("The task could not be queued: the broker does not answer (%(error)s).")
-            % {"error": exc},
-        ) from exc
+        raise _not_queued(launchable.name, exc) from exc
     return result.id
 
 
@@ -365,11 +374,6 @@ def run_now(user, pk: Any) -> str:
         with launched_by(Launcher(user.pk, Origin.CONSOLE, task.name)):
             result = current_app.send_task(task.task, args=args, kwargs=kwargs, **options)
     except Exception as exc:
-        raise ActionError(
-            503,
-            "broker_unavailable",
-            _("The task could not be queued: the broker does not answer (%(error)s).")
-            % {"error": exc},
-        ) from exc
+        raise _not_queued(task.task, exc) from exc
     audit_publish(user, AuditAction.SCHEDULE_RUN, task.name, task=task.task, task_id=result.id)
     return result.id

@@ -24,6 +24,8 @@ from .models import ApiToken
 logger = logging.getLogger(__name__)
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+#: Seconds a client is asked to wait after a 503, as the site's own 503 page asks.
+RETRY_AFTER = "30"
 
 
 def _token_user(request: HttpRequest):
@@ -59,7 +61,7 @@ def endpoint(methods: set[str]) -> Callable:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             try:
-                return answer(request, *args, **kwargs)
+                response = answer(request, *args, **kwargs)
             except (OperationalError, InterfaceError) as exc:
                 if str(exc).startswith("no such "):
                     # SQLite's "no such table/column": not migrated, which waiting won't fix.
@@ -72,8 +74,10 @@ def endpoint(methods: set[str]) -> Callable:
                     "database_unavailable",
                     _("The database does not answer. Try again shortly."),
                 )
-                response["Retry-After"] = "30"
-                return response
+            if response.status_code == 503:
+                # Every 503 (the database's, the broker's) says when to try again.
+                response.setdefault("Retry-After", RETRY_AFTER)
+            return response
 
         def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             if request.method not in methods:

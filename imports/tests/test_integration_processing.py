@@ -26,6 +26,7 @@ from imports import services
 from imports.models import ImportBatch, ImportFile, Product, RowError
 from imports.tasks import process_import_file
 from operations.testing import ManagedProcess, wait_for
+from reliability import outbox
 from taskconsole.models import Origin, TaskRecord, TaskStatus
 
 from .factories import corrupt_jpeg, csv_file, image_bytes, make_batch, product_csv, user_with
@@ -150,6 +151,28 @@ def test_a_heavy_worker_processes_a_whole_batch_uploaded_through_the_page(
     page = client.get(reverse("imports:batch", args=[batch.pk])).content.decode()
     assert "7 rows rejected" in page
     assert reverse("imports:thumbnail", args=[files["photo.jpg"].pk]) in page
+
+
+def test_a_file_uploaded_while_the_broker_refused_is_processed_once_it_is_back(
+    heavy_worker: ManagedProcess, client: Client, refusing_broker
+) -> None:
+    client.force_login(user_with("add_importbatch"))
+    with refusing_broker():
+        client.post(
+            reverse("imports:upload"),
+            {"files": [product_csv(5, with_bad_rows=False).upload("products.csv")]},
+        )
+    import_file = ImportFile.objects.get()
+    assert import_file.status == ImportFile.Status.NOT_QUEUED
+
+    # The broker is back: the outbox's periodic sweep sends the task, the worker moves it on.
+    assert outbox.sweep(older_than=0) == 1
+    done = wait_for(lambda: finished(import_file), timeout=60)
+    assert done.status == ImportFile.Status.DONE
+    assert (done.rows_imported, done.error) == (5, "")
+    batch = ImportBatch.objects.get()
+    assert batch.status == ImportBatch.Status.DONE
+    assert batch.finished_at is not None
 
 
 def test_progress_is_visible_from_outside_while_it_runs(

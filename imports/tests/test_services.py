@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 from celery.exceptions import TimeLimitExceeded
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import translation
 from kombu.exceptions import OperationalError as BrokerError
 from PIL import Image
 
@@ -18,7 +19,7 @@ from imports.models import ImportBatch, ImportFile, Product, RowError
 from imports.tasks import process_import_file, record_import_failure
 from myproject.celery import app as celery_app
 from reliability import outbox
-from reliability.models import OutboxMessage
+from reliability.models import OutboxMessage, OutboxStatus
 
 from .factories import (
     CsvFile,
@@ -87,7 +88,7 @@ def test_the_import_task_is_routed_to_heavy_tasks() -> None:
     assert route["queue"].name == "heavy_tasks"
 
 
-def test_a_broker_outage_marks_the_stored_files_failed_and_keeps_them(media: Path) -> None:
+def test_a_broker_outage_leaves_the_stored_files_waiting_not_failed(media: Path) -> None:
     batch = make_batch(csv_file("a.csv", b"sku\n1\n"), csv_file("b.csv", b"sku\n1\n"))
     files = list(batch.files.all())
     with mock.patch.object(
@@ -97,12 +98,61 @@ def test_a_broker_outage_marks_the_stored_files_failed_and_keeps_them(media: Pat
     assert apply_async.call_count == 1  # the second file does not wait on a dead broker again
     for f in files:
         f.refresh_from_db()
-        assert f.status == ImportFile.Status.FAILED
-        assert "could not be queued" in f.error
-        assert "connection refused" in f.error
+        assert f.status == ImportFile.Status.NOT_QUEUED
+        assert f.error == ""  # the broker's words are logged, not shown as the file's error
+        assert f.finished_at is None
         assert (media / f.file.name).is_file()
+        # Still in the outbox, which sends it once the broker is back.
+        assert OutboxMessage.objects.get(task_id=f.task_id).status == OutboxStatus.PENDING
     batch.refresh_from_db()
-    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.status == ImportBatch.Status.NOT_QUEUED
+    assert not batch.finished
+    assert services.count_not_queued(batch) == 2
+
+
+def test_a_file_waiting_for_the_broker_is_not_reprocessed_twice() -> None:
+    import_file = only_file(make_batch(csv_file("a.csv", b"sku\n1\n")))
+    ImportFile.objects.filter(pk=import_file.pk).update(status=ImportFile.Status.NOT_QUEUED)
+    # Its task is still in the outbox: a second one would process the file twice.
+    assert services.reprocess_files(ImportFile.objects.all()) == 0
+
+
+def test_a_waiting_file_moves_on_when_its_task_runs() -> None:
+    import_file = only_file(make_batch(csv_file("a.csv", product_csv(3).content)))
+    ImportFile.objects.filter(pk=import_file.pk).update(status=ImportFile.Status.NOT_QUEUED)
+    services.refresh_batch_status(import_file.batch_id)
+    assert process(import_file).status == ImportFile.Status.DONE
+    import_file.batch.refresh_from_db()
+    assert import_file.batch.status == ImportBatch.Status.DONE
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        (["not_queued", "not_queued"], ImportBatch.Status.NOT_QUEUED),
+        (["queued", "not_queued"], ImportBatch.Status.NOT_QUEUED),
+        (["done", "not_queued"], ImportBatch.Status.PROCESSING),
+        (["failed", "not_queued"], ImportBatch.Status.PROCESSING),
+        (["queued", "queued"], ImportBatch.Status.QUEUED),
+    ],
+)
+def test_a_batch_with_waiting_files_is_never_failed(statuses, expected) -> None:
+    batch = make_batch(*(csv_file(f"{n}.csv", b"sku\n1\n") for n in range(len(statuses))))
+    for import_file, status in zip(batch.files.all(), statuses, strict=True):
+        ImportFile.objects.filter(pk=import_file.pk).update(status=status)
+    services.refresh_batch_status(batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == expected
+    assert batch.finished_at is None
+
+
+@pytest.mark.parametrize(
+    ("language", "label"), [("en", "waiting for the task queue"), ("zh-hans", "等待任务队列")]
+)
+def test_the_waiting_status_reads_in_both_languages(language: str, label: str) -> None:
+    with translation.override(language):
+        assert str(ImportFile.Status.NOT_QUEUED.label) == label
+        assert str(ImportBatch.Status.NOT_QUEUED.label) == label
 
 
 def test_a_failing_store_removes_the_files_already_written(media: Path) -> None:

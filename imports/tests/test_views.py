@@ -16,6 +16,7 @@ from imports.models import ImportBatch, ImportFile
 from imports.tasks import process_import_file
 from imports.validators import CSV_SNIFF_BYTES, validate_upload
 from reliability import outbox
+from reliability.models import OutboxMessage, OutboxStatus
 
 from .factories import (
     corrupt_jpeg,
@@ -300,3 +301,86 @@ def test_a_failed_file_shows_its_error_on_the_page(client: Client, uploader) -> 
     assert "Missing: price, stock" in body
     assert "corrupt or truncated" in body
     assert "setTimeout(poll" not in body  # finished: the page stops polling
+
+
+def upload_while_refused(client: Client, refusing_broker, **headers) -> tuple[ImportFile, object]:
+    with refusing_broker():
+        response = client.post(
+            UPLOAD,
+            {"files": [upload("products.csv", product_csv(3).content)]},
+            follow=True,
+            **headers,
+        )
+    return ImportFile.objects.select_related("batch").get(), response
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_the_broker_refuses_waits_for_the_queue_with_a_warning(
+    client: Client, uploader, refusing_broker
+) -> None:
+    import_file, response = upload_while_refused(client, refusing_broker)
+    batch = import_file.batch
+    assert response.redirect_chain == [(reverse("imports:batch", args=[batch.pk]), 302)]
+    # Waiting, not failed: its message is in the outbox, with the broker's real refusal.
+    assert import_file.status == ImportFile.Status.NOT_QUEUED
+    assert batch.status == ImportBatch.Status.NOT_QUEUED
+    assert import_file.error == ""
+    message = OutboxMessage.objects.get(task_id=import_file.task_id)
+    assert message.status == OutboxStatus.PENDING
+    assert "Connection refused" in message.last_error
+    # A warning, and no success message beside it.
+    [shown] = response.context["messages"]
+    assert shown.level_tag == "warning"
+    assert str(shown) == (
+        "1 file stored, but not queued for processing yet: the task queue is unavailable. "
+        "It is queued automatically once the queue is back."
+    )
+    page = response.content.decode()
+    assert "queued for processing." not in page
+    assert '<td data-field="status" class="not_queued">waiting for the task queue</td>' in page
+    assert "Connection refused" not in page
+    assert client.get(reverse("imports:batch_status", args=[batch.pk])).json()["status"] == (
+        "not_queued"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_the_broker_refuses_is_explained_in_chinese_without_the_brokers_english(
+    client: Client, uploader, refusing_broker
+) -> None:
+    import_file, response = upload_while_refused(
+        client, refusing_broker, HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
+    assert import_file.status == ImportFile.Status.NOT_QUEUED
+    [shown] = response.context["messages"]
+    assert str(shown) == (
+        "已保存 1 个文件，但暂未加入处理队列：任务队列不可用。队列恢复后会自动加入。"
+    )
+    page = response.content.decode()
+    assert '<td data-field="status" class="not_queued">等待任务队列</td>' in page
+    assert "Connection refused" not in page
+    assert "Error 111" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_the_broker_takes_some_files_both_messages_are_shown(client: Client, uploader) -> None:
+    down = OSError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+    calls = []
+
+    def second_refused(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            raise down
+
+    with mock.patch.object(process_import_file, "apply_async", side_effect=second_refused):
+        response = client.post(
+            UPLOAD,
+            {"files": [upload(f"{n}.csv", product_csv(2).content) for n in "abc"]},
+            follow=True,
+        )
+    assert [str(m) for m in response.context["messages"]] == [
+        "1 file stored and queued for processing.",
+        "2 files stored, but not queued for processing yet: the task queue is unavailable. "
+        "They are queued automatically once the queue is back.",
+    ]
+    assert ImportBatch.objects.get().status == ImportBatch.Status.NOT_QUEUED

@@ -423,3 +423,24 @@ def test_a_run_that_fails_again_shows_its_new_error_not_an_older_failure(monkeyp
         services.run_job(Job.PRUNE_RESULTS, run_id=run.pk)
     run.refresh_from_db()
     assert run.summary_display == "OSError: disk full"
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("en", "Not started: the task broker did not answer. Please try again."),
+        ("zh-hans", "未启动：broker 没有响应。请重试。"),
+    ],
+)
+def test_a_run_that_was_not_started_reads_in_the_readers_language(language, text) -> None:
+    run = MaintenanceRun(
+        job=Job.BACKUP_DATABASE,
+        status=RunStatus.FAILED,
+        summary="Not started: the task broker did not answer. Please try again.",
+        details={
+            summaries.FAILURE_KEY: summaries.NOT_STARTED,
+            summaries.ERROR_KEY: "OperationalError: Error 111 connecting to 127.0.0.1:6390.",
+        },
+    )
+    with translation.override(language):
+        assert run.summary_display == text

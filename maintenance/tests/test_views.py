@@ -5,7 +5,7 @@ from amqp.exceptions import NotAllowed
 from django.test import Client
 from kombu.exceptions import OperationalError
 
-from maintenance import tasks
+from maintenance import summaries, tasks
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from maintenance.schedules import sync_schedules
 
@@ -152,6 +152,34 @@ def test_a_broker_outage_fails_the_run_and_answers_503(admin_user, monkeypatch, 
     run = MaintenanceRun.objects.get()
     assert run.status == RunStatus.FAILED
     assert "broker did not answer" in run.summary
+    assert run.details["failure"] == summaries.NOT_STARTED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_the_broker_refused_reads_in_each_readers_language(
+    admin_user, refusing_broker
+) -> None:
+    # Asked for in Chinese, while the broker refuses connections for real.
+    requester = Client(raise_request_exception=False, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    requester.force_login(admin_user)
+    with refusing_broker():
+        response = requester.post("/maintenance/run/prune_results/")
+    assert response.status_code == 503
+    run = MaintenanceRun.objects.get()
+    assert run.status == RunStatus.FAILED
+    # Stored as a worker stores summaries (the site's language), with what the readers'
+    # versions are made from; the broker's own words are kept apart, for the admin.
+    assert run.summary == "Not started: the task broker did not answer. Please try again."
+    assert run.details["failure"] == summaries.NOT_STARTED
+    assert "Connection refused" in run.details["error"]
+
+    english = Client(HTTP_ACCEPT_LANGUAGE="en")
+    english.force_login(admin_user)
+    assert run.summary in english.get(INDEX).content.decode()
+    page = requester.get(INDEX).content.decode()
+    assert "未启动：broker 没有响应。请重试。" in page
+    assert "Not started" not in page
+    assert "Connection refused" not in page
 
 
 def test_the_admin_changelist_has_a_run_button_per_job(admin_client: Client) -> None:

@@ -121,8 +121,14 @@ def test_handler500_gives_the_database_page_only_for_a_database_that_is_away(rf)
         raise IntegrityError("duplicate key")
     except IntegrityError:
         fault = server_error(request)
+    try:
+        raise OperationalError("no such table: app_article")
+    except OperationalError:
+        not_migrated = server_error(request)
     assert away.status_code == 503
     assert away["Retry-After"] == "30"
     assert "The database is unavailable" in away.content.decode()
     assert fault.status_code == 500
     assert "Server error" in fault.content.decode()
+    # Not migrated: waiting won't fix it.
+    assert not_migrated.status_code == 500

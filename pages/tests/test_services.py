@@ -65,8 +65,58 @@ def test_a_broker_that_refuses_the_chain_is_recorded_on_the_row() -> None:
         services.dispatch_chain(page)
     page.refresh_from_db()
     assert page.status == PageInfo.Status.FAILED
-    assert "could not be queued" in page.error
+    assert page.error == (
+        "The fetch could not be queued: the task queue is unavailable. Fetch it again later."
+    )
+    assert page.chain_sent is False
     assert page.finished_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("language", "error"),
+    [
+        (
+            "en",
+            "The fetch could not be queued: the task queue is unavailable. Fetch it again later.",
+        ),
+        ("zh-hans", "抓取任务未能加入队列：任务队列不可用。请稍后重新抓取。"),
+    ],
+)
+def test_a_chain_a_real_broker_refuses_says_why_without_the_brokers_words(
+    refusing_broker, language: str, error: str
+) -> None:
+    page = make_page(language=language)
+    with refusing_broker(), pytest.raises(OperationalError, match="Connection refused"):
+        services.dispatch_chain(page)
+    page.refresh_from_db()
+    assert (page.status, page.chain_sent) == (PageInfo.Status.FAILED, False)
+    # The submitter's language alone: the driver's English and the address stay in the log.
+    assert page.error == error
+    assert not TaskResult.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("exc", "english", "chinese"),
+    [
+        (
+            OperationalError("Error 111 connecting to 127.0.0.1:6390. Connection refused."),
+            "The fetch could not be queued: the task queue is unavailable. Fetch it again later.",
+            "抓取任务未能加入队列：任务队列不可用。请稍后重新抓取。",
+        ),
+        (
+            TypeError("Object of type PageInfo is not JSON serializable"),
+            "The fetch could not be queued. Fetch it again later.",
+            "抓取任务未能加入队列。请稍后重新抓取。",
+        ),
+    ],
+    ids=["broker", "other"],
+)
+def test_the_not_queued_error_reads_in_both_languages(exc, english: str, chinese: str) -> None:
+    with translation.override("en"):
+        assert services.not_queued_error(exc) == english
+    with translation.override("zh-hans"):
+        assert services.not_queued_error(exc) == chinese
 
 
 def test_parse_leaves_the_body_behind() -> None:
@@ -156,6 +206,23 @@ def test_chain_steps_show_parents_and_stored_states() -> None:
     assert [s["state"] for s in steps] == ["SUCCESS", "STARTED", "PENDING"]
     with translation.override("zh-hans"):
         assert [str(s["state_label"]) for s in steps] == ["成功", "已开始", "已入队"]
+
+
+def test_steps_of_a_chain_never_sent_say_not_queued_in_both_languages() -> None:
+    page = make_page(status=PageInfo.Status.FAILED, chain_sent=False)
+    steps = services.chain_steps(page)
+    assert [s["state"] for s in steps] == [services.NOT_QUEUED] * 3
+    with translation.override("en"):
+        assert [str(s["state_label"]) for s in steps] == ["Not queued"] * 3
+    with translation.override("zh-hans"):
+        assert [str(s["state_label"]) for s in steps] == ["未入队"] * 3
+    # A step that ran after all (the broker took it, then its answer was lost) shows its state.
+    TaskResult.objects.create(task_id=page.fetch_task_id, status="FAILURE")
+    assert [s["state"] for s in services.chain_steps(page)] == [
+        "FAILURE",
+        "NOT_QUEUED",
+        "NOT_QUEUED",
+    ]
 
 
 def test_chain_result_follows_parents_to_the_fetch() -> None:

@@ -172,3 +172,27 @@ def test_admin_lists_pages_and_fetches_again(
     assert b"Fetching 1 URL again." in response.content
     assert PageInfo.objects.count() == 2
     assert dispatched.call_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("language", "not_queued", "queued"),
+    [("en", "Not queued", "Queued"), ("zh-hans", "未入队", "已入队")],
+)
+def test_a_chain_the_broker_refused_shows_its_steps_as_not_queued(
+    refusing_broker, language: str, not_queued: str, queued: str
+) -> None:
+    client = Client(raise_request_exception=False, HTTP_ACCEPT_LANGUAGE=language)
+    client.force_login(make_user("pages.add_pageinfo"))
+    with refusing_broker():
+        response = client.post(reverse("pages:submit"), {"url": "https://example.com/"})
+    assert response.status_code == 503
+    page = PageInfo.objects.get()
+    assert page.status == PageInfo.Status.FAILED
+
+    detail = client.get(reverse("pages:detail", args=[page.pk])).content.decode()
+    assert detail.count(f"<td>{not_queued}</td>") == 3
+    assert f"<td>{queued}</td>" not in detail
+    assert "Connection refused" not in detail
+    status = client.get(reverse("pages:status", args=[page.pk])).json()
+    assert [step["state_label"] for step in status["chain"]] == [not_queued] * 3

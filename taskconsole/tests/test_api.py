@@ -452,3 +452,57 @@ def test_eager_tasks_inside_an_eager_task_all_belong_to_the_launcher(people, eag
     assert children.count() == 2
     assert {(r.origin, r.owner_id) for r in children} == {(Origin.TASK, owner.pk)}
     assert context.current_launcher() is None
+
+
+@pytest.mark.parametrize(
+    ("language", "detail"),
+    [
+        ("en", "The task could not be queued: the broker does not answer."),
+        ("zh-hans", "任务未能加入队列：broker 没有响应。"),
+    ],
+)
+def test_a_broker_that_refuses_connections_is_a_503_to_try_again_later(
+    people, broker_away, caplog, language, detail
+) -> None:
+    owner, _, staff = people
+    launched = {"task": "tc_tests.progress", "arguments": {"steps": 1}}
+    response = post_json(login(owner), f"{API}/launch/", launched, HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    # The sentence alone, in the user's language: the driver's English goes to the log.
+    assert response.json() == {"error": "broker_unavailable", "detail": detail}
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "taskconsole.actions"]
+    assert logged.startswith("Could not publish tc_tests.progress: OperationalError: ")
+    assert "Connection refused" in logged
+    # The task's record keeps the driver's words as its reason.
+    [(status, exception)] = TaskRecord.objects.values_list("status", "exception")
+    assert status == TaskStatus.FAILURE
+    assert exception.startswith("Not published: OperationalError: ")
+    assert "Connection refused" in exception
+    assert not AuditEntry.objects.exists()
+
+    # A periodic task's "run now" answers the same.
+    every = IntervalSchedule.objects.create(every=30, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(
+        name="p1", task="app.tasks.add", interval=every, args="[1, 2]"
+    )
+    response = login(staff).post(f"{API}/periodic/{task.pk}/run/", HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json() == {"error": "broker_unavailable", "detail": detail}
+
+
+def test_a_database_that_does_not_answer_is_a_503_to_try_again_later(people) -> None:
+    from django.db import OperationalError
+
+    owner, _, _ = people
+    client = login(owner)
+    gone = OperationalError("could not connect to server: Connection refused")
+    with mock.patch("taskconsole.queries.task_page", side_effect=gone):
+        response = client.get(f"{API}/tasks/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json() == {
+        "error": "database_unavailable",
+        "detail": "数据库没有响应，请稍后再试。",
+    }

@@ -369,3 +369,28 @@ def test_retrying_a_lost_task_asks_first(make_user) -> None:
     page = login(user).get("/console/tasks/lost-1/").content.decode()
     assert 'id="retry-button"' in page
     assert "it may have finished. Run it again?" in page
+
+
+@pytest.mark.parametrize(
+    ("language", "said"),
+    [
+        ("en", "The task could not be queued: the broker does not answer."),
+        ("zh-hans", "任务未能加入队列：broker 没有响应。"),
+    ],
+)
+def test_the_launch_form_says_the_broker_is_away_in_the_users_language(
+    make_user, broker_away, language, said
+) -> None:
+    client = login(make_user("view", "launch"))
+    response = client.post(
+        "/console/launch/tc_tests.progress/",
+        {"steps": "2", "delay": "0"},
+        HTTP_ACCEPT_LANGUAGE=language,
+    )
+    assert response.status_code == 503
+    body = response.content.decode()
+    assert f'<li class="m-error">{said}</li>' in body
+    # The driver's own words ("Error 111 connecting to 127.0.0.1:…") are for the log.
+    assert "Connection refused" not in body
+    assert "127.0.0.1" not in body
+    assert 'value="2"' in body
