@@ -115,6 +115,11 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         data = json.loads(request.body)
     except (ValueError, RecursionError) as exc:
+        # Valid JSON, but Python will not read an integer of more than 4,300 digits.
+        if "integer string conversion" in str(exc):
+            raise ActionError(
+                400, "invalid_json", _("A number in the request body has too many digits.")
+            ) from exc
         # RecursionError: arrays or objects nested thousands deep, which no launch form needs.
         raise ActionError(400, "invalid_json", _("The request body is not valid JSON.")) from exc
     if not isinstance(data, dict):

@@ -159,6 +159,11 @@ def test_bad_bodies_and_methods(people, sent) -> None:
     deep = '{"task": "app.tasks.add", "arguments": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"
     response = client.post(f"{API}/launch/", deep, content_type="application/json")
     assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
+    # Valid JSON that Python refuses to read: said as it is, not as invalid JSON.
+    long_number = '{"task": "app.tasks.add", "arguments": {"x": ' + "9" * 5000 + ', "y": 1}}'
+    response = client.post(f"{API}/launch/", long_number, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "A number in the request body has too many digits."
     assert client.get(f"{API}/launch/").status_code == 405
     assert client.post(f"{API}/tasks/").status_code == 405
     huge = json.dumps({"task": "app.tasks.add", "arguments": {"x": 1, "pad": "y" * 40000}})
