@@ -75,18 +75,25 @@ def _use_broker(url: str) -> None:
 
 
 @contextmanager
-def _broker_refusing() -> Iterator[str]:
+def _broker_refusing(silent: bool = False) -> Iterator[str]:
     """For a while, the app's broker is a port bound and never listened on: every publish meets
     a real refused connection, as with a broker that is down, and no server can start there
-    meanwhile. The test broker comes back afterwards."""
+    meanwhile. `silent`: the port listens and never answers (a stopped Redis: the kernel takes
+    the connections and what is sent), with a short socket timeout. The test broker comes back
+    afterwards."""
     real = os.environ["CELERY_BROKER_URL"]
+    options = celery_app.conf.broker_transport_options
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
+        if silent:
+            held.listen(64)
+            celery_app.conf.broker_transport_options = {**options, "socket_timeout": 0.5}
         url = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
         _use_broker(url)
         try:
             yield url
         finally:
+            celery_app.conf.broker_transport_options = options
             _use_broker(real)
 
 
@@ -100,6 +107,13 @@ def refusing_broker(broker_url: str) -> Callable[[], AbstractContextManager[str]
 def broker_away(broker_url: str) -> Iterator[str]:
     """The whole test sends to a broker that refuses connections."""
     with _broker_refusing() as url:
+        yield url
+
+
+@pytest.fixture
+def broker_silent(broker_url: str) -> Iterator[str]:
+    """The whole test sends to a broker that takes connections and never answers."""
+    with _broker_refusing(silent=True) as url:
         yield url
 
 

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from operations.broker_errors import BROKER_ERRORS
+from operations.broker_errors import BROKER_ERRORS, unanswered
 
 from . import summaries
 from .models import Job, MaintenanceRun, RunStatus
@@ -39,6 +39,10 @@ def publish(job: Job, run_id: int, task_id: str) -> None:
     try:
         TASKS[job].apply_async(args=(run_id,), task_id=task_id)
     except BROKER_ERRORS as exc:
+        if unanswered(exc):
+            # The broker may have it and start the run once it answers: the run stays queued
+            # (failing it would invite a second run); the 503 page says to look here first.
+            raise
         # Not queued: say so on the run instead of leaving it "queued" for ever; the broker
         # middleware then answers the request with its 503 page (and logs the error).
         # Stored as a worker stores its summaries, in the site's language, with the fixed

@@ -34,7 +34,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
 from django_celery_beat.schedulers import ModelEntry as BaseModelEntry
 
-from .broker_errors import BROKER_ERRORS
+from .broker_errors import BROKER_ERRORS, unanswered
 from .models import BeatLock, BeatSlot, BeatState, Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -324,6 +324,15 @@ class DatabaseScheduler(BaseDatabaseScheduler):
         try:
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         except Exception as exc:
+            if unanswered(exc):
+                # The broker may have it (a stopped Redis runs what waited in its socket when it
+                # resumes): the slot stays taken, so no other beat sends it a second time.
+                logger.error(
+                    "beat: %s may not have been sent: the task broker did not answer in time (%s).",
+                    entry.name,
+                    exc.__context__ or exc,
+                )
+                return None
             # Not sent: free the slot so the next tick (or the other beat) can send it.
             BeatSlot.objects.filter(key=key).delete()
             # Celery wraps the publish's error in a SchedulingError and logs it with two stack

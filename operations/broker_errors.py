@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from kombu.exceptions import OperationalError
 
+# A send that timed out may have reached the broker: said apart from a refused one.
+from taskconsole.unsent import unanswered  # noqa: F401
+
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
     try:

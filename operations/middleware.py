@@ -10,9 +10,12 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 
-from .broker_errors import BROKER_ERRORS
+from .broker_errors import BROKER_ERRORS, unanswered
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a 503 asks the client to wait before trying again.
+RETRY_AFTER = "30"
 
 
 class BrokerUnavailableMiddleware:
@@ -29,7 +32,12 @@ class BrokerUnavailableMiddleware:
             return None
         logger.error("Task broker unavailable while serving %s: %s", request.path, exception)
         try:
-            response = TemplateResponse(request, "operations/broker_unavailable.html", status=503)
+            response = TemplateResponse(
+                request,
+                "operations/broker_unavailable.html",
+                {"unanswered": unanswered(exception)},
+                status=503,
+            )
             response.render()
         except DBError:
             # The page's header reads the user from the database: when that is gone too, a
@@ -39,7 +47,7 @@ class BrokerUnavailableMiddleware:
                 status=503,
                 content_type="text/plain; charset=utf-8",
             )
-        response["Retry-After"] = "30"
+        response["Retry-After"] = RETRY_AFTER
         return response
 
 
@@ -60,7 +68,7 @@ def database_unavailable(request: HttpRequest | None) -> HttpResponse:
         render_to_string("operations/database_unavailable.html", request=request),
         status=503,
     )
-    response["Retry-After"] = "30"
+    response["Retry-After"] = RETRY_AFTER
     return response
 
 

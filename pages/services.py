@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_celery_results.models import TaskResult
 
-from operations.broker_errors import BROKER_ERRORS
+from operations.broker_errors import BROKER_ERRORS, unanswered
 from operations.text import written_in
 from taskconsole.models import TaskStatus
 
@@ -87,6 +87,10 @@ def dispatch_chain(page: PageInfo) -> None:
         # The broker's or driver's own words (English, with addresses) go to the log; the row
         # keeps a sentence in the submitter's language.
         logger.exception("Could not queue the chain of PageInfo %s", page.pk)
+        if unanswered(exc):
+            # The broker may have the chain and run it once it answers: the row stays queued
+            # rather than failed beside a fetch that then happens.
+            raise
         with written_in(page.language):
             error = not_queued_error(exc)
         _update(

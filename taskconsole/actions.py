@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from pydantic import ValidationError
 
-from . import buffer, permissions, queries, registry
+from . import buffer, permissions, queries, registry, unsent
 from .capture import RETRY_OF_HEADER, buffers_here
 from .conf import has_beat
 from .context import Launcher, acting, launched_by
@@ -169,6 +169,15 @@ def _not_queued(name: str, exc: Exception) -> ActionError:
     read in their language.
     """
     logger.error("Could not publish %s: %s: %s", name, type(exc).__name__, exc)
+    if unsent.unanswered(exc):
+        return ActionError(
+            503,
+            "broker_unavailable",
+            _(
+                "The broker did not answer in time: the task may still be queued. Look for it "
+                "in the task list before you launch it again."
+            ),
+        )
     return ActionError(
         503,
         "broker_unavailable",

@@ -34,6 +34,22 @@ SENT_AGAIN_HEADER = "taskconsole_sent_again"
 _UNSENT_STATES = (TaskStatus.QUEUED, TaskStatus.SCHEDULED)
 
 
+def unanswered(exc: BaseException | None) -> bool:
+    """A send that timed out waiting for the broker's answer (kombu wraps the driver's error).
+
+    Unlike a refused connection, the message may have reached the broker, which runs it once it
+    answers again (a stopped Redis reads what waited in its socket when it resumes): whether the
+    task was queued is not known.
+    """
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
+            return True  # the builtin (socket.timeout) or a driver's own (redis-py's)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 def not_published(task_ids: Iterable[str], exc: BaseException) -> None:
     """Mark the waiting records of these tasks failed; a database gone too is only logged.
 
@@ -42,6 +58,14 @@ def not_published(task_ids: Iterable[str], exc: BaseException) -> None:
     """
     task_ids = [task_id for task_id in task_ids if task_id]
     if not task_ids:
+        return
+    if unanswered(exc):
+        # Maybe queued after all: a failed record would invite a second launch of a task that
+        # then runs. It stays waiting, and the worker's record of it follows if it comes.
+        logger.warning(
+            "taskconsole: the broker did not answer the send of %s in time; they may still run",
+            ", ".join(task_ids),
+        )
         return
     try:
         # A record may still be in this process's buffer: the buffer is written first (only

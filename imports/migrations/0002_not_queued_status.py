@@ -3,6 +3,15 @@
 from django.db import migrations, models
 
 
+def queued_again(apps, schema_editor):
+    # Before this status, a file the broker had not taken yet counted as queued (its message
+    # waits in the outbox either way): so it is counted again when this migration is undone.
+    for model in ("ImportFile", "ImportBatch"):
+        apps.get_model("imports", model).objects.filter(status="not_queued").update(
+            status="queued"
+        )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -10,6 +19,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(migrations.RunPython.noop, queued_again),
         migrations.AlterField(
             model_name='importbatch',
             name='status',

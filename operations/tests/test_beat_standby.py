@@ -11,14 +11,17 @@ import logging
 import socket
 import time
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from myproject.celery import app as celery_app
 from operations import beat
-from operations.models import BeatLock
+from operations.models import BeatLock, BeatSlot
 from operations.testing import ManagedProcess, celery_argv, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -132,3 +135,39 @@ def test_a_second_beat_stands_by_without_undoing_an_admin_edit(subprocess_env, t
     finally:
         for process in beats:
             process.stop()
+
+
+@pytest.mark.parametrize(
+    ("cause", "slot_kept"),
+    [
+        (RedisTimeoutError("Timeout reading from 127.0.0.1:6379"), True),
+        (RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."), False),
+    ],
+)
+def test_a_send_the_broker_may_have_keeps_its_slot(caplog, cause, slot_kept) -> None:
+    from celery.beat import ScheduleEntry, SchedulingError
+    from celery.schedules import schedule
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    def send(self, entry, producer=None, advance=True, **kwargs):
+        # As Celery raises it: kombu's error about the driver's, wrapped by the scheduler.
+        try:
+            try:
+                raise cause
+            except Exception as exc:
+                raise KombuOperationalError(str(exc)) from exc
+        except KombuOperationalError as exc:
+            raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: {exc}") from exc
+
+    scheduler = beat.DatabaseScheduler(app=celery_app)
+    try:
+        entry = ScheduleEntry(
+            name="every-minute", task="app.tasks.ping", schedule=schedule(60), app=celery_app
+        )
+        with mock.patch.object(beat.BaseDatabaseScheduler, "apply_async", send):
+            assert scheduler.apply_async(entry) is None
+    finally:
+        scheduler.close()
+    assert BeatSlot.objects.filter(task_name="every-minute").exists() is slot_kept
+    said = "may not have been sent" if slot_kept else "was not sent"
+    assert any(said in r.getMessage() for r in caplog.records)

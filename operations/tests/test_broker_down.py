@@ -93,8 +93,14 @@ def test_a_broker_that_never_answers_gets_a_503_not_a_hung_request(
     assert answer["status"] == 503
     assert answer["retry_after"] == "30"
     assert "The task queue is unavailable" in answer["body"]
+    # It may be queued after all: the page does not say it was not.
+    assert "it may still run once the broker answers again" in answer["body"]
+    assert "was not queued" not in answer["body"]
     # Each try waits for the socket timeout (3 s), and a publish is tried three times.
     assert answer["seconds"] < 20, answer["seconds"]
+    # The console's record waits for the worker, if the message reached the broker.
+    [status] = TaskRecord.objects.filter(name="app.tasks.add").values_list("status", flat=True)
+    assert status == TaskStatus.QUEUED
 
 
 @pytest.mark.integration

@@ -497,6 +497,47 @@ def test_a_broker_that_refuses_connections_is_a_503_to_try_again_later(
     assert response.json() == {"error": "broker_unavailable", "detail": detail}
 
 
+def test_a_broker_that_never_answers_leaves_the_task_waiting_not_failed(
+    people, broker_silent, caplog
+) -> None:
+    owner, _, _ = people
+    launched = {"task": "tc_tests.progress", "arguments": {"steps": 1}}
+    response = post_json(login(owner), f"{API}/launch/", launched, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    # The message may be in the broker's socket, to run once it answers: not "not queued".
+    assert response.json() == {
+        "error": "broker_unavailable",
+        "detail": "broker 没有及时响应：任务可能仍在队列中。再次启动之前，请先在任务列表中查找它。",
+    }
+    [(status, exception)] = TaskRecord.objects.values_list("status", "exception")
+    assert (status, exception) == (TaskStatus.QUEUED, "")
+    assert any("may still run" in r.getMessage() for r in caplog.records)
+
+
+def test_only_a_send_that_timed_out_is_unanswered() -> None:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from taskconsole.unsent import unanswered
+
+    def wrapped(cause: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except Exception as exc:
+                raise OperationalError(str(exc)) from exc
+        except OperationalError as outer:
+            return outer
+
+    assert unanswered(wrapped(RedisTimeoutError("Timeout reading from 127.0.0.1:6379")))
+    assert unanswered(wrapped(TimeoutError("timed out")))
+    assert not unanswered(wrapped(RedisConnectionError("Error 111 connecting")))
+    assert not unanswered(OperationalError("refused"))
+    assert not unanswered(None)
+
+
 def test_a_database_that_does_not_answer_is_a_503_to_try_again_later(people) -> None:
     from django.db import OperationalError
 

@@ -175,3 +175,19 @@ def test_live_panels_say_when_the_server_does_not_answer_and_carry_on(
     page.unroute(fragments)
     page.wait_for_selector("#live-paused", state="hidden")
     assert page.is_visible("#task-rows tr")
+
+    # A refusal (a 4xx: signed out, the record pruned) ends the refreshing, with no notice.
+    refused: list[float] = []
+
+    def gone(route) -> None:
+        refused.append(time.monotonic())
+        route.fulfill(status=404, body="")
+
+    page.route(fragments, gone)
+    deadline = time.monotonic() + 10
+    while not refused and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(5000)  # two refresh intervals and more
+    assert len(refused) == 1
+    assert page.is_hidden("#live-paused")
+    assert page.is_visible("#task-rows tr")
