@@ -5,3 +5,10 @@ from django.utils.translation import gettext_lazy as _
 class ImportsConfig(AppConfig):
     name = "imports"
     verbose_name = _("Imports")
+
+    def ready(self) -> None:
+        from reliability import outbox
+
+        from . import services
+
+        outbox.published.connect(services.on_outbox_published, dispatch_uid="imports_sent")

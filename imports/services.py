@@ -177,6 +177,14 @@ def _mark_unqueued(file_id: int, task_id: str) -> None:
         refresh_batch_status(batch_id)
 
 
+def on_outbox_published(sender: Any = None, task_id: str = "", **_: Any) -> None:
+    """The outbox sent a file's task the broker had not taken: the file is queued now."""
+    marked = ImportFile.objects.filter(task_id=task_id, status=ImportFile.Status.NOT_QUEUED)
+    batch_id = marked.values_list("batch_id", flat=True).first()
+    if batch_id is not None and marked.update(status=ImportFile.Status.QUEUED):
+        refresh_batch_status(batch_id)
+
+
 def count_not_queued(batch: ImportBatch) -> int:
     """How many of the batch's files wait for the broker to take their task."""
     return batch.files.filter(status=ImportFile.Status.NOT_QUEUED).count()

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 HEADER = "reliability_outbox"
 #: The console keeps a task the outbox failed to send waiting, not failed: the sweeper sends it.
 HEADERS = {HEADER: 1, SENT_AGAIN_HEADER: 1}
+
+
+#: Sent once the broker took a message (task_name=, task_id=): an app that showed its work as
+#: waiting for the queue moves it on (imports).
+published = Signal()
 
 
 def came_through_outbox(request: Any) -> bool:
@@ -159,6 +165,11 @@ def publish(pk: int) -> bool:
     except DatabaseError as exc:
         # Published but not marked: the sweeper will send it again, the worker skips the copy.
         logger.warning("Outbox: %s published but not marked sent: %s", message.task_id, exc)
+    for receiver, error in published.send_robust(
+        OutboxMessage, task_name=message.task_name, task_id=message.task_id
+    ):
+        if isinstance(error, Exception):
+            logger.warning("Outbox: %r failed after %s was published: %s", receiver, pk, error)
     return True
 
 

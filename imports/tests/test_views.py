@@ -345,6 +345,25 @@ def test_an_upload_the_broker_refuses_waits_for_the_queue_with_a_warning(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_waiting_file_is_queued_once_the_outbox_sends_it(
+    client: Client, uploader, refusing_broker
+) -> None:
+    from myproject.celery import app
+
+    import_file, _ = upload_while_refused(client, refusing_broker)
+    assert import_file.status == ImportFile.Status.NOT_QUEUED
+    try:
+        # The broker is back and no worker takes the message yet: the file is queued, not
+        # waiting for a queue that has it.
+        assert outbox.sweep(older_than=0) == 1
+        import_file.refresh_from_db()
+        assert import_file.status == ImportFile.Status.QUEUED
+        assert ImportBatch.objects.get().status == ImportBatch.Status.QUEUED
+    finally:
+        app.control.purge()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_upload_the_broker_refuses_is_explained_in_chinese_without_the_brokers_english(
     client: Client, uploader, refusing_broker
 ) -> None:
