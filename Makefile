@@ -28,27 +28,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
+# A tool the tests need: installed from Debian's packages when missing (Debian or Ubuntu, as
+# root); elsewhere the message says what to install. $(call need,CHECK,PACKAGE,PURPOSE,HINT)
+define need
+	@$(1) || { \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian's $(2) $(3)..."; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+		else \
+			echo "$(4)"; exit 1; \
+		fi; }
+endef
+
 # The console's browser tests drive Debian's chromium through Playwright (no browser download).
 CHROMIUM ?= $(or $(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 export CHROMIUM
+CHROMIUM_HINT := The browser tests need Chromium: install it (apt-get install chromium, brew install --cask chromium) and set CHROMIUM=/path/to/it.
 browser:
-	@test -x "$(CHROMIUM)" || { \
-		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			echo "Installing Debian's chromium for the browser tests..."; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else \
-			echo "The browser tests need Chromium: install it (apt-get install chromium, brew install --cask chromium) and set CHROMIUM=/path/to/it."; exit 1; \
-		fi; }
+	$(call need,test -x "$(CHROMIUM)",chromium,for the browser tests,$(CHROMIUM_HINT))
 
 # One test checks the translation catalogs with gettext's msgfmt, as compilemessages would.
+GETTEXT_HINT := The translation tests need gettext's msgfmt: install gettext (apt-get install gettext, brew install gettext).
 gettext:
-	@command -v msgfmt >/dev/null 2>&1 || { \
-		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			echo "Installing gettext for the translation tests..."; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null; \
-		else \
-			echo "The translation tests need gettext's msgfmt: install gettext (apt-get install gettext, brew install gettext)."; exit 1; \
-		fi; }
+	$(call need,command -v msgfmt >/dev/null 2>&1,gettext,for the translation tests,$(GETTEXT_HINT))
 
 lint: install
 	$(BIN)/ruff check .

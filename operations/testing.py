@@ -233,6 +233,17 @@ def chromium() -> Iterator[object]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+def raised_from(cause: BaseException, wrapper: Callable[[str], BaseException]) -> BaseException:
+    """`wrapper(str(cause))` raised from `cause`, as a library re-raises its driver's error."""
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise wrapper(str(exc)) from exc
+    except BaseException as outer:
+        return outer
+
+
 def run_script(script: str, env: dict[str, str], *args: str, timeout: float = 60) -> dict:
     """Run a Python script in a fresh interpreter (settings read from `env`, as a deployment
     reads them); returns the JSON object it prints on its last line."""

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from myproject.celery import app as celery_app
 from operations import beat
 from operations.models import BeatLock, BeatSlot
-from operations.testing import ManagedProcess, celery_argv, wait_for
+from operations.testing import ManagedProcess, celery_argv, raised_from, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -151,13 +151,7 @@ def test_a_send_the_broker_may_have_keeps_its_slot(caplog, cause, slot_kept) -> 
 
     def send(self, entry, producer=None, advance=True, **kwargs):
         # As Celery raises it: kombu's error about the driver's, wrapped by the scheduler.
-        try:
-            try:
-                raise cause
-            except Exception as exc:
-                raise KombuOperationalError(str(exc)) from exc
-        except KombuOperationalError as exc:
-            raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: {exc}") from exc
+        raise raised_from(raised_from(cause, KombuOperationalError), SchedulingError)
 
     scheduler = beat.DatabaseScheduler(app=celery_app)
     try:

@@ -520,16 +520,11 @@ def test_only_a_send_that_timed_out_is_unanswered() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from operations.testing import raised_from
     from taskconsole.unsent import unanswered
 
     def wrapped(cause: BaseException) -> BaseException:
-        try:
-            try:
-                raise cause
-            except Exception as exc:
-                raise OperationalError(str(exc)) from exc
-        except OperationalError as outer:
-            return outer
+        return raised_from(cause, OperationalError)
 
     assert unanswered(wrapped(RedisTimeoutError("Timeout reading from 127.0.0.1:6379")))
     assert unanswered(wrapped(TimeoutError("timed out")))
