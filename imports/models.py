@@ -79,7 +79,7 @@ class ImportFile(models.Model):
 
     class Status(models.TextChoices):
         # Not a failure: the broker did not take the task yet, and the outbox sweeper sends it
-        # once the broker is back (the worker then moves the file on to processing).
+        # once the broker is back; the file is queued from then (services.on_outbox_published).
         NOT_QUEUED = "not_queued", _("waiting for the task queue")
         QUEUED = "queued", _("queued")
         PROCESSING = "processing", _("processing")
