@@ -177,8 +177,12 @@ def _mark_unqueued(file_id: int, task_id: str) -> None:
         refresh_batch_status(batch_id)
 
 
-def on_outbox_published(sender: Any = None, task_id: str = "", **_: Any) -> None:
+def on_outbox_published(
+    sender: Any = None, task_name: str = "", task_id: str = "", **_: Any
+) -> None:
     """The outbox sent a file's task the broker had not taken: the file is queued now."""
+    if task_name != PROCESS_TASK:
+        return  # another app's message: no query on its request's path
     marked = ImportFile.objects.filter(task_id=task_id, status=ImportFile.Status.NOT_QUEUED)
     batch_id = marked.values_list("batch_id", flat=True).first()
     if batch_id is not None and marked.update(status=ImportFile.Status.QUEUED):
