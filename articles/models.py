@@ -13,6 +13,8 @@ class ExpansionStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
     EXPANDED = "expanded", _("Expanded")
     NOT_QUEUED = "not_queued", _("Not queued: the task queue was unavailable")
+    # Its task was revoked (the task console's cancel, `celery control revoke`) or expired.
+    CANCELLED = "cancelled", _("Not expanded: its task was cancelled")
 
 
 class Article(models.Model):

@@ -107,3 +107,22 @@ def send_expansion(article_id: int, message_id: int | None = None) -> bool:
         expansion_status=ExpansionStatus.NOT_QUEUED
     )
     return False
+
+
+def record_cancelled(article_id: int) -> bool:
+    """The article's expansion task was cancelled (or expired, or stopped): say so instead of
+    pending for ever. Saving the article, or the admin's action, queues a new one."""
+    return bool(
+        Article.objects.filter(
+            pk=article_id,
+            expansion_status__in=[ExpansionStatus.PENDING, ExpansionStatus.NOT_QUEUED],
+        ).update(expansion_status=ExpansionStatus.CANCELLED)
+    )
+
+
+def on_task_cancelled(
+    sender: object = None, task_id: str = "", name: str = "", args: list | None = None, **_: object
+) -> None:
+    """taskconsole.signals.task_cancelled, for the expansion task."""
+    if name == EXPAND_TASK and args and isinstance(args[0], int):
+        record_cancelled(args[0])

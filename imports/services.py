@@ -262,6 +262,44 @@ def fail_unfinished_file(file_id: int | None, task_id: str | None, exc: BaseExce
     return True
 
 
+def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = False) -> bool:
+    """The file's task was cancelled, expired or stopped: the file fails with that reason
+    (keeping nothing), so its batch can finish. True if a file was waiting for that task."""
+    import_file = (
+        ImportFile.objects.select_related("batch")
+        .filter(task_id=task_id)
+        .exclude(status__in=[ImportFile.Status.DONE, ImportFile.Status.FAILED])
+        .first()
+    )
+    if import_file is None:
+        return False
+    with _language_of(import_file):
+        if expired:
+            first = _("Its task expired before a worker started it.")
+        elif terminated:
+            first = _("Its task was stopped while it ran.")
+        else:
+            first = _("Its task was cancelled before it ran.")
+        _fail(
+            import_file,
+            sentences(first, _("Nothing from this file was kept. Re-process it from the admin.")),
+        )
+    return True
+
+
+def on_task_cancelled(
+    sender: Any = None,
+    task_id: str = "",
+    name: str = "",
+    terminated: bool = False,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    """taskconsole.signals.task_cancelled, for the files' tasks."""
+    if name == PROCESS_TASK and task_id:
+        record_cancelled(task_id, terminated=terminated, expired=expired)
+
+
 def _unexpected_error(exc: BaseException) -> str:
     return _(
         "Processing stopped unexpectedly (%(error)s); nothing from this file was kept. "

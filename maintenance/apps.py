@@ -7,4 +7,11 @@ class MaintenanceConfig(AppConfig):
     verbose_name = _("Maintenance")
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from taskconsole.signals import task_cancelled
+
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            services,
+        )
+
+        task_cancelled.connect(services.on_task_cancelled, dispatch_uid="maintenance_cancelled")

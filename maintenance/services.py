@@ -27,7 +27,7 @@ from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db.models import Model, QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django_celery_results.models import GroupResult, TaskResult
 
@@ -156,6 +156,40 @@ def finish_failed(run: MaintenanceRun, summary: str, failure: str = "") -> None:
     run.details = details
     # Only these fields: deleted_count holds the progress written while the job ran.
     run.save(update_fields=["status", "finished_at", "summary", "details"])
+
+
+#: The tasks that run a job (maintenance.tasks, each named after its job).
+JOB_TASKS = frozenset(f"maintenance.tasks.{job}" for job in Job.values)
+
+
+def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = False) -> bool:
+    """The run's task was cancelled, stopped or expired: the run fails with that reason
+    instead of staying queued (or running) for ever. True if a run was waiting for it."""
+    run = MaintenanceRun.objects.filter(
+        task_id=task_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    ).first()
+    if run is None:
+        return False
+    failure = (
+        summaries.EXPIRED if expired else summaries.STOPPED if terminated else summaries.CANCELLED
+    )
+    # In the site's language, as a worker stores summaries; readers see theirs.
+    with translation.override(settings.LANGUAGE_CODE):
+        finish_failed(run, _(failure), failure)
+    return True
+
+
+def on_task_cancelled(
+    sender: Any = None,
+    task_id: str = "",
+    name: str = "",
+    terminated: bool = False,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    """taskconsole.signals.task_cancelled, for the jobs' tasks."""
+    if name in JOB_TASKS and task_id:
+        record_cancelled(task_id, terminated=terminated, expired=expired)
 
 
 def fail_lost_runs(job: Job, lost_after: timedelta) -> int:

@@ -34,7 +34,13 @@ WORKER_LOST = gettext_noop(
 )
 #: Written by the web process that asked for the run, not by a worker: its task never went out.
 NOT_STARTED = gettext_noop("Not started: the task broker did not answer. Please try again.")
-FAILURES = (TIME_LIMIT, WORKER_LOST, NOT_STARTED)
+#: Its task was revoked (the task console's cancel, `celery control revoke`) or expired.
+CANCELLED = gettext_noop("Cancelled before it started.")
+STOPPED = gettext_noop(
+    "Stopped while it ran. Rows deleted until then stay deleted; the next run carries on."
+)
+EXPIRED = gettext_noop("Its task expired before a worker started it.")
+FAILURES = (TIME_LIMIT, WORKER_LOST, NOT_STARTED, CANCELLED, STOPPED, EXPIRED)
 #: In a run that was not started: the broker's own error, for the admin (never translated).
 ERROR_KEY = "error"
 

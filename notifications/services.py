@@ -438,6 +438,71 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+# Cancelled --------------------------------------------------------------------------------------
+
+DISPATCH_TASK = "notifications.tasks.dispatch_notification"
+BATCH_TASK = "notifications.tasks.send_batch_notifications"
+
+
+def record_cancelled(
+    notification_id: int,
+    delivery_ids: list[int] | None,
+    task_id: str,
+    *,
+    terminated: bool = False,
+    expired: bool = False,
+) -> int:
+    """A task that was to send to these recipients was cancelled (or expired, or stopped): they
+    fail with that reason, and the notification finishes once none is left to send. Without
+    delivery_ids (the dispatch task), every recipient no batch has claimed. Returns how many.
+
+    A failed recipient can be sent again with the page's "retry failed".
+    """
+    unsent = Delivery.objects.filter(notification_id=notification_id, status__in=Delivery.UNSENT)
+    if delivery_ids is None:
+        unsent = unsent.filter(batch_task_id="")
+    else:
+        unsent = unsent.filter(pk__in=delivery_ids).filter(
+            Q(batch_task_id="") | Q(batch_task_id=task_id)
+        )
+    with in_language_of(notification_id):
+        if expired:
+            reason = _("Its task expired before a worker started it.")
+        elif terminated:
+            reason = _("Its task was stopped while it ran, before this recipient was sent.")
+        else:
+            reason = _("Its task was cancelled before this recipient was sent.")
+    count = unsent.update(status=DeliveryStatus.FAILED, last_error=reason)
+    if count:
+        refresh_status(notification_id)
+    return count
+
+
+def on_task_cancelled(
+    sender: object = None,
+    task_id: str = "",
+    name: str = "",
+    args: list | None = None,
+    terminated: bool = False,
+    expired: bool = False,
+    **_: object,
+) -> None:
+    """taskconsole.signals.task_cancelled, for the dispatch and the batches."""
+    if name not in (DISPATCH_TASK, BATCH_TASK):
+        return
+    args = args or []
+    ids = args[1] if name == BATCH_TASK and len(args) > 1 else None
+    if not args or not isinstance(args[0], int) or (name == BATCH_TASK and not _ints(ids)):
+        # Arguments the console could not store whole (clipped): nothing to go by.
+        logger.warning("Cancelled %s[%s]: its arguments are not known", name, task_id)
+        return
+    record_cancelled(args[0], ids, task_id, terminated=terminated, expired=expired)
+
+
+def _ints(values: object) -> bool:
+    return isinstance(values, list) and all(isinstance(v, int) for v in values)
+
+
 # Outcomes ---------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy
 from django_celery_results.models import TaskResult
 
 from operations.broker_errors import BROKER_ERRORS, unanswered
-from operations.text import written_in
+from operations.text import sentences, written_in
 from taskconsole.models import TaskStatus
 
 from . import client
@@ -223,6 +223,49 @@ def record_failure(page_id: int, exc: BaseException, task_name: str = "") -> Non
     )
 
 
+def record_cancelled(
+    step: str, task_id: str, *, terminated: bool = False, expired: bool = False
+) -> bool:
+    """A step of a page's chain was cancelled (or expired, or stopped): the steps after it never
+    run, so the page is failed with that reason rather than left fetching. True if it was."""
+    field = dict((name, field) for field, name in CHAIN_STEPS).get(step)
+    if field is None or not task_id:
+        return False
+    unfinished = PageInfo.objects.filter(**{field: task_id}).exclude(
+        status__in=[PageInfo.Status.DONE, PageInfo.Status.FAILED]
+    )
+    page = unfinished.only("pk", "language").first()
+    if page is None:
+        return False
+    with written_in(page.language):
+        if expired:
+            reason = _("The %(step)s step expired before a worker started it.")
+        elif terminated:
+            reason = _("The %(step)s step was stopped while it ran.")
+        else:
+            reason = _("The %(step)s step was cancelled before it ran.")
+        reason = sentences(
+            reason % {"step": step.rsplit(".", 1)[-1]}, _("The steps after it did not run.")
+        )
+    return bool(
+        unfinished.filter(pk=page.pk).update(
+            status=PageInfo.Status.FAILED, error=reason, finished_at=timezone.now()
+        )
+    )
+
+
+def on_task_cancelled(
+    sender: Any = None,
+    task_id: str = "",
+    name: str = "",
+    terminated: bool = False,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    """taskconsole.signals.task_cancelled, for the chain's steps."""
+    record_cancelled(name, task_id, terminated=terminated, expired=expired)
+
+
 # Reading ----------------------------------------------------------------------------------
 
 
@@ -236,11 +279,16 @@ def visible_pages(user: AbstractBaseUser | AnonymousUser) -> QuerySet[PageInfo]:
 
 #: A step of a chain the broker never took: no message of it exists (not a Celery state).
 NOT_QUEUED = "NOT_QUEUED"
+#: A step after one that failed or was cancelled: Celery never sends it (not a Celery state).
+NOT_RUN = "NOT_RUN"
 STATE_LABELS = {
     **dict(TaskStatus.choices),
     "PENDING": TaskStatus.QUEUED.label,
     NOT_QUEUED: gettext_lazy("Not queued"),
+    NOT_RUN: gettext_lazy("Not run: an earlier step did not succeed"),
 }
+#: States after which the chain's next step is never sent.
+_CHAIN_BROKEN = frozenset({"FAILURE", "REVOKED", "REJECTED", NOT_RUN})
 
 
 def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
@@ -253,14 +301,20 @@ def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
     }
     steps: list[dict[str, Any]] = []
     parent_id = None
+    previous = None
     for field, name in CHAIN_STEPS:
         task_id = getattr(page, field)
         if not task_id:
             continue
         row = rows.get(task_id)
-        # No result yet: waiting in the queue, unless the chain never reached the broker.
-        waiting = "PENDING" if page.chain_sent else NOT_QUEUED
+        # No result yet: waiting in the queue, unless the chain never reached the broker or
+        # stopped at an earlier step (Celery sends a step only once the one before succeeds).
+        if previous in _CHAIN_BROKEN:
+            waiting = NOT_RUN
+        else:
+            waiting = "PENDING" if page.chain_sent else NOT_QUEUED
         state = row.status if row else waiting
+        previous = state
         steps.append(
             {
                 "name": name,

@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from celery import current_app
@@ -33,6 +34,7 @@ from .models import (
     TaskStatus,
 )
 from .redaction import redact, text_of
+from .signals import announce_cancelled
 from .validation import closed, errors_by_field
 
 logger = logging.getLogger(__name__)
@@ -286,6 +288,11 @@ def cancel(user, task_id: str) -> TaskRecord:
         # Workers that are down will find the revocation in the database when they start.
         logger.warning("Could not broadcast revoke of %s: %s", record.task_id, exc)
     record.refresh_from_db()
+    if waiting:
+        # It will never run: its app need not wait for a worker to discard the message.
+        transaction.on_commit(
+            partial(announce_cancelled, record.task_id, record.name, record.args, record.kwargs)
+        )
     return record
 
 

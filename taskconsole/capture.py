@@ -41,6 +41,7 @@ from . import buffer, conf, context, writeback
 from .dbwait import waiting_for_database
 from .models import FINISHED_STATES, RUNNING_STATES, TERMINATED, Origin, TaskRecord, TaskStatus
 from .redaction import clip_json, clip_text, redact
+from .signals import announce_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -610,8 +611,15 @@ def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: A
 
 
 @_safe
-def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
-    if request is None or _ignored(getattr(sender, "name", None)):
+def on_revoked(
+    sender: Any = None,
+    request: Any = None,
+    terminated: bool = False,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    name = getattr(sender, "name", None)
+    if request is None or _ignored(name):
         return
     close_old_connections()
     writeback.settle(request.id)
@@ -621,7 +629,13 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
     if not _update(request.id, **fields) and request.id:
         # Revoked (or expired) before its publish record was flushed: the late flush must
         # find the final row, not leave the task QUEUED forever.
-        _ensure(getattr(sender, "name", None) or _header(request, "task"), request, **fields)
+        _ensure(name or _header(request, "task"), request, **fields)
+    if request.id:
+        # The worker does not have the arguments at hand here; the record does.
+        stored = (
+            TaskRecord.objects.filter(task_id=request.id).values_list("name", "args", "kwargs")
+        ).first() or (name or _header(request, "task") or "", [], {})
+        announce_cancelled(request.id, *stored, terminated=bool(terminated), expired=bool(expired))
 
 
 @_safe

@@ -1,4 +1,5 @@
-"""Audit edits of periodic tasks made outside the console (the admin, other views)."""
+"""The console's signal for apps (task_cancelled), and the audit of periodic tasks edited
+outside the console (the admin, other views)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,52 @@ import logging
 from typing import Any
 
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal
 
 from .conf import has_beat
 from .context import current_request_user
 
 logger = logging.getLogger(__name__)
+
+#: A task was cancelled and will not run (or was stopped while it ran): the app that queued it
+#: puts its own objects in a final state. Sent by the console's cancel of a waiting task, at
+#: once (a worker discards its message whenever it comes), and by a worker that discards or
+#: stops a revoked task: a cancel from the console, `celery control revoke`, an expired task.
+#: A receiver may hear of one task twice. Keyword arguments: task_id, name, args, kwargs (as
+#: the console stored them: redacted where secret, empty where the task has no record),
+#: terminated (stopped while running), expired.
+task_cancelled = Signal()
+
+
+def announce_cancelled(
+    task_id: str,
+    name: str,
+    args: Any = None,
+    kwargs: Any = None,
+    *,
+    terminated: bool = False,
+    expired: bool = False,
+) -> None:
+    """Send task_cancelled; a receiver that fails is logged, never the canceller's error."""
+    responses = task_cancelled.send_robust(
+        sender=None,
+        task_id=task_id,
+        name=name,
+        args=list(args or []),
+        kwargs=dict(kwargs or {}),
+        terminated=terminated,
+        expired=expired,
+    )
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            logger.error(
+                "%s, a receiver of task_cancelled, failed for %s[%s]: %r",
+                getattr(receiver, "__qualname__", receiver),
+                name,
+                task_id,
+                response,
+                exc_info=(type(response), response, response.__traceback__),
+            )
 
 
 def _audit(action: str, instance: Any) -> None:

@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError
 from articles import services, text
 from articles.models import Article, ExpansionStatus
 from articles.services import ExpansionConflict, expand_article, queue_expansion
+from taskconsole.signals import announce_cancelled
 
 from .factories import make_abbreviation, make_article
 
@@ -170,3 +171,20 @@ def test_a_broker_error_is_recorded_on_the_article() -> None:
     ):
         assert services.send_expansion(article.pk) is False
     assert Article.objects.get(pk=article.pk).expansion_status == ExpansionStatus.NOT_QUEUED
+
+
+@pytest.mark.django_db
+def test_a_cancelled_expansion_says_so_instead_of_pending() -> None:
+    article = make_article()
+    Article.objects.filter(pk=article.pk).update(expansion_status=ExpansionStatus.PENDING)
+    other = make_article()
+    Article.objects.filter(pk=other.pk).update(expansion_status=ExpansionStatus.EXPANDED)
+    announce_cancelled("t1", services.EXPAND_TASK, [article.pk])
+    announce_cancelled("t2", services.EXPAND_TASK, [other.pk])
+    announce_cancelled("t3", "app.tasks.add", [article.pk + 1000])
+    article.refresh_from_db()
+    other.refresh_from_db()
+    assert article.expansion_status == ExpansionStatus.CANCELLED
+    assert article.get_expansion_status_display() == "Not expanded: its task was cancelled"
+    # An expansion that already ran is not undone by a late word about another copy.
+    assert other.expansion_status == ExpansionStatus.EXPANDED

@@ -20,6 +20,7 @@ from imports.tasks import process_import_file, record_import_failure
 from myproject.celery import app as celery_app
 from reliability import outbox
 from reliability.models import OutboxMessage, OutboxStatus
+from taskconsole.signals import announce_cancelled
 
 from .factories import (
     CsvFile,
@@ -36,6 +37,10 @@ pytestmark = pytest.mark.django_db
 
 # These tests run inside a transaction that is rolled back, so the dispatch that
 # create_batch registers with on_commit never runs: nothing is published.
+
+
+def batch_of(import_file: ImportFile) -> ImportBatch:
+    return ImportBatch.objects.get(pk=import_file.batch_id)
 
 
 def process(import_file: ImportFile, publish=None) -> ImportFile:
@@ -400,6 +405,49 @@ def test_a_failure_the_task_could_not_record_is_recorded_by_the_signal() -> None
     import_file.refresh_from_db()
     assert import_file.status == ImportFile.Status.FAILED
     assert "TimeLimitExceeded" in import_file.error
+
+
+@pytest.mark.parametrize(
+    ("how", "first"),
+    [
+        ({}, "Its task was cancelled before it ran."),
+        ({"terminated": True}, "Its task was stopped while it ran."),
+        ({"expired": True}, "Its task expired before a worker started it."),
+    ],
+)
+def test_a_cancelled_file_fails_with_the_reason_and_its_batch_finishes(how, first) -> None:
+    batch = make_batch(
+        csv_file("a.csv", product_csv(3).content), csv_file("b.csv", product_csv(2).content)
+    )
+    cancelled, other = batch.files.order_by("pk")
+    process(other)
+    assert batch_of(other).status == ImportBatch.Status.PROCESSING
+    announce_cancelled(cancelled.task_id, services.PROCESS_TASK, [cancelled.pk], **how)
+    cancelled.refresh_from_db()
+    assert cancelled.status == ImportFile.Status.FAILED
+    assert cancelled.error == (
+        f"{first} Nothing from this file was kept. Re-process it from the admin."
+    )
+    assert batch_of(other).status == ImportBatch.Status.PARTIAL
+    # Told again (the console, then the worker that discards the message): nothing changes.
+    assert not services.record_cancelled(cancelled.task_id)
+    # Another task's id, or another task with this id: not this file's.
+    assert not services.record_cancelled("no-such-task")
+
+
+def test_a_cancelled_file_says_so_in_its_uploaders_language() -> None:
+    batch = make_batch(csv_file("a.csv", product_csv(3).content))
+    ImportBatch.objects.filter(pk=batch.pk).update(language="zh-hans")
+    import_file = only_file(batch)
+    services.on_task_cancelled(task_id=import_file.task_id, name="imports.tasks.other")
+    import_file.refresh_from_db()
+    assert import_file.status == ImportFile.Status.QUEUED
+    services.on_task_cancelled(task_id=import_file.task_id, name=services.PROCESS_TASK)
+    import_file.refresh_from_db()
+    assert (
+        import_file.error
+        == "它的任务在运行前被取消了。此文件的内容均未保留。请在管理后台重新处理。"
+    )
 
 
 def test_an_unexpected_error_marks_the_file_failed_and_reraises() -> None:

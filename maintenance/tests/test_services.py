@@ -444,3 +444,60 @@ def test_a_run_that_was_not_started_reads_in_the_readers_language(language, text
     )
     with translation.override(language):
         assert run.summary_display == text
+
+
+def test_a_run_cancelled_in_the_task_console_fails_with_the_reason(
+    django_user_model, sent, django_capture_on_commit_callbacks
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    from taskconsole import actions
+    from taskconsole.models import Origin
+
+    operator = django_user_model.objects.create_user("operator", password="x")
+    operator.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="taskconsole",
+            codename__in=["view_taskrecord", "view_all_tasks", "cancel_task"],
+        )
+    )
+    operator = django_user_model.objects.get(pk=operator.pk)
+    run = MaintenanceRun.objects.create(job=Job.BACKUP_DATABASE, task_id="backup-1")
+    TaskRecord.objects.create(
+        task_id="backup-1",
+        name="maintenance.tasks.backup_database",
+        origin=Origin.CODE,
+        args=[run.pk],
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        record = actions.cancel(operator, "backup-1")
+    assert record.status == TaskStatus.REVOKED
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.finished_at is not None
+    assert run.summary_display == "Cancelled before it started."
+    with translation.override("zh-hans"):
+        assert run.summary_display == "在开始前被取消了。"
+
+
+def test_a_run_stopped_or_expired_in_a_worker_says_which() -> None:
+    stopped = MaintenanceRun.objects.create(
+        job=Job.PRUNE_RESULTS, status=RunStatus.RUNNING, task_id="prune-1"
+    )
+    expired = MaintenanceRun.objects.create(job=Job.CLEAR_EXPIRED, task_id="clear-1")
+    done = MaintenanceRun.objects.create(
+        job=Job.CLEAR_EXPIRED, status=RunStatus.SUCCEEDED, task_id="clear-2"
+    )
+    services.on_task_cancelled(
+        task_id="prune-1", name="maintenance.tasks.prune_results", terminated=True
+    )
+    services.on_task_cancelled(
+        task_id="clear-1", name="maintenance.tasks.clear_expired", expired=True
+    )
+    services.on_task_cancelled(task_id="clear-2", name="maintenance.tasks.clear_expired")
+    services.on_task_cancelled(task_id="prune-1", name="maintenance.tasks.run_job_now")
+    for run in (stopped, expired, done):
+        run.refresh_from_db()
+    assert stopped.summary_display.startswith("Stopped while it ran.")
+    assert expired.summary_display == "Its task expired before a worker started it."
+    assert done.status == RunStatus.SUCCEEDED

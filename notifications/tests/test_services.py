@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 
 from notifications import services
 from notifications.models import Delivery, Notification
+from taskconsole.signals import announce_cancelled
 
 from . import factories
 
@@ -315,3 +316,51 @@ def test_all_failed_is_failed() -> None:
     assert notification.failure_reason == (
         "2 of 2 recipients could not be sent. Last error: 550 no"
     )
+
+
+def test_a_cancelled_batch_fails_its_unsent_recipients_and_finishes_the_notification() -> None:
+    notification = factories.notification(4)
+    Notification.objects.filter(pk=notification.pk).update(status=Notification.Status.SENDING)
+    first, second, third, fourth = notification.deliveries.order_by("pk")
+    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(
+        status=Delivery.Status.SENT, batch_task_id="batch-1"
+    )
+    # Another batch claimed the fourth: it is that batch's to send.
+    Delivery.objects.filter(pk=fourth.pk).update(batch_task_id="batch-3")
+    announce_cancelled("batch-2", services.BATCH_TASK, [notification.pk, [third.pk, fourth.pk]])
+    statuses = dict(notification.deliveries.values_list("pk", "status"))
+    assert statuses[third.pk] == Delivery.Status.FAILED
+    assert statuses[fourth.pk] == Delivery.Status.PENDING
+    third.refresh_from_db()
+    assert third.last_error == "Its task was cancelled before this recipient was sent."
+    assert third.attempts == 0
+    notification.refresh_from_db()
+    assert notification.status == Notification.Status.SENDING  # the fourth is still to send
+
+    announce_cancelled(
+        "batch-3", services.BATCH_TASK, [notification.pk, [fourth.pk]], terminated=True
+    )
+    notification.refresh_from_db()
+    assert notification.status == Notification.Status.PARTIAL
+    assert notification.failure_reason == (
+        "2 of 4 recipients could not be sent. Last error: Its task was stopped while it ran, "
+        "before this recipient was sent."
+    )
+
+
+def test_a_cancelled_dispatch_fails_every_unclaimed_recipient_in_the_authors_language() -> None:
+    notification = factories.notification(2)
+    Notification.objects.filter(pk=notification.pk).update(
+        status=Notification.Status.QUEUED, language="zh-hans"
+    )
+    announce_cancelled("dispatch-1", services.DISPATCH_TASK, [notification.pk])
+    notification.refresh_from_db()
+    assert notification.status == Notification.Status.FAILED
+    assert set(notification.deliveries.values_list("last_error", flat=True)) == {
+        "它的任务在发送给这位收件人之前被取消了。"
+    }
+    # Arguments the console could not keep whole are not guessed at.
+    other = factories.notification(1)
+    services.on_task_cancelled(task_id="b", name=services.BATCH_TASK, args=[other.pk, "[…]"])
+    services.on_task_cancelled(task_id="d", name=services.DISPATCH_TASK, args=["…"])
+    assert other.deliveries.get().status == Delivery.Status.PENDING

@@ -227,6 +227,28 @@ def test_a_page_the_parser_gives_up_on_fails_in_parse_page(
     wait_for(lambda: states(page) == ["SUCCESS", "FAILURE", "FAILURE"], timeout=WAIT)
 
 
+def test_a_step_revoked_in_the_worker_fails_the_page_and_the_rest_never_runs(
+    pages_worker, page_server: PageServer
+) -> None:
+    from celery import current_app
+
+    # The fetch takes over a second (a timeout, then a retry): time for the revoke to arrive.
+    with translation.override("en"):
+        page = submit(page_server.url("slow"))
+    current_app.control.revoke(page.parse_task_id)
+    page = finished(page)
+    assert page.status == PageInfo.Status.FAILED
+    assert page.error == (
+        "The parse_page step was cancelled before it ran. The steps after it did not run."
+    )
+    wait_for(lambda: states(page) == ["SUCCESS", "REVOKED", "PENDING"], timeout=WAIT)
+    assert [step["state"] for step in services.chain_steps(page)] == [
+        "SUCCESS",
+        "REVOKED",
+        services.NOT_RUN,
+    ]
+
+
 def test_get_inside_a_task_is_refused_by_celery(pages_worker, page_server: PageServer) -> None:
     page = make_page(url=page_server.url("normal"))
 

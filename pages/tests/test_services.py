@@ -12,6 +12,7 @@ from pages import client, services, tasks
 from pages.models import PageInfo
 from pages.parsing import UnparsableHTML
 from pages.tests.factories import make_page, make_user
+from taskconsole.signals import announce_cancelled
 
 pytestmark = pytest.mark.django_db
 
@@ -216,13 +217,62 @@ def test_steps_of_a_chain_never_sent_say_not_queued_in_both_languages() -> None:
         assert [str(s["state_label"]) for s in steps] == ["Not queued"] * 3
     with translation.override("zh-hans"):
         assert [str(s["state_label"]) for s in steps] == ["未入队"] * 3
-    # A step that ran after all (the broker took it, then its answer was lost) shows its state.
+    # A step that ran after all (the broker took it, then its answer was lost) shows its state,
+    # and the steps after it never ran.
     TaskResult.objects.create(task_id=page.fetch_task_id, status="FAILURE")
     assert [s["state"] for s in services.chain_steps(page)] == [
         "FAILURE",
-        "NOT_QUEUED",
-        "NOT_QUEUED",
+        services.NOT_RUN,
+        services.NOT_RUN,
     ]
+
+
+@pytest.mark.parametrize("stopped_at", ["FAILURE", "REVOKED"])
+def test_steps_after_one_that_failed_or_was_cancelled_say_not_run(stopped_at: str) -> None:
+    page = make_page(status=PageInfo.Status.FAILED)
+    TaskResult.objects.create(task_id=page.fetch_task_id, status="SUCCESS")
+    TaskResult.objects.create(task_id=page.parse_task_id, status=stopped_at)
+    steps = services.chain_steps(page)
+    assert [s["state"] for s in steps] == ["SUCCESS", stopped_at, services.NOT_RUN]
+    with translation.override("en"):
+        assert str(steps[2]["state_label"]) == "Not run: an earlier step did not succeed"
+    with translation.override("zh-hans"):
+        assert str(steps[2]["state_label"]) == "未运行：前面的步骤没有成功"
+    # Celery marks the later steps failed itself when a step raises: their rows win.
+    TaskResult.objects.create(task_id=page.store_task_id, status="FAILURE")
+    assert services.chain_steps(page)[2]["state"] == "FAILURE"
+
+
+@pytest.mark.parametrize(
+    ("how", "first"),
+    [
+        ({}, "The parse_page step was cancelled before it ran."),
+        ({"terminated": True}, "The parse_page step was stopped while it ran."),
+        ({"expired": True}, "The parse_page step expired before a worker started it."),
+    ],
+)
+def test_a_cancelled_step_fails_the_page_with_the_reason(how, first) -> None:
+    page = make_page(status=PageInfo.Status.FETCHING, language="en")
+    announce_cancelled(page.parse_task_id, "pages.tasks.parse_page", [{}], **how)
+    page.refresh_from_db()
+    assert page.status == PageInfo.Status.FAILED
+    assert page.error == f"{first} The steps after it did not run."
+    assert page.finished_at is not None
+    # A finished page is left as it is; so is a page whose step has another id.
+    done = make_page(status=PageInfo.Status.DONE)
+    assert not services.record_cancelled("pages.tasks.fetch_page", done.fetch_task_id)
+    other = make_page(status=PageInfo.Status.FETCHING)
+    assert not services.record_cancelled("pages.tasks.fetch_page", other.parse_task_id)
+    assert not services.record_cancelled("app.tasks.add", other.fetch_task_id)
+    other.refresh_from_db()
+    assert other.status == PageInfo.Status.FETCHING
+
+
+def test_a_cancelled_step_is_written_in_the_submitters_language() -> None:
+    page = make_page(status=PageInfo.Status.PENDING, language="zh-hans")
+    services.on_task_cancelled(task_id=page.fetch_task_id, name="pages.tasks.fetch_page")
+    page.refresh_from_db()
+    assert page.error == "fetch_page 步骤在运行前被取消了。之后的步骤没有运行。"
 
 
 def test_chain_result_follows_parents_to_the_fetch() -> None:

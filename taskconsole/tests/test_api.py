@@ -12,6 +12,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from taskconsole import context
 from taskconsole.models import ApiToken, AuditEntry, Origin, TaskRecord, TaskStatus
+from taskconsole.signals import task_cancelled
 
 pytestmark = pytest.mark.django_db
 
@@ -248,6 +249,68 @@ def test_cancel_of_a_task_that_started_meanwhile_is_treated_as_running(people, s
     row.refresh_from_db()
     assert row.status == TaskStatus.STARTED
     assert row.cancel_requested_at is None
+
+
+@pytest.fixture
+def cancellations():
+    """What taskconsole.signals.task_cancelled tells its receivers, in order."""
+    heard: list[dict] = []
+
+    def receiver(sender=None, signal=None, **kwargs) -> None:
+        heard.append(kwargs)
+
+    task_cancelled.connect(receiver, dispatch_uid="test_heard")
+    yield heard
+    task_cancelled.disconnect(dispatch_uid="test_heard")
+
+
+def test_a_cancelled_waiting_task_is_announced_once_committed(
+    people, sent, cancellations, django_capture_on_commit_callbacks
+) -> None:
+    owner, _, staff = people
+    row = make_record(owner, status=TaskStatus.QUEUED, args=[3], kwargs={"message": "x"})
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = login(staff).post(f"{API}/tasks/{row.task_id}/cancel/")
+        assert cancellations == []
+    assert response.status_code == 200
+    for callback in callbacks:
+        callback()
+    assert cancellations == [
+        {
+            "task_id": row.task_id,
+            "name": "tc_tests.fail",
+            "args": [3],
+            "kwargs": {"message": "x"},
+            "terminated": False,
+            "expired": False,
+        }
+    ]
+    # A running task is announced by the worker that stops it, not by the console.
+    running = make_record(owner, name="tc_tests.sleep", status=TaskStatus.STARTED)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert login(owner).post(f"{API}/tasks/{running.task_id}/cancel/").status_code == 200
+    assert len(cancellations) == 1
+
+
+def test_a_receiver_that_fails_does_not_fail_the_cancel(
+    people, sent, caplog, django_capture_on_commit_callbacks
+) -> None:
+    owner, _, staff = people
+    row = make_record(owner, status=TaskStatus.QUEUED)
+
+    def broken(**kwargs) -> None:
+        raise RuntimeError("receiver is broken")
+
+    task_cancelled.connect(broken, dispatch_uid="test_broken")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = login(staff).post(f"{API}/tasks/{row.task_id}/cancel/")
+    finally:
+        task_cancelled.disconnect(dispatch_uid="test_broken")
+    assert response.status_code == 200
+    assert response.json()["status"] == "REVOKED"
+    assert "a receiver of task_cancelled, failed for tc_tests.fail" in caplog.text
+    assert "receiver is broken" in caplog.text
 
 
 def test_retry_rules(people, sent) -> None:
