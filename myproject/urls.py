@@ -23,3 +23,5 @@ urlpatterns = [
 
 # A database that is away answers 503 with its own page, whichever part of the request met it.
 handler500 = "operations.views.server_error"
+# Django's own 400 page is one English line; this one says what was too much.
+handler400 = "operations.views.bad_request"

@@ -4,13 +4,13 @@ when the periodic sweep finds their worker gone for good.
 A worker stopped outright (SIGKILL, the OOM killer, a lost machine) writes nothing more about
 the tasks it was running, so their records said STARTED for ever: not finished, so neither
 cancel nor retry applied. When a worker starts, the records it left running before it started
-are marked FAILURE ("Lost: ..."), for the tasks whose message was acknowledged on receipt
-(Celery's default, and the product's at-most-once policy): nothing will run them again, and
-a person can now decide to retry them. Such a task may have finished all the same, in the
-moment before its worker died whose writes were still waiting (taskconsole.writeback): the
-message says so, and the console asks before a retry. A task acknowledged late (acks_late) is
-left alone: its message goes back to the queue and a worker runs it again. So is any task a
-live worker reports holding (two workers may share a name).
+are marked FAILURE ("Lost: ..."), in the result backend too, for the tasks whose message was
+acknowledged on receipt (Celery's default, and the product's at-most-once policy): nothing will
+run them again, and a person can now decide to retry them. Such a task may have finished all
+the same, in the moment before its worker died whose writes were still waiting
+(taskconsole.writeback): the message says so, and the console asks before a retry. A task
+acknowledged late (acks_late) is left alone: its message goes back to the queue and a worker
+runs it again. So is any task a live worker reports holding (two workers may share a name).
 
 A worker that never comes back under its name (a container replaced by one with a new host
 name, a machine retired) is found by `sweep` (taskconsole.tasks.sweep_lost_tasks, run by beat):
@@ -29,7 +29,9 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import current_app, signals
+from celery import current_app, signals, states
+from celery.backends.base import DisabledBackend
+from celery.exceptions import WorkerLostError
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
@@ -82,12 +84,34 @@ def fail_left_running(hostname: str, started_at: datetime) -> int:
 
 
 def _mark_lost(pks: list[int]) -> int:
-    """Fail the records that still run (a task may have finished meanwhile); how many."""
+    """Fail the records that still run (a task may have finished meanwhile); how many.
+
+    The result backend is told too: AsyncResult(id), and the admin's task results where they
+    are rows, would otherwise say STARTED for ever.
+    """
     if not pks:
         return 0
-    return TaskRecord.objects.filter(pk__in=pks, status__in=RUNNING_STATES).update(
+    running = TaskRecord.objects.filter(pk__in=pks, status__in=RUNNING_STATES)
+    task_ids = list(running.values_list("task_id", flat=True))
+    failed = TaskRecord.objects.filter(task_id__in=task_ids, status__in=RUNNING_STATES).update(
         status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
     )
+    _fail_results(task_ids)
+    return failed
+
+
+def _fail_results(task_ids: list[str]) -> None:
+    """Store FAILURE (WorkerLostError) for these tasks' results, unless one has finished."""
+    backend = current_app.backend
+    if isinstance(backend, DisabledBackend):
+        return
+    for task_id in task_ids:
+        try:
+            if backend.get_state(task_id) in states.READY_STATES:
+                continue
+            backend.mark_as_failure(task_id, WorkerLostError(LOST), call_errbacks=False)
+        except Exception as exc:
+            logger.warning("Could not store the lost task %s's failure: %s", task_id, exc)
 
 
 #: The workers found silent by a sweep, with when they were first found so, between sweeps.

@@ -97,3 +97,41 @@ def test_wait_ready_sees_the_line_or_the_process_ending(tmp_path: Path) -> None:
         assert stack.wait_ready(dies, timeout=30) is False
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize("value", ["99999", "0", "-1", "http"])
+def test_a_port_that_is_not_a_port_is_refused_before_anything_starts(value: str) -> None:
+    from django.core.management import call_command
+
+    with pytest.raises(CommandError, match=r"is not a port number \(1-65535\)"):
+        call_command("devstack", "--port", value)
+
+
+def test_a_port_in_use_is_named_with_the_way_out_before_anything_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError) as refused:
+            devstack.ensure_free("127.0.0.1", port, "The web server")
+    message = str(refused.value)
+    assert f"The web server needs 127.0.0.1:{port}, which is in use" in message
+    assert "devstack --port 8001 --flower-port 5556" in message
+    devstack.ensure_free("127.0.0.1", port, "The web server")  # free again
+
+
+@pytest.mark.django_db
+def test_the_chosen_admin_password_is_set_on_an_admin_made_before(monkeypatch, settings) -> None:
+    from django.contrib.auth import get_user_model
+
+    settings.DEBUG = True
+    monkeypatch.setattr(devstack, "call_command", lambda *a, **k: None)
+    User = get_user_model()
+    User.objects.create_superuser("admin", "admin@example.com", "admin")
+    monkeypatch.setenv("DEVSTACK_ADMIN_PASSWORD", "secret2")
+    assert command().setup() == "user 'admin', password 'secret2'"
+    assert User.objects.get(username="admin").check_password("secret2")
+    # Without the variable, a password changed in the admin is kept, and the banner says so.
+    monkeypatch.delenv("DEVSTACK_ADMIN_PASSWORD")
+    assert "with the password you changed it to" in command().setup()
+    assert User.objects.get(username="admin").check_password("secret2")

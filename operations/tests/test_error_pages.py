@@ -54,6 +54,7 @@ def test_an_unknown_address_is_a_404_page_in_the_readers_language(
     page = response.content.decode()
     assert text in page
     assert "Resolver404" not in page
+    assert "Django passes" not in page  # the template's comment
 
 
 def test_a_404_with_a_reason_shows_it(client: Client) -> None:
@@ -78,3 +79,40 @@ def test_the_500_page_needs_no_request_and_is_translated() -> None:
     with translation.override("zh-hans"):
         page = loader.get_template("500.html").render()
     assert "服务器出错" in page
+
+
+@pytest.mark.parametrize(
+    ("language", "reason", "advice"),
+    [
+        (
+            "en",
+            "The form sent more than 100 files at once. Send fewer files at a time.",
+            "Nothing was saved. Go back: your browser usually still holds what you entered.",
+        ),
+        ("zh-hans", "表单一次发送了超过 100 个文件。请分几次发送。", "什么都没有保存。"),
+    ],
+)
+def test_too_many_files_get_a_400_page_that_says_so(
+    client: Client, language: str, reason: str, advice: str
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    files = [SimpleUploadedFile(f"f{i}.csv", b"sku\n") for i in range(101)]
+    response = client.post("/accounts/login/", {"files": files}, HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert reason in page
+    assert advice in page
+    assert f'<html lang="{language}">' in page
+
+
+def test_too_much_text_gets_a_400_page_that_says_how_much_is_taken(client: Client) -> None:
+    response = client.post(
+        "/accounts/login/",
+        {"username": "x" * (3 * 1024 * 1024)},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+    assert response.status_code == 400
+    assert "The form sent more than 2.5\xa0MB of text (files not counted)" in (
+        response.content.decode()
+    )

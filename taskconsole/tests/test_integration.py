@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from celery import chain, group
+from celery.result import AsyncResult
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -209,6 +210,14 @@ def test_a_task_its_worker_was_killed_under_fails_when_the_worker_returns(
     row = wait_for(lambda: record(result.id, TaskStatus.FAILURE), timeout=30)
     assert row.exception == "Lost: its worker stopped while it ran, perhaps before it finished"
     assert row.finished_at is not None
+    # The result backend says so too (AsyncResult, the admin's task results), not STARTED.
+    stored = wait_for(
+        lambda: TaskResult.objects.filter(task_id=result.id, status="FAILURE").first(),
+        timeout=30,
+    )
+    assert "WorkerLostError" in stored.result
+    assert "Lost: its worker stopped while it ran" in stored.result
+    assert AsyncResult(result.id).state == "FAILURE"
     # Now it can be sent again from the console (to its launch queue, which no worker here
     # reads: the record says it waits there).
     new_id = actions.retry(user, result.id)

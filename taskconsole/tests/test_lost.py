@@ -148,3 +148,19 @@ def test_beat_runs_the_sweep(settings) -> None:
 
     entry = settings.CELERY_BEAT_SCHEDULE["taskconsole-sweep-lost"]
     assert entry["task"] == sweep_lost_tasks.name == "taskconsole.tasks.sweep_lost_tasks"
+
+
+def test_the_result_backend_is_failed_too_unless_it_finished(monkeypatch) -> None:
+    from celery import current_app
+    from django_celery_results.models import TaskResult
+
+    running("gone")
+    running("done-meanwhile")
+    TaskResult.objects.create(task_id="gone", status="STARTED")
+    TaskResult.objects.create(task_id="done-meanwhile", status="SUCCESS", result="1")
+    monkeypatch.setattr(lost, "_held_by_live_workers", lambda ids: set())
+    assert lost.fail_left_running("w@host", timezone.now()) == 2
+    gone = current_app.backend.get_task_meta("gone")
+    assert gone["status"] == "FAILURE"
+    assert "Lost: its worker stopped" in str(gone["result"])
+    assert TaskResult.objects.get(task_id="done-meanwhile").status == "SUCCESS"

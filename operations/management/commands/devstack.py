@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +20,31 @@ DEV_ADMIN = "admin"
 WORKER_READY_TIMEOUT = 60.0
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
+
+
+def ensure_free(host: str, port: int, what: str) -> None:
+    """Refuse to start when a port the stack needs is taken, before anything is started."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"{what} needs {host}:{port}, which is in use ({exc.strerror}): is another "
+                "`make run` still running? Stop it, or choose other ports, e.g. "
+                "`python manage.py devstack --port 8001 --flower-port 5556 --redis-port 6380`."
+            ) from exc
+
+
 class Command(BaseCommand):
     help = (
         "Start the whole development stack: Redis (embedded, when none is running), the web "
@@ -26,11 +53,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Web server address.")
-        parser.add_argument("--port", type=int, default=8000, help="Web server port.")
-        parser.add_argument("--flower-port", type=int, default=5555)
+        parser.add_argument("--port", type=port_number, default=8000, help="Web server port.")
+        parser.add_argument("--flower-port", type=port_number, default=5555)
         parser.add_argument(
             "--redis-port",
-            type=int,
+            type=port_number,
             default=None,
             help="Port of the embedded Redis when CELERY_BROKER_URL is not set (default 6379).",
         )
@@ -47,6 +74,8 @@ class Command(BaseCommand):
         env["PYTHONUNBUFFERED"] = "1"
         stack = Stack(env=env, cwd=base_dir)
         install_stop_signals()
+        ensure_free(options["host"], options["port"], "The web server")
+        ensure_free("127.0.0.1", options["flower_port"], "Flower")
         try:
             login = "" if options["skip_setup"] else self.setup()
             self.start_broker(stack, env, options["redis_port"], state_dir)
@@ -75,7 +104,8 @@ class Command(BaseCommand):
         call_command("createcachetable", verbosity=0)
         call_command("sync_schedules", verbosity=0)
         self.stdout.write("Database migrated; cache table and periodic schedules in place.")
-        password = os.environ.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
+        chosen = os.environ.get("DEVSTACK_ADMIN_PASSWORD")
+        password = chosen or DEV_ADMIN
         if not settings.DEBUG:
             return "create one with: python manage.py createsuperuser"
         User = get_user_model()
@@ -83,8 +113,18 @@ class Command(BaseCommand):
         if user is None:
             User.objects.create_superuser(DEV_ADMIN, "admin@example.com", password)
             self.stdout.write(f"Created the development admin user {DEV_ADMIN!r}.")
-        elif not user.check_password(password):
-            return f"user {DEV_ADMIN!r}, with the password you gave it"
+        elif user.check_password(password):
+            pass
+        elif chosen:
+            # Asked for by name: the admin and Flower then take the same password.
+            user.set_password(chosen)
+            user.save(update_fields=["password"])
+            self.stdout.write(f"Set the password of {DEV_ADMIN!r} from DEVSTACK_ADMIN_PASSWORD.")
+        else:
+            return (
+                f"user {DEV_ADMIN!r}, with the password you changed it to "
+                "(DEVSTACK_ADMIN_PASSWORD sets it)"
+            )
         return f"user {DEV_ADMIN!r}, password {password!r}"
 
     def start_broker(
