@@ -41,7 +41,9 @@ def test_apply_async(request: HttpRequest) -> HttpResponse:
 @tutorial_view
 def task_result(request: HttpRequest, task_id: str) -> JsonResponse:
     try:
-        uuid.UUID(task_id)
+        # Celery's ids are lower-case with dashes: the same id written otherwise (upper case,
+        # no dashes, urn:uuid:) would read as unknown, PENDING.
+        task_id = str(uuid.UUID(task_id))
     except ValueError:
         return JsonResponse(
             {"task_id": task_id, "error": _("This is not a task id: task ids are UUIDs.")},

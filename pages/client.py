@@ -233,7 +233,7 @@ def resolve_host(host: str, port: int) -> list[str]:
     except socket.gaierror as exc:
         message = _("The host %(host)s could not be resolved: %(reason)s") % {
             "host": host,
-            "reason": exc.strerror or exc,
+            "reason": _resolution_reason(exc),
         }
         if exc.errno == socket.EAI_AGAIN:
             raise TemporaryResolutionFailure(message) from exc
@@ -244,6 +244,18 @@ def resolve_host(host: str, port: int) -> list[str]:
         if address not in addresses:
             addresses.append(address)
     return addresses
+
+
+def _resolution_reason(exc: socket.gaierror) -> str:
+    """The resolver's reason in the reader's language (the C library's is English)."""
+    reasons = {
+        socket.EAI_NONAME: _("no such name is known"),
+        socket.EAI_AGAIN: _("the name servers did not answer in time"),
+    }
+    no_data = getattr(socket, "EAI_NODATA", None)  # glibc's, not every platform's
+    if no_data is not None:
+        reasons[no_data] = _("the name has no address")
+    return reasons.get(exc.errno) or str(exc.strerror or exc)
 
 
 def pick_address(url: httpx.URL, *, allow_private: bool, resolve: Resolver = resolve_host) -> str:
@@ -283,6 +295,8 @@ def validate_url(url: str | httpx.URL) -> httpx.URL:
         )
     if not parsed.raw_host:
         raise InvalidURL(_("The URL has no host."))
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise InvalidURL(_("%(port)s is not a port number (1 to 65535).") % {"port": parsed.port})
     if parsed.userinfo:
         raise InvalidURL(_("URLs with a user name or password are not fetched."))
     return parsed.copy_with(fragment=None)

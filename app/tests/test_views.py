@@ -22,6 +22,19 @@ def test_result_of_an_unknown_id_is_pending_with_an_explanation(client: Client) 
     assert "unknown" in data["detail"]
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "spelling", [str.upper, lambda i: i.replace("-", ""), "urn:uuid:{}".format]
+)
+def test_result_of_an_id_written_otherwise_is_found(client: Client, spelling) -> None:
+    from django_celery_results.models import TaskResult
+
+    task_id = str(uuid.uuid4())
+    TaskResult.objects.create(task_id=task_id, status="SUCCESS", result="8")
+    data = client.get(f"/test/result/{spelling(task_id)}/").json()
+    assert (data["task_id"], data["status"], data["result"]) == (task_id, "SUCCESS", 8)
+
+
 @override_settings(TUTORIAL_VIEWS_ENABLED=False)
 @pytest.mark.parametrize("path", ["/test/", "/test/apply_async/"])
 def test_tutorial_views_are_off_when_disabled(client: Client, path: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
@@ -203,8 +205,34 @@ def test_a_redirect_to_another_scheme_is_refused(location: str) -> None:
         ("http:///nohost", "no host"),
         ("http://user:secret@example.com/", "user name or password"),
         ("http://example.com/" + "a" * 2000, "longer than"),
+        ("http://93.184.216.34:99999/", r"99999 is not a port number \(1 to 65535\)"),
+        ("http://example.com:0/", r"0 is not a port number"),
     ],
 )
 def test_urls_the_client_refuses(url: str, reason: str) -> None:
     with pytest.raises(client.InvalidURL, match=reason):
         client.validate_url(url)
+
+
+@pytest.mark.parametrize(
+    ("language", "errno", "reason"),
+    [
+        ("en", socket.EAI_NONAME, "no such name is known"),
+        ("zh-hans", socket.EAI_NONAME, "没有这个名字"),
+        ("zh-hans", socket.EAI_AGAIN, "域名服务器没有及时应答"),
+    ],
+)
+def test_why_a_name_did_not_resolve_is_said_in_the_readers_language(
+    monkeypatch, language: str, errno: int, reason: str
+) -> None:
+    from django.utils import translation
+
+    def getaddrinfo(*args, **kwargs):
+        # What glibc says, in English whatever the reader's language.
+        raise socket.gaierror(errno, "Name or service not known")
+
+    monkeypatch.setattr(client.socket, "getaddrinfo", getaddrinfo)
+    with translation.override(language), pytest.raises(client.ResolutionFailed) as failed:
+        client.resolve_host("example.com", 80)
+    assert failed.value.message.endswith(reason)
+    assert "Name or service not known" not in failed.value.message
