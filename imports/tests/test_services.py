@@ -152,7 +152,7 @@ def test_a_batch_with_waiting_files_is_never_failed(statuses, expected) -> None:
 
 
 @pytest.mark.parametrize(
-    ("language", "label"), [("en", "waiting for the task queue"), ("zh-hans", "等待任务队列")]
+    ("language", "label"), [("en", "waiting for the task queue"), ("zh-hans", "等待消息代理")]
 )
 def test_the_waiting_status_reads_in_both_languages(language: str, label: str) -> None:
     with translation.override(language):

@@ -373,10 +373,10 @@ def test_an_upload_the_broker_refuses_is_explained_in_chinese_without_the_broker
     assert import_file.status == ImportFile.Status.NOT_QUEUED
     [shown] = response.context["messages"]
     assert str(shown) == (
-        "已保存 1 个文件，但暂未加入处理队列：任务队列不可用。队列恢复后会自动加入。"
+        "已保存 1 个文件，但暂未加入处理队列：消息代理不可用。消息代理恢复后会自动加入。"
     )
     page = response.content.decode()
-    assert '<td data-field="status" class="not_queued">等待任务队列</td>' in page
+    assert '<td data-field="status" class="not_queued">等待消息代理</td>' in page
     assert "Connection refused" not in page
     assert "Error 111" not in page
 

@@ -429,7 +429,7 @@ def test_a_run_that_fails_again_shows_its_new_error_not_an_older_failure(monkeyp
     ("language", "text"),
     [
         ("en", "Not started: the task broker did not answer. Please try again."),
-        ("zh-hans", "未启动：broker 没有响应。请重试。"),
+        ("zh-hans", "未启动：消息代理没有响应。请重试。"),
     ],
 )
 def test_a_run_that_was_not_started_reads_in_the_readers_language(language, text) -> None:

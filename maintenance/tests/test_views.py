@@ -177,7 +177,7 @@ def test_a_run_the_broker_refused_reads_in_each_readers_language(
     english.force_login(admin_user)
     assert run.summary in english.get(INDEX).content.decode()
     page = requester.get(INDEX).content.decode()
-    assert "未启动：broker 没有响应。请重试。" in page
+    assert "未启动：消息代理没有响应。请重试。" in page
     assert "Not started" not in page
     assert "Connection refused" not in page
 

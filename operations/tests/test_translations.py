@@ -215,8 +215,8 @@ def test_broker_unavailable_page_renders_in_chinese() -> None:
     with translation.override("zh-hans"):
         html = render_to_string("operations/broker_unavailable.html")
 
-    assert "<title>任务队列不可用</title>" in html
-    assert "消息 broker（Redis 或 RabbitMQ）没有响应" in html
+    assert "<title>消息代理不可用</title>" in html
+    assert "消息代理（Redis 或 RabbitMQ）没有响应" in html
     assert "<code>python manage.py celery_check</code>" in html
 
 

@@ -81,7 +81,7 @@ def test_a_broker_that_refuses_the_chain_is_recorded_on_the_row() -> None:
             "en",
             "The fetch could not be queued: the task queue is unavailable. Fetch it again later.",
         ),
-        ("zh-hans", "抓取任务未能加入队列：任务队列不可用。请稍后重新抓取。"),
+        ("zh-hans", "抓取任务未能加入队列：消息代理不可用。请稍后重新抓取。"),
     ],
 )
 def test_a_chain_a_real_broker_refuses_says_why_without_the_brokers_words(
@@ -103,7 +103,7 @@ def test_a_chain_a_real_broker_refuses_says_why_without_the_brokers_words(
         (
             OperationalError("Error 111 connecting to 127.0.0.1:6390. Connection refused."),
             "The fetch could not be queued: the task queue is unavailable. Fetch it again later.",
-            "抓取任务未能加入队列：任务队列不可用。请稍后重新抓取。",
+            "抓取任务未能加入队列：消息代理不可用。请稍后重新抓取。",
         ),
         (
             TypeError("Object of type PageInfo is not JSON serializable"),

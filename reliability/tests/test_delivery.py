@@ -243,5 +243,5 @@ def test_a_dead_letter_reason_reads_in_the_site_language() -> None:
         )
     with translation.override("zh-hans"):
         assert delivery.dead_letter_reason(4, 3) == (
-            "已投递 4 次；前 3 次投递时，运行它的工作进程都退出了（上限 3 次）。"
+            "已投递 4 次；前 3 次投递时，运行它的 worker 都退出了（上限 3 次）。"
         )
