@@ -250,7 +250,8 @@ class AuditEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.user} {self.action} {self.target}"
+        # The action's name in the reader's language, not its stored code.
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.user} {self.get_action_display()} {self.target}"
 
 
 def _hash_token(secret: str) -> str:

@@ -18,7 +18,12 @@ from django.test import Client
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+)
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import ChordCounter, GroupResult, TaskResult
 
@@ -94,7 +99,9 @@ def test_results_and_beat_messages_translate() -> None:
         assert _("Periodic Tasks Using This Schedule") == "使用此调度的周期性任务"
         assert str(PeriodicTask._meta.get_field("task").verbose_name) == "任务名称"
         assert str(IntervalSchedule(every=1, period=IntervalSchedule.HOURS)) == "每小时"
-        assert str(IntervalSchedule(every=30, period=IntervalSchedule.SECONDS)) == "每30秒"
+        assert str(IntervalSchedule(every=30, period=IntervalSchedule.SECONDS)) == "每 30 秒"
+        assert str(CrontabSchedule._meta.verbose_name) == "Crontab 调度"
+        assert str(ClockedSchedule._meta.verbose_name) == "单次定时调度"
         assert ngettext(
             "{0} task was successfully enabled", "{0} tasks were successfully enabled", 3
         ).format(3) == ("已成功启用 3 个任务")

@@ -1,0 +1,19 @@
+"""How the console's models read where Django shows them by name (the admin's lists)."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import translation
+
+from taskconsole.models import AuditAction, AuditEntry
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_audit_entry_reads_its_action_in_the_readers_language(django_user_model) -> None:
+    user = django_user_model.objects.create_user("operator", password="x")
+    entry = AuditEntry.objects.create(user=user, action=AuditAction.CANCEL, target="t-1")
+    with translation.override("en"):
+        assert str(entry).endswith(" operator Cancelled a task t-1")
+    with translation.override("zh-hans"):
+        assert str(entry).endswith(" operator 取消了任务 t-1")
