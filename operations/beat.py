@@ -7,6 +7,10 @@
   last_run_at only every few minutes, so a beat killed just after a dispatch would otherwise send
   the same slot again on restart; a new leader with a stale schedule would too.
 - The schedule is reset by itself when TIME_ZONE changes (the tutorial's manual step).
+- A row beat cannot use (a schedule Celery cannot build or compute, args/kwargs/headers of the
+  wrong JSON shape) is skipped with one error line naming it, logged again only when the row
+  changes; the other periodic tasks go on. django-celery-beat let such a row crash beat at each
+  start (an OverflowError, a TypeError) until someone disabled it by hand.
 - Only the leader writes to the schedule tables: CELERY_BEAT_SCHEDULE's entries (and the time
   zone reset) are written when a beat starts holding the lease or takes it over. A beat that
   starts while another holds the lease writes nothing, so it cannot undo an admin edit of a
@@ -24,7 +28,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 
-from celery.schedules import crontab
+from celery.schedules import crontab, schedstate
 from celery.schedules import schedule as interval_schedule
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
@@ -33,6 +37,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseScheduler
 from django_celery_beat.schedulers import ModelEntry as BaseModelEntry
+from kombu.utils.json import loads
 
 from .broker_errors import BROKER_ERRORS, unanswered
 from .models import BeatLock, BeatSlot, BeatState, Heartbeat
@@ -46,6 +51,9 @@ TIME_ZONE_KEY = "time_zone"
 #: the others day by day. Older than that, the minute of the send is the slot.
 SLOT_LOOKBACK_MINUTES = 8 * 24 * 60
 SLOT_LOOKBACK_DAYS = 400
+#: How often beat tries again an entry whose next run could not be computed (seconds). It
+#: says so once; the row's next change reloads the schedule anyway.
+BAD_ROW_RECHECK = 300.0
 
 
 def _setting(name: str, default: float) -> float:
@@ -189,7 +197,138 @@ def reset_on_time_zone_change(time_zone: str) -> bool:
     return changed
 
 
+class UnusableRow(ValueError):
+    """A periodic task row beat cannot turn into an entry; `reason` says why, in a log line."""
+
+    def __init__(self, reason: str, fingerprint: tuple) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fingerprint = fingerprint
+
+
+class BadRows:
+    """The rows beat skips, each said once per content: an error line at the first skip and
+    again only when the row (or its schedule) changes, not at every reload or tick."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple] = {}
+
+    def report(self, name: str, reason: str, fingerprint: tuple) -> None:
+        if self._said.get(name) == fingerprint:
+            return
+        self._said[name] = fingerprint
+        logger.error(
+            "beat: periodic task %r is skipped: %s. The other periodic tasks run; this one runs "
+            "once the row is fixed.",
+            name,
+            reason,
+        )
+
+    def forget_all_but(self, names: set[str]) -> None:
+        """Forget rows that are gone or disabled: enabled again, they are said again."""
+        for name in set(self._said) - names:
+            del self._said[name]
+
+    def clear(self) -> None:
+        self._said.clear()
+
+
+BAD_ROWS = BadRows()
+
+_SCHEDULE_FIELDS = ("interval", "crontab", "solar", "clocked")
+
+
+def _row_fingerprint(model: PeriodicTask) -> tuple:
+    """What the row says, its schedule row's values included (editing an interval in place
+    changes the task's schedule without saving the task)."""
+    return (
+        model.task,
+        model.args,
+        model.kwargs,
+        model.headers,
+        model.queue,
+        model.start_time,
+        model.expires,
+        _schedule_words(model),
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _schedule_words(model: PeriodicTask) -> str:
+    """The row's schedule as its columns say it: "interval every=5, period='days'"."""
+    for field in _SCHEDULE_FIELDS:
+        if getattr(model, f"{field}_id", None) is None:
+            continue
+        try:
+            row = getattr(model, field)
+        except Exception:
+            return f"{field} #{getattr(model, f'{field}_id')}"
+        values = ", ".join(
+            f"{key}={value!r}"
+            for key, value in vars(row).items()
+            if key not in ("_state", "id") and not key.startswith("_")
+        )
+        return f"{field} {values}"
+    return "no schedule"
+
+
+def check_row(model: PeriodicTask) -> str | None:
+    """Why beat cannot use this row's args, kwargs or headers; None when it can.
+
+    django-celery-beat disables a row whose args are not JSON (a save beat does behind the
+    admin's back) and crashes on headers that are not an object; a list for kwargs or an
+    object for args made each send fail. Checked first, so such a row is skipped instead. (Its
+    schedule is checked by building the entry: a second build would double beat's reload.)
+    """
+    for field, shape, words in (
+        ("args", list, "a JSON list"),
+        ("kwargs", dict, "a JSON object"),
+        ("headers", dict, "a JSON object"),
+    ):
+        text = getattr(model, field) or ""
+        if not text.strip():
+            continue
+        try:
+            value = loads(text)
+        except ValueError as exc:
+            return f"its {field} is not valid JSON ({_describe(exc)})"
+        if not isinstance(value, shape):
+            return f"its {field} must be {words}, not {text[:80]!r}"
+    return None
+
+
 class ModelEntry(BaseModelEntry):
+    def __init__(self, model, app=None):
+        reason = check_row(model)
+        if reason is not None:
+            raise UnusableRow(reason, (reason, _row_fingerprint(model)))
+        try:
+            super().__init__(model, app=app)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            reason = f"its schedule cannot be used ({_describe(exc)}; {_schedule_words(model)})"
+            raise UnusableRow(reason, (reason, _row_fingerprint(model))) from exc
+
+    def is_due(self):
+        """django-celery-beat's is_due; a schedule that cannot compute its next run (an
+        interval so long that the last run plus it overflows a datetime, …) is skipped and
+        said once, instead of stopping beat at each tick."""
+        try:
+            return super().is_due()
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            reason = (
+                f"its next run cannot be computed ({_describe(exc)}; {_schedule_words(self.model)})"
+            )
+            BAD_ROWS.report(self.name, reason, (reason, _row_fingerprint(self.model)))
+            return schedstate(False, BAD_ROW_RECHECK)
+
     @classmethod
     def from_entry(cls, name, app=None, **entry):
         """A CELERY_BEAT_SCHEDULE entry written to the table only where it differs.
@@ -225,6 +364,21 @@ class DatabaseScheduler(BaseDatabaseScheduler):
     def __init__(self, *args, **kwargs) -> None:
         self.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         super().__init__(*args, **kwargs)
+
+    def all_as_schedule(self):
+        """django-celery-beat's, skipping the rows beat cannot use (said once each)."""
+        entries = {}
+        enabled = set()
+        for model in self.enabled_models():
+            enabled.add(model.name)
+            try:
+                entries[model.name] = self.Entry(model, app=self.app)
+            except UnusableRow as exc:
+                BAD_ROWS.report(model.name, exc.reason, exc.fingerprint)
+            except ValueError:
+                pass  # django-celery-beat's own skip
+        BAD_ROWS.forget_all_but(enabled)
+        return entries
 
     def setup_schedule(self) -> None:
         """Take the lease if free; only then write the settings' entries (see _lead).

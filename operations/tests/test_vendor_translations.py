@@ -102,6 +102,7 @@ def test_results_and_beat_messages_translate() -> None:
         assert str(IntervalSchedule(every=30, period=IntervalSchedule.SECONDS)) == "每 30 秒"
         assert str(CrontabSchedule._meta.verbose_name) == "Crontab 调度"
         assert str(ClockedSchedule._meta.verbose_name) == "单次定时调度"
+        assert str(ChordCounter._meta.verbose_name_plural) == "chord 计数器"
         assert ngettext(
             "{0} task was successfully enabled", "{0} tasks were successfully enabled", 3
         ).format(3) == ("已成功启用 3 个任务")
