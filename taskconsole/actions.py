@@ -112,7 +112,8 @@ def validate_arguments(
         raise ActionError(
             400, "invalid_arguments", _("The arguments must be an object of named values.")
         )
-    size = len(json.dumps(arguments, default=str).encode())
+    text = json.dumps(arguments, default=str)
+    size = len(text.encode())
     if size > max_args_bytes():
         raise ActionError(
             413,
@@ -122,8 +123,12 @@ def validate_arguments(
         )
     try:
         # Closed: a misspelt optional argument is refused, not dropped as pydantic would.
+        # Strict, on the arguments as JSON: each value must be of its field's JSON type (true
+        # is not 1, "1" is not 1, 1.0 is not an integer), where pydantic's lax mode would
+        # quietly change what was asked. JSON's strings still give dates, UUIDs, Decimals and
+        # enums' values. The launch form turns what was typed into JSON values first (forms.py).
         with acting(user):
-            validated = closed(launchable.schema).model_validate(arguments)
+            validated = closed(launchable.schema).model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise ActionError(
             400,
@@ -359,6 +364,47 @@ def set_enabled(user, pk: Any, enabled: bool):
     return task
 
 
+def _validated_call(user, task, args: Any, kwargs: Any) -> tuple[list, dict]:
+    """A periodic task's stored arguments as its launch form's schema validates them, or 400.
+
+    Arguments stored by position are sent by position again, each in the form validation gave
+    it; the others, and the schema's defaults, by name.
+    """
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise ActionError(
+            400,
+            "invalid_arguments",
+            _(
+                "The stored arguments of %(name)s must be a JSON array (args) and a JSON "
+                "object (kwargs): correct them in the admin."
+            )
+            % {"name": task.name},
+        )
+    try:
+        validated = validate_arguments(user, task.task, named_arguments(task.task, args, kwargs))[1]
+    except ActionError as exc:
+        if exc.code != "invalid_arguments":
+            raise
+        raise ActionError(
+            400,
+            "invalid_arguments",
+            _(
+                "The stored arguments of %(name)s are not valid for %(task)s: correct them in "
+                "the admin."
+            )
+            % {"name": task.name, "task": task.task},
+            exc.errors,
+        ) from exc
+    if not args:
+        return [], validated
+    names = list(inspect.signature(current_app.tasks[task.task].run).parameters)[: len(args)]
+    if not all(key in validated for key in names):
+        return [], validated
+    return [validated[key] for key in names], {
+        key: value for key, value in validated.items() if key not in names
+    }
+
+
 def run_now(user, pk: Any) -> str:
     task = _periodic(user, pk)
     try:
@@ -378,9 +424,10 @@ def run_now(user, pk: Any) -> str:
         )
     # Whoever runs it by hand is asked what a launch of the task asks: the launch form's checks
     # (with the app's own permission) for a task on the launch list, else the permission its
-    # app requires to run it by hand.
+    # app requires to run it by hand. What is sent is what the checks passed: the validated
+    # values, not the stored ones (beat itself sends those, unchecked, on schedule).
     if registry.get(task.task) is not None:
-        validate_arguments(user, task.task, named_arguments(task.task, args, kwargs))
+        args, kwargs = _validated_call(user, task, args, kwargs)
     elif refusal := registry.run_refusal(user, task.task):
         raise ActionError(403, "forbidden", refusal)
     options: dict[str, Any] = {"headers": {"periodic_task_name": task.name}}

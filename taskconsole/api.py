@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -20,12 +21,15 @@ from django.views.decorators.csrf import csrf_exempt
 from . import actions, openapi, permissions, queries
 from .actions import ActionError
 from .models import ApiToken
+from .queries import InvalidParameter
 
 logger = logging.getLogger(__name__)
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 #: Seconds a client is asked to wait after a 503, as the site's own 503 page asks.
 RETRY_AFTER = "30"
+#: The character sets a JSON body may declare: JSON is UTF-8 (RFC 8259), ASCII a part of it.
+JSON_CHARSETS = {"utf-8", "utf8", "us-ascii"}
 
 
 def _token_user(request: HttpRequest):
@@ -62,6 +66,10 @@ def endpoint(methods: set[str]) -> Callable:
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             try:
                 response = answer(request, *args, **kwargs)
+            except RequestDataTooBig:
+                # Past DATA_UPLOAD_MAX_MEMORY_SIZE, reading the body (or the CSRF check's read
+                # of a form) raises: Django's own answer would be an HTML page.
+                response = _too_large()
             except (OperationalError, InterfaceError) as exc:
                 if str(exc).startswith("no such "):
                     # SQLite's "no such table/column": not migrated, which waiting won't fix.
@@ -89,31 +97,52 @@ def endpoint(methods: set[str]) -> Callable:
                 return error(401, "invalid_token", _("The API token is not valid."))
             if user is None:
                 user = request.user
-                if request.method in UNSAFE and _csrf_failed(request):
-                    return error(403, "csrf_failed", _("CSRF check failed."))
             else:
                 request.user = user
+            # Who asks comes first: a request with neither session nor token is told to log
+            # in, whatever else is wrong with it.
             if not user.is_authenticated:
                 return error(401, "not_authenticated", _("Log in or send an API token."))
+            if not by_token and request.method in UNSAFE and _csrf_failed(request):
+                return error(403, "csrf_failed", _("CSRF check failed."))
             if not permissions.can_view(user):
                 return error(403, "forbidden", _("You may not use the task console."))
             try:
                 return view(request, *args, **kwargs)
             except ActionError as exc:
                 return JsonResponse(exc.as_json(), status=exc.status)
+            except InvalidParameter as exc:
+                return error(400, "invalid_parameter", exc.message, parameter=exc.parameter)
 
         return wrapper
 
     return decorator
 
 
+def _too_large() -> JsonResponse:
+    return error(413, "body_too_large", _("The request body is too large."))
+
+
 def _json_body(request: HttpRequest) -> dict[str, Any]:
-    if len(request.body) > actions.max_args_bytes() * 2:
+    """The request's JSON object: sent as application/json (UTF-8), or refused with a 4xx.
+
+    Any other type is refused, not read as JSON: a form or text/plain body can be sent by
+    any page on another site, and its type says it is not what the API reads.
+    """
+    charset = request.content_params.get("charset", "utf-8").strip().lower()
+    if request.content_type != "application/json" or charset not in JSON_CHARSETS:
+        raise ActionError(
+            415,
+            "unsupported_media_type",
+            _("Send the request body as JSON in UTF-8, with Content-Type: application/json."),
+        )
+    body = request.body  # RequestDataTooBig past DATA_UPLOAD_MAX_MEMORY_SIZE: see endpoint()
+    if len(body) > actions.max_args_bytes() * 2:
         raise ActionError(413, "body_too_large", _("The request body is too large."))
-    if not request.body:
+    if not body:
         return {}
     try:
-        data = json.loads(request.body)
+        data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         # Valid JSON, but Python will not read an integer of more than 4,300 digits.
         if "integer string conversion" in str(exc):
@@ -133,7 +162,7 @@ def task_list(request: HttpRequest) -> JsonResponse:
         request.user,
         status=request.GET.get("status"),
         name=request.GET.get("name"),
-        mine=request.GET.get("mine") in {"1", "true"},
+        mine=queries.flag("mine", request.GET.get("mine")),
         cursor=request.GET.get("cursor"),
         limit=request.GET.get("limit"),
     )

@@ -8,8 +8,25 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from . import registry
+from .models import TaskStatus
+
+STATUSES = list(TaskStatus.values)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+#: What each error status says, with the codes of `error` it comes with.
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: invalid_json, invalid_task, invalid_arguments (with `errors` by "
+    "field), invalid_parameter (with `parameter`: a list's status, mine, cursor or limit "
+    "that means nothing)",
+    401: "not_authenticated (neither session nor token; checked first), invalid_token",
+    403: "forbidden, csrf_failed (a session's unsafe request without its CSRF token), "
+    "not_launchable",
+    404: "not_found, unknown_task",
+    409: "finished, cannot_terminate, not_failed, redacted, unmatched_arguments",
+    413: "body_too_large (the body, or DATA_UPLOAD_MAX_MEMORY_SIZE), arguments_too_large",
+    415: "unsupported_media_type: a body that is not Content-Type: application/json (UTF-8)",
+    503: "database_unavailable, broker_unavailable; with Retry-After",
+}
 
 
 def _responses(ok: int, ok_schema: dict[str, Any], *errors: int) -> dict[str, Any]:
@@ -18,7 +35,7 @@ def _responses(ok: int, ok_schema: dict[str, Any], *errors: int) -> dict[str, An
     }
     for status in (401, 403, *errors):
         out[str(status)] = {
-            "description": "Error",
+            "description": ERROR_DESCRIPTIONS.get(status, "Error"),
             "content": {"application/json": {"schema": ERROR}},
         }
     return out
@@ -57,8 +74,19 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
         "schema": {"type": "string"},
     }
     cursor = [
-        {"name": "cursor", "in": "query", "schema": {"type": "integer"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 200}},
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "The `next_cursor` of the previous page; anything else is a 400.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "Rows per page, 50 if absent; a limit above 200 is served as 200. "
+            "Not a whole number from 1 up: a 400.",
+            "schema": {"type": "integer", "minimum": 1},
+        },
     ]
     page = _obj(
         results={"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
@@ -81,25 +109,14 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
             "schemas": {
                 "Error": _obj(
                     error={"type": "string"},
-                    detail={"type": "string"},
+                    detail={"type": "string", "description": "In the request's language"},
                     errors={"type": "object"},
+                    parameter={"type": "string"},
                 ),
                 "Task": _obj(
                     task_id={"type": "string"},
                     name={"type": "string"},
-                    status={
-                        "type": "string",
-                        "enum": [
-                            "QUEUED",
-                            "SCHEDULED",
-                            "STARTED",
-                            "PROGRESS",
-                            "RETRY",
-                            "SUCCESS",
-                            "FAILURE",
-                            "REVOKED",
-                        ],
-                    },
+                    status={"type": "string", "enum": STATUSES},
                     args={"type": "array"},
                     kwargs={"type": "object"},
                     owner={"type": ["string", "null"]},
@@ -131,12 +148,22 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
                 "get": {
                     "summary": "Tasks, newest first (keyset pagination)",
                     "parameters": [
-                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "description": "Another value is a 400 (invalid_parameter).",
+                            "schema": {"type": "string", "enum": STATUSES},
+                        },
                         {"name": "name", "in": "query", "schema": {"type": "string"}},
-                        {"name": "mine", "in": "query", "schema": {"type": "boolean"}},
+                        {
+                            "name": "mine",
+                            "in": "query",
+                            "description": "1 or true, 0 or false; another value is a 400.",
+                            "schema": {"type": "string", "enum": ["1", "true", "0", "false"]},
+                        },
                         *cursor,
                     ],
-                    "responses": _responses(200, page),
+                    "responses": _responses(200, page, 400),
                 }
             },
             "/tasks/{task_id}/": {
@@ -169,6 +196,11 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
             "/launch/": {
                 "post": {
                     "summary": "Launch a task from the launch list",
+                    "description": "The body is JSON (Content-Type: application/json, UTF-8). "
+                    "Arguments are validated strictly: each value has its field's JSON type "
+                    '(an integer field takes 2, not 2.0, "2" or true; a boolean only true '
+                    "or false; a string field only a string); dates, UUIDs and decimals are "
+                    "strings.",
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -178,7 +210,7 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
                         },
                     },
                     "responses": _responses(
-                        201, _obj(task_id={"type": "string"}), 400, 404, 413, 503
+                        201, _obj(task_id={"type": "string"}), 400, 404, 413, 415, 503
                     ),
                 }
             },
@@ -205,7 +237,9 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
                             "schema": {"type": "string", "enum": ["enable", "disable", "run"]},
                         },
                     ],
-                    "responses": _responses(200, _obj(), 404),
+                    "description": "run sends the stored arguments as the task's launch "
+                    "schema validates them (strictly), or answers 400 invalid_arguments.",
+                    "responses": _responses(200, _obj(), 400, 404, 409, 503),
                 }
             },
             "/workers/": {
@@ -218,7 +252,7 @@ def document(request: HttpRequest | None = None) -> dict[str, Any]:
                 "get": {
                     "summary": "Who launched, cancelled, retried or changed what, and when",
                     "parameters": cursor,
-                    "responses": _responses(200, _obj(results={"type": "array"})),
+                    "responses": _responses(200, _obj(results={"type": "array"}), 400),
                 }
             },
         },

@@ -49,19 +49,99 @@ def visible_tasks(user):
     return qs.filter(owner_id=user.pk)
 
 
-def _cursor(value: Any) -> int | None:
-    try:
-        cursor = int(value)
-    except (TypeError, ValueError):
+#: The largest id a cursor may name: a database's 64-bit integer.
+MAX_CURSOR = 2**63 - 1
+
+
+class InvalidParameter(ValueError):
+    """A list's query parameter that means nothing: refused, never silently ignored.
+
+    Ignoring it would answer something else than what was asked (every task for a misspelt
+    status, the first page again for a bad cursor, where a paginating script loops for ever).
+    """
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+def _whole(value: Any) -> int | None:
+    """The number that ASCII digits say (no sign, space, "_" or point), else None.
+
+    A number of more than 19 digits is said as MAX_CURSOR + 1: big enough for every check
+    here (and int() of thousands of digits is refused past 4,300).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
         return None
-    return cursor if cursor > 0 else None
+    digits = value.lstrip("0")
+    return MAX_CURSOR + 1 if len(digits) > 19 else int(digits or "0")
+
+
+def _cursor(value: Any) -> int | None:
+    """A page's cursor: absent or empty for the first page, else an id (a positive integer)."""
+    if value is None or value == "":
+        return None
+    number = _whole(value)
+    if number is None or not 0 < number <= MAX_CURSOR:
+        raise InvalidParameter(
+            "cursor",
+            _(
+                "The parameter cursor must be the next_cursor of a previous page "
+                "(a positive whole number), not “%(value)s”."
+            )
+            % {"value": _shown(value)},
+        )
+    return number
 
 
 def _limit(value: Any, default: int = 50) -> int:
-    try:
-        return max(1, min(MAX_PAGE, int(value)))
-    except (TypeError, ValueError):
+    """How many rows a page holds: 1 to MAX_PAGE (more is served as MAX_PAGE), 50 if absent."""
+    if value is None or value == "":
         return default
+    number = _whole(value)
+    if number is None or number < 1:
+        raise InvalidParameter(
+            "limit",
+            _(
+                "The parameter limit must be a whole number from 1 to %(max)d "
+                "(a larger one is taken as %(max)d), not “%(value)s”."
+            )
+            % {"max": MAX_PAGE, "value": _shown(value)},
+        )
+    return min(MAX_PAGE, number)
+
+
+def _status(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in TaskStatus.values:
+        raise InvalidParameter(
+            "status",
+            _("The parameter status must be one of %(allowed)s, not “%(value)s”.")
+            % {"allowed": ", ".join(TaskStatus.values), "value": _shown(value)},
+        )
+    return value
+
+
+def flag(parameter: str, value: Any) -> bool:
+    """A yes-or-no query parameter: 1 or true, 0 or false (or absent, empty: no)."""
+    if value is None or value in {"", "0", "false"}:
+        return False
+    if value in {"1", "true"}:
+        return True
+    raise InvalidParameter(
+        parameter,
+        _("The parameter %(parameter)s must be 1, true, 0 or false, not “%(value)s”.")
+        % {"parameter": parameter, "value": _shown(value)},
+    )
+
+
+def _shown(value: Any, size: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= size else text[: size - 1] + "…"
 
 
 def task_page(
@@ -73,18 +153,22 @@ def task_page(
     cursor: Any = None,
     limit: Any = None,
 ) -> Page:
-    """Newest first, keyset on id: each filter has an (x, id) index, so any page is cheap."""
+    """Newest first, keyset on id: each filter has an (x, id) index, so any page is cheap.
+
+    A status, cursor or limit that means nothing raises InvalidParameter.
+    """
+    status = _status(status)
+    after = _cursor(cursor)
+    size = _limit(limit)
     qs = visible_tasks(user)
-    if status in TaskStatus.values:
+    if status:
         qs = qs.filter(status=status)
     if name:
         qs = qs.filter(name=name)
     if mine:
         qs = qs.filter(owner_id=user.pk)
-    after = _cursor(cursor)
     if after is not None:
         qs = qs.filter(id__lt=after)
-    size = _limit(limit)
     rows = list(qs.select_related("owner").order_by("-id")[: size + 1])
     next_cursor = rows[size - 1].id if len(rows) > size else None
     return Page(rows[:size], next_cursor)
@@ -288,15 +372,16 @@ def serialize_launchable(item: registry.Launchable) -> dict[str, Any]:
 
 
 def audit_page(user, *, cursor: Any = None, limit: Any = None, target: str = "") -> Page:
+    """Newest first, as task_page; a cursor or limit that means nothing raises InvalidParameter."""
+    after = _cursor(cursor)
+    size = _limit(limit)
     qs = AuditEntry.objects.select_related("user")
     if not permissions.can_view_all(user):
         qs = qs.filter(user_id=user.pk)
     if target:
         qs = qs.filter(target=target)
-    after = _cursor(cursor)
     if after is not None:
         qs = qs.filter(id__lt=after)
-    size = _limit(limit)
     rows = list(qs.order_by("-id")[: size + 1])
     return Page(rows[:size], rows[size - 1].id if len(rows) > size else None)
 
@@ -330,6 +415,16 @@ def periodic_tasks(language: str | None, now: datetime | None = None) -> list[di
     return rows
 
 
+def _next_runs(task, now: datetime) -> list[datetime]:
+    """None for a row Celery cannot compute (an hour of -1, an interval past the year 9999,
+    made outside the admin's checks): the page shows the rest instead of failing."""
+    try:
+        return describe.next_runs(task, now)
+    except Exception as exc:
+        logger.warning("Periodic task %s: its next runs cannot be computed: %r", task.pk, exc)
+        return []
+
+
 def periodic_task_info(task, language: str | None, now: datetime) -> dict[str, Any]:
     last = (
         # Its runs by beat and by "run now" are named after it; a web request's path is not.
@@ -351,7 +446,7 @@ def periodic_task_info(task, language: str | None, now: datetime) -> dict[str, A
         "description": describe.describe_periodic_task(task, language),
         "description_en": describe.describe_periodic_task(task, "en"),
         "description_zh": describe.describe_periodic_task(task, "zh-hans"),
-        "next_runs": describe.next_runs(task, now),
+        "next_runs": _next_runs(task, now),
         "last_run_at": task.last_run_at,
         "total_run_count": task.total_run_count,
         "last_task": last,

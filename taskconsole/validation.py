@@ -7,7 +7,8 @@ constraints of Field) are translated here by pydantic's error type (pydantic_cor
 their msgids are pydantic's own English wording (its plural where it has "item{expected_plural}";
 without the parts pydantic fills in with English words, such as a date parser's reason), and
 in English pydantic's message is shown as it is. A type not listed here, in any language,
-keeps pydantic's message.
+keeps pydantic's message. A value of the wrong JSON type (validation is strict) is told which
+type it is: "Input should be a valid integer, not true or false".
 """
 
 from __future__ import annotations
@@ -96,6 +97,30 @@ MESSAGES: dict[str, Any] = {
 }
 
 
+#: The errors of a value of another JSON type (strict validation): their message says which
+#: type was sent, as "true" for a number or "1" for true are not read as what they look like.
+TYPE_ERRORS = {"int_type", "float_type", "bool_type", "string_type"}
+
+
+def _given(value: Any) -> Any:
+    """What a JSON value is, in words, for "…, not a string"."""
+    if isinstance(value, bool):
+        return _("true or false")
+    if isinstance(value, str):
+        return _("a string")
+    if isinstance(value, float):
+        return _("a number with a decimal point or an exponent")
+    if isinstance(value, int):
+        return _("a whole number")
+    if isinstance(value, list):
+        return _("an array")
+    if isinstance(value, dict):
+        return _("an object")
+    if value is None:
+        return _("null")
+    return None
+
+
 @functools.cache
 def closed(schema: type[BaseModel]) -> type[BaseModel]:
     """The schema, refusing any name it does not read (pydantic ignores them by default).
@@ -113,7 +138,16 @@ def closed(schema: type[BaseModel]) -> type[BaseModel]:
 
 
 def message(error: dict[str, Any]) -> str:
-    """One pydantic error's message, in the active language."""
+    """One pydantic error's message, in the active language, with the type sent if it was
+    the wrong one."""
+    text = _message(error)
+    given = _given(error.get("input")) if error.get("type") in TYPE_ERRORS else None
+    if given is None:
+        return text
+    return str(_("%(message)s, not %(given)s") % {"message": text, "given": given})
+
+
+def _message(error: dict[str, Any]) -> str:
     template = MESSAGES.get(error.get("type", ""))
     if template is None or (get_language() or "en").lower().startswith("en"):
         return str(error.get("msg", ""))

@@ -69,11 +69,24 @@ def index(request: HttpRequest) -> HttpResponse:
     filters = {
         "status": request.GET.get("status", ""),
         "name": request.GET.get("name", "").strip(),
-        "mine": request.GET.get("mine", "") == "1",
+        "mine": False,
     }
-    page = queries.task_page(
-        request.user, cursor=request.GET.get("cursor"), limit=request.GET.get("limit"), **filters
-    )
+    status = 200
+    filter_error = ""
+    try:
+        filters["mine"] = queries.flag("mine", request.GET.get("mine"))
+        page = queries.task_page(
+            request.user,
+            cursor=request.GET.get("cursor"),
+            limit=request.GET.get("limit"),
+            **filters,
+        )
+    except queries.InvalidParameter as exc:
+        # A filter that means nothing (a hand-edited or stale link): said above an empty
+        # list, not answered with every task as if there were no filter.
+        page = queries.Page([], None)
+        filter_error = exc.message
+        status = 400
     query = {k: v for k, v in {**filters, "mine": "1" if filters["mine"] else ""}.items() if v}
     suggestions = []
     if filters["name"] and not page.items:
@@ -84,20 +97,22 @@ def index(request: HttpRequest) -> HttpResponse:
     context = _context(
         request,
         page=page,
+        filter_error=filter_error,
         name_suggestions=suggestions,
         filters=filters,
         statuses=TaskStatus.choices,
-        first_page=not request.GET.get("cursor"),
+        # A list refused for its filter has nothing to refresh.
+        first_page=not request.GET.get("cursor") and not filter_error,
         live_url="?" + urlencode({**query, "fragment": "1"}),
         next_url=("?" + urlencode({**query, "cursor": page.next_cursor}))
         if page.next_cursor
         else None,
     )
     if _is_fragment(request):
-        return render(request, "taskconsole/_rows.html", context)
+        return render(request, "taskconsole/_rows.html", context, status=status)
     # The name filter's choices: only the page has the filter (its rows refresh without it).
     context["task_names"] = queries.task_names()
-    return render(request, "taskconsole/index.html", context)
+    return render(request, "taskconsole/index.html", context, status=status)
 
 
 @require_GET
@@ -124,6 +139,10 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
 
 def _action_error(request: HttpRequest, exc: ActionError) -> None:
     messages.error(request, exc.message)
+    # The arguments' own errors (a retry's or a "run now"'s stored arguments), field by field.
+    for key, texts in exc.errors.items():
+        for text in texts:
+            messages.error(request, text if key == "__all__" else f"{key}: {text}")
 
 
 @require_POST
@@ -269,5 +288,17 @@ def workers(request: HttpRequest) -> HttpResponse:
 @require_GET
 @console_view
 def audit(request: HttpRequest) -> HttpResponse:
-    page = queries.audit_page(request.user, cursor=request.GET.get("cursor"))
-    return render(request, "taskconsole/audit.html", _context(request, page=page))
+    status = 200
+    filter_error = ""
+    try:
+        page = queries.audit_page(request.user, cursor=request.GET.get("cursor"))
+    except queries.InvalidParameter as exc:
+        page = queries.Page([], None)
+        filter_error = exc.message
+        status = 400
+    return render(
+        request,
+        "taskconsole/audit.html",
+        _context(request, page=page, filter_error=filter_error),
+        status=status,
+    )

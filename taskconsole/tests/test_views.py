@@ -42,7 +42,7 @@ def test_launch_form_renders_from_the_schema_and_keeps_bad_input(make_user, sent
     assert response.status_code == 400
     body = response.content.decode()
     assert 'value="three"' in body
-    assert "valid integer" in body
+    assert "Enter a whole number" in body
     assert sent == []
     response = client.post("/console/launch/app.tasks.add/", {"x": "3", "y": "5"})
     assert response.status_code == 302
@@ -375,7 +375,7 @@ def test_retrying_a_lost_task_asks_first(make_user) -> None:
     ("language", "said"),
     [
         ("en", "The task could not be queued: the broker does not answer."),
-        ("zh-hans", "任务未能加入队列：broker 没有响应。"),
+        ("zh-hans", "任务未能加入队列：消息代理没有响应。"),
     ],
 )
 def test_the_launch_form_says_the_broker_is_away_in_the_users_language(

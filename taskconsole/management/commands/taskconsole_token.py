@@ -17,5 +17,9 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user named {username}")
+        longest = ApiToken._meta.get_field("name").max_length
+        if len(name) > longest:
+            # SQLite would keep it whole, PostgreSQL refuse it with a driver's error.
+            raise CommandError(f"--name is {len(name)} characters long; at most {longest}.")
         _token, key = ApiToken.issue(user, name=name)
         self.stdout.write(key)
