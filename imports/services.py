@@ -265,13 +265,15 @@ def fail_unfinished_file(file_id: int | None, task_id: str | None, exc: BaseExce
 def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = False) -> bool:
     """The file's task was cancelled, expired or stopped: the file fails with that reason
     (keeping nothing), so its batch can finish. True if a file was waiting for that task."""
+    # Stopped while it ran: whatever it was doing. Otherwise only a file still waiting: a
+    # worker may have started it a moment before the console's word, and it runs to its end.
+    waiting = [ImportFile.Status.NOT_QUEUED, ImportFile.Status.QUEUED]
     import_file = (
         ImportFile.objects.select_related("batch")
-        .filter(task_id=task_id)
-        .exclude(status__in=[ImportFile.Status.DONE, ImportFile.Status.FAILED])
+        .filter(task_id=task_id, status__in=[*waiting, ImportFile.Status.PROCESSING])
         .first()
     )
-    if import_file is None:
+    if import_file is None or (import_file.status not in waiting and not terminated):
         return False
     with _language_of(import_file):
         if expired:

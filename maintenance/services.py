@@ -165,8 +165,11 @@ JOB_TASKS = frozenset(f"maintenance.tasks.{job}" for job in Job.values)
 def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = False) -> bool:
     """The run's task was cancelled, stopped or expired: the run fails with that reason
     instead of staying queued (or running) for ever. True if a run was waiting for it."""
+    # Stopped while it ran: whatever it was doing. Otherwise only a run still queued: a worker
+    # may have started it a moment before the console's word, and it runs to its end.
     run = MaintenanceRun.objects.filter(
-        task_id=task_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        task_id=task_id,
+        status__in=[RunStatus.QUEUED, RunStatus.RUNNING] if terminated else [RunStatus.QUEUED],
     ).first()
     if run is None:
         return False

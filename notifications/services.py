@@ -460,11 +460,19 @@ def record_cancelled(
     """
     unsent = Delivery.objects.filter(notification_id=notification_id, status__in=Delivery.UNSENT)
     if delivery_ids is None:
+        # The dispatch: only while it has not run (it makes the notification "sending"), or
+        # the recipients of batches it did queue would be failed under them.
+        if not Notification.objects.filter(pk=notification_id, status=Status.QUEUED).exists():
+            return 0
         unsent = unsent.filter(batch_task_id="")
-    else:
+    elif terminated:
         unsent = unsent.filter(pk__in=delivery_ids).filter(
             Q(batch_task_id="") | Q(batch_task_id=task_id)
         )
+    else:
+        # A batch claims its recipients as it starts: claimed ones are being sent (a worker
+        # may have started it a moment before the console's word).
+        unsent = unsent.filter(pk__in=delivery_ids, batch_task_id="")
     with in_language_of(notification_id):
         if expired:
             reason = _("Its task expired before a worker started it.")

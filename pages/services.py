@@ -20,7 +20,7 @@ from django_celery_results.models import TaskResult
 
 from operations.broker_errors import BROKER_ERRORS, unanswered
 from operations.text import sentences, written_in
-from taskconsole.models import TaskStatus
+from taskconsole.models import TaskRecord, TaskStatus
 
 from . import client
 from .models import PageInfo
@@ -234,8 +234,9 @@ def record_cancelled(
     unfinished = PageInfo.objects.filter(**{field: task_id}).exclude(
         status__in=[PageInfo.Status.DONE, PageInfo.Status.FAILED]
     )
-    page = unfinished.only("pk", "language").first()
-    if page is None:
+    page = unfinished.only("pk", "language", "status").first()
+    if page is None or (not terminated and _step_started(page, field, task_id)):
+        # A worker may have started it a moment before the console's word: it runs on.
         return False
     with written_in(page.language):
         if expired:
@@ -252,6 +253,14 @@ def record_cancelled(
             status=PageInfo.Status.FAILED, error=reason, finished_at=timezone.now()
         )
     )
+
+
+def _step_started(page: PageInfo, field: str, task_id: str) -> bool:
+    """Whether the step has begun: the fetch marks the page fetching, the others store a state."""
+    if field == "fetch_task_id":
+        return page.status != PageInfo.Status.PENDING
+    # (A worker that discards a revoked step stores REVOKED just before it says so.)
+    return TaskResult.objects.filter(task_id=task_id).exclude(status="REVOKED").exists()
 
 
 def on_task_cancelled(
@@ -299,6 +308,13 @@ def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
             "task_id", "status", "date_started", "date_done", "worker"
         )
     }
+    # Cancelled in the console while it waited: REVOKED there at once, in the results only
+    # once a worker discards its message (maybe much later).
+    cancelled = set(
+        TaskRecord.objects.filter(
+            task_id__in=[i for i in page.task_ids if i not in rows], status=TaskStatus.REVOKED
+        ).values_list("task_id", flat=True)
+    )
     steps: list[dict[str, Any]] = []
     parent_id = None
     previous = None
@@ -313,7 +329,7 @@ def chain_steps(page: PageInfo) -> list[dict[str, Any]]:
             waiting = NOT_RUN
         else:
             waiting = "PENDING" if page.chain_sent else NOT_QUEUED
-        state = row.status if row else waiting
+        state = row.status if row else "REVOKED" if task_id in cancelled else waiting
         previous = state
         steps.append(
             {

@@ -623,6 +623,16 @@ def on_revoked(
         return
     close_old_connections()
     writeback.settle(request.id)
+    # Read before the update: the arguments for the announcement (the worker does not have
+    # them at hand here), and whether the console already announced it. A waiting task it
+    # cancelled is REVOKED already and was announced then; announcing it again when a worker
+    # discards its message, maybe much later, could reach what its app has done since (a
+    # notification's failed recipients queued again).
+    stored = (
+        TaskRecord.objects.filter(task_id=request.id).values_list(
+            "name", "args", "kwargs", "status"
+        )
+    ).first()
     fields: dict[str, Any] = {"status": TaskStatus.REVOKED, "finished_at": timezone.now()}
     if terminated:
         fields["exception"] = TERMINATED
@@ -630,12 +640,19 @@ def on_revoked(
         # Revoked (or expired) before its publish record was flushed: the late flush must
         # find the final row, not leave the task QUEUED forever.
         _ensure(name or _header(request, "task"), request, **fields)
-    if request.id:
-        # The worker does not have the arguments at hand here; the record does.
-        stored = (
-            TaskRecord.objects.filter(task_id=request.id).values_list("name", "args", "kwargs")
-        ).first() or (name or _header(request, "task") or "", [], {})
-        announce_cancelled(request.id, *stored, terminated=bool(terminated), expired=bool(expired))
+    if not request.id or (stored and stored[3] == TaskStatus.REVOKED and not terminated):
+        # (Stopped while it ran, it is told again: the console took it for waiting, and an
+        # app told "cancelled before it ran" leaves a started object alone.)
+        return
+    task_name, args, kwargs = stored[:3] if stored else (name or _header(request, "task"), [], {})
+    announce_cancelled(
+        request.id,
+        task_name or "",
+        args,
+        kwargs,
+        terminated=bool(terminated),
+        expired=bool(expired),
+    )
 
 
 @_safe

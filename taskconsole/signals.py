@@ -18,8 +18,11 @@ logger = logging.getLogger(__name__)
 #: puts its own objects in a final state. Sent by the console's cancel of a waiting task, at
 #: once (a worker discards its message whenever it comes), and by a worker that discards or
 #: stops a revoked task: a cancel from the console, `celery control revoke`, an expired task.
-#: A receiver may hear of one task twice. Keyword arguments: task_id, name, args, kwargs (as
-#: the console stored them: redacted where secret, empty where the task has no record),
+#: Once per task, except one the console took for waiting that its worker then stopped while
+#: it ran (told again, terminated). Without terminated, the task had not started as far as
+#: anyone knew: a receiver acts only on what is still waiting (a worker may have started it a
+#: moment before the console's word). Keyword arguments: task_id, name, args, kwargs (as the
+#: console stored them: redacted where secret, empty where the task has no record),
 #: terminated (stopped while running), expired.
 task_cancelled = Signal()
 

@@ -27,7 +27,7 @@ def launch(arguments: dict, *perms: str) -> tuple[int, dict]:
 
 def test_an_editor_launches_it_with_the_article_id(sent) -> None:
     article = make_article()
-    status, body = launch({"article_id": str(article.pk)}, "articles.change_article")
+    status, body = launch({"article_id": article.pk}, "articles.change_article")
     assert status == 201
     [message] = sent
     assert message["headers"]["task"] == TASK

@@ -435,6 +435,18 @@ def test_a_cancelled_file_fails_with_the_reason_and_its_batch_finishes(how, firs
     assert not services.record_cancelled("no-such-task")
 
 
+def test_a_file_a_worker_started_before_the_consoles_word_is_processed_on() -> None:
+    import_file = only_file(make_batch(csv_file("a.csv", product_csv(3).content)))
+    ImportFile.objects.filter(pk=import_file.pk).update(status=ImportFile.Status.PROCESSING)
+    assert not services.record_cancelled(import_file.task_id)
+    import_file.refresh_from_db()
+    assert import_file.status == ImportFile.Status.PROCESSING
+    # Stopped while it ran: failed, keeping nothing.
+    assert services.record_cancelled(import_file.task_id, terminated=True)
+    import_file.refresh_from_db()
+    assert import_file.status == ImportFile.Status.FAILED
+
+
 def test_a_cancelled_file_says_so_in_its_uploaders_language() -> None:
     batch = make_batch(csv_file("a.csv", product_csv(3).content))
     ImportBatch.objects.filter(pk=batch.pk).update(language="zh-hans")

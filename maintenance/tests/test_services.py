@@ -495,6 +495,13 @@ def test_a_run_stopped_or_expired_in_a_worker_says_which() -> None:
         task_id="clear-1", name="maintenance.tasks.clear_expired", expired=True
     )
     services.on_task_cancelled(task_id="clear-2", name="maintenance.tasks.clear_expired")
+    # A run a worker started before the console's word runs on.
+    started = MaintenanceRun.objects.create(
+        job=Job.CLEAR_EXPIRED, status=RunStatus.RUNNING, task_id="clear-3"
+    )
+    services.on_task_cancelled(task_id="clear-3", name="maintenance.tasks.clear_expired")
+    started.refresh_from_db()
+    assert started.status == RunStatus.RUNNING
     services.on_task_cancelled(task_id="prune-1", name="maintenance.tasks.run_job_now")
     for run in (stopped, expired, done):
         run.refresh_from_db()

@@ -364,3 +364,16 @@ def test_a_cancelled_dispatch_fails_every_unclaimed_recipient_in_the_authors_lan
     services.on_task_cancelled(task_id="b", name=services.BATCH_TASK, args=[other.pk, "[…]"])
     services.on_task_cancelled(task_id="d", name=services.DISPATCH_TASK, args=["…"])
     assert other.deliveries.get().status == Delivery.Status.PENDING
+
+
+def test_a_dispatch_that_already_ran_or_a_started_batch_is_left_to_finish() -> None:
+    notification = factories.notification(2)
+    first = notification.deliveries.order_by("pk").first()
+    Notification.objects.filter(pk=notification.pk).update(status=Notification.Status.SENDING)
+    # The dispatch ran (the notification is sending): its batches have the recipients.
+    assert services.record_cancelled(notification.pk, None, "dispatch-1") == 0
+    # A batch that claimed its recipients has started: told "cancelled" without "stopped",
+    # it is left to send them.
+    Delivery.objects.filter(pk=first.pk).update(batch_task_id="batch-1")
+    assert services.record_cancelled(notification.pk, [first.pk], "batch-1") == 0
+    assert set(notification.deliveries.values_list("status", flat=True)) == {"pending"}

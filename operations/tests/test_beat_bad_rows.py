@@ -36,7 +36,7 @@ def make_rows() -> dict[str, str]:
     PeriodicTask.objects.create(name="good", task="app.tasks.ping", interval=every_second)
     bad_rows = {
         "huge-interval": (
-            {"interval": IntervalSchedule.objects.create(every=9223372036854775807, period="days")},
+            {"interval": IntervalSchedule.objects.create(every=2_000_000_000, period="days")},
             "its schedule cannot be used (OverflowError",
         ),
         "overflowing-interval": (
@@ -156,7 +156,7 @@ def test_bad_rows_are_skipped_said_once_and_the_rest_is_sent(caplog, sent) -> No
 def test_a_row_fixed_in_its_schedule_row_only_is_picked_up(caplog, sent) -> None:
     """Editing the interval row itself (not the task) is a change of the task's schedule."""
     caplog.set_level(logging.INFO, logger="operations.beat")
-    huge = IntervalSchedule.objects.create(every=9223372036854775807, period="days")
+    huge = IntervalSchedule.objects.create(every=2_000_000_000, period="days")
     PeriodicTask.objects.create(name="huge", task="app.tasks.ping", interval=huge)
     scheduler = beat.DatabaseScheduler(app=celery_app)
     try:

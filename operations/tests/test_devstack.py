@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -130,11 +129,18 @@ def test_devstack_stops_everything_when_one_process_dies(tmp_path: Path) -> None
     env.update({"DATABASE_URL": f"sqlite:///{database}", "PYTHONUNBUFFERED": "1"})
     argv = [sys.executable, "manage.py", "devstack", "--port", str(web)]
     argv += ["--flower-port", str(flower), "--redis-port", str(redis)]
-    # Flower cannot bind a port that is taken: it exits, and the stack must not limp on.
-    with socket.create_server(("127.0.0.1", flower)):
-        stack = ManagedProcess(argv, env, name="devstack")
-        code = stack.process.wait(timeout=120)
-        stack.stop()
+    # Flower dies once everything runs: the stack must not limp on without it. (A port taken
+    # before the start is refused before anything starts: test_devstack_units.)
+    stack = ManagedProcess(argv, env, name="devstack")
+    stack.wait_for_output("Press Ctrl-C to stop everything.", timeout=120)
+    [flower_pid] = [
+        pid
+        for pid in processes_with(str(database))
+        if b"flower" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    ]
+    os.kill(flower_pid, signal.SIGKILL)
+    code = stack.process.wait(timeout=120)
+    stack.stop()
     assert code != 0
     assert "flower exited with code" in stack.output
     assert "stopping the rest of the stack" in stack.output

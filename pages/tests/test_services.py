@@ -12,6 +12,7 @@ from pages import client, services, tasks
 from pages.models import PageInfo
 from pages.parsing import UnparsableHTML
 from pages.tests.factories import make_page, make_user
+from taskconsole.models import Origin, TaskRecord, TaskStatus
 from taskconsole.signals import announce_cancelled
 
 pytestmark = pytest.mark.django_db
@@ -266,6 +267,35 @@ def test_a_cancelled_step_fails_the_page_with_the_reason(how, first) -> None:
     assert not services.record_cancelled("app.tasks.add", other.fetch_task_id)
     other.refresh_from_db()
     assert other.status == PageInfo.Status.FETCHING
+
+
+def test_a_step_that_started_before_the_consoles_word_runs_on() -> None:
+    fetching = make_page(status=PageInfo.Status.FETCHING)
+    assert not services.record_cancelled("pages.tasks.fetch_page", fetching.fetch_task_id)
+    parsing = make_page(status=PageInfo.Status.FETCHING)
+    TaskResult.objects.create(task_id=parsing.parse_task_id, status="STARTED")
+    assert not services.record_cancelled("pages.tasks.parse_page", parsing.parse_task_id)
+    assert PageInfo.objects.filter(status=PageInfo.Status.FETCHING).count() == 2
+    # Stopped while it ran, it is failed all the same.
+    assert services.record_cancelled(
+        "pages.tasks.parse_page", parsing.parse_task_id, terminated=True
+    )
+
+
+def test_a_step_cancelled_in_the_console_reads_revoked_before_a_worker_says_so() -> None:
+    page = make_page(status=PageInfo.Status.FAILED)
+    TaskResult.objects.create(task_id=page.fetch_task_id, status="SUCCESS")
+    TaskRecord.objects.create(
+        task_id=page.parse_task_id,
+        name="pages.tasks.parse_page",
+        origin=Origin.TASK,
+        status=TaskStatus.REVOKED,
+    )
+    assert [s["state"] for s in services.chain_steps(page)] == [
+        "SUCCESS",
+        "REVOKED",
+        services.NOT_RUN,
+    ]
 
 
 def test_a_cancelled_step_is_written_in_the_submitters_language() -> None:

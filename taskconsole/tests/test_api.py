@@ -292,6 +292,28 @@ def test_a_cancelled_waiting_task_is_announced_once_committed(
     assert len(cancellations) == 1
 
 
+def test_a_worker_announces_what_the_console_did_not(cancellations, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from taskconsole import capture
+
+    # A worker's handler starts by closing stale connections: not this test's transaction.
+    monkeypatch.setattr(capture, "close_old_connections", lambda: None)
+
+    task = SimpleNamespace(name="tc_tests.fail")
+    waiting = make_record(status=TaskStatus.QUEUED, args=[1])
+    cancelled = make_record(status=TaskStatus.REVOKED)  # the console announced it
+    running = make_record(status=TaskStatus.REVOKED)  # taken for waiting, then stopped
+    capture.on_revoked(sender=task, request=SimpleNamespace(id=waiting.task_id), expired=True)
+    capture.on_revoked(sender=task, request=SimpleNamespace(id=cancelled.task_id))
+    capture.on_revoked(sender=task, request=SimpleNamespace(id=running.task_id), terminated=True)
+    assert [(c["task_id"], c["args"], c["expired"], c["terminated"]) for c in cancellations] == [
+        (waiting.task_id, [1], True, False),
+        (running.task_id, [], False, True),
+    ]
+    assert TaskRecord.objects.get(pk=waiting.pk).status == TaskStatus.REVOKED
+
+
 def test_a_receiver_that_fails_does_not_fail_the_cancel(
     people, sent, caplog, django_capture_on_commit_callbacks
 ) -> None:

@@ -31,10 +31,18 @@ def port_number(text: str) -> int:
     return port
 
 
+def admin_password() -> str:
+    """The development admin's password, and Flower's: DEVSTACK_ADMIN_PASSWORD, else admin."""
+    return os.environ.get("DEVSTACK_ADMIN_PASSWORD") or DEV_ADMIN
+
+
 def ensure_free(host: str, port: int, what: str) -> None:
     """Refuse to start when a port the stack needs is taken, before anything is started."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not WINDOWS:
+            # As the servers bind: a port left in TIME_WAIT by the last run is free. (On
+            # Windows the option would let the probe bind a port another process listens on.)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -79,7 +87,7 @@ class Command(BaseCommand):
         try:
             login = "" if options["skip_setup"] else self.setup()
             self.start_broker(stack, env, options["redis_port"], state_dir)
-            password = env.get("DEVSTACK_ADMIN_PASSWORD", DEV_ADMIN)
+            password = admin_password()
             flower_url = f"http://127.0.0.1:{options['flower_port']}/"
             env["DEVSTACK_FLOWER_URL"] = flower_url
             # Through the environment, not argv, so the password does not show in `ps`.
@@ -105,7 +113,7 @@ class Command(BaseCommand):
         call_command("sync_schedules", verbosity=0)
         self.stdout.write("Database migrated; cache table and periodic schedules in place.")
         chosen = os.environ.get("DEVSTACK_ADMIN_PASSWORD")
-        password = chosen or DEV_ADMIN
+        password = admin_password()
         if not settings.DEBUG:
             return "create one with: python manage.py createsuperuser"
         User = get_user_model()
