@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 BEAT_HEARTBEAT = "beat"
 BEAT_LOCK = "beat-leader"
 TIME_ZONE_KEY = "time_zone"
+#: When the beat that held the lease stopped cleanly (an ISO datetime).
+STOPPED_AT_KEY = "stopped_at"
 #: How far back a crontab's latest time is looked for: every-hour crontabs minute by minute,
 #: the others day by day. Older than that, the minute of the send is the slot.
 SLOT_LOOKBACK_MINUTES = 8 * 24 * 60
@@ -507,6 +509,12 @@ class DatabaseScheduler(BaseDatabaseScheduler):
             super().close()
         finally:
             with contextlib.suppress(DatabaseError):
+                if self._is_leader:
+                    # celery_check then says beat stopped, not "running" until the heartbeat
+                    # goes stale a minute later. A beat standing by stops nothing.
+                    BeatState.objects.update_or_create(
+                        key=STOPPED_AT_KEY, defaults={"value": timezone.now().isoformat()}
+                    )
                 release_lease(self.lease_owner)
 
     def _write_heartbeat(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -13,8 +13,8 @@ from kombu.utils.url import maybe_sanitize_url
 
 from myproject.celery import app as celery_app
 
-from .beat import BEAT_HEARTBEAT
-from .models import Heartbeat
+from .beat import BEAT_HEARTBEAT, STOPPED_AT_KEY
+from .models import BeatState, Heartbeat
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,19 @@ def check_workers(timeout: float = 1.5) -> list[Probe]:
     return probes
 
 
+def _stopped_at() -> datetime | None:
+    """When the leading beat last stopped cleanly, if it said so."""
+    value = BeatState.objects.filter(key=STOPPED_AT_KEY).values_list("value", flat=True).first()
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
 def check_beat() -> Probe:
     try:
         heartbeat = Heartbeat.objects.filter(name=BEAT_HEARTBEAT).first()
+        stopped = _stopped_at()
     except DatabaseError as exc:
         return Probe(
             "beat", False, _("Could not read beat's heartbeat: %(error)s") % {"error": exc}
@@ -134,6 +144,13 @@ def check_beat() -> Probe:
         )
     age = timezone.now() - heartbeat.beat_at
     seconds = int(age.total_seconds())
+    if stopped is not None and stopped >= heartbeat.beat_at:
+        return Probe(
+            "beat",
+            False,
+            _("Beat stopped %(seconds)d s ago: it is not running.")
+            % {"seconds": int((timezone.now() - stopped).total_seconds())},
+        )
     if age > timedelta(seconds=settings.BEAT_STALE_AFTER):
         return Probe(
             "beat",

@@ -69,6 +69,19 @@ def test_beat_installs_settings_schedules_and_picks_up_new_ones(
     assert "app.tasks.add" in check.stdout
     assert "Every configured queue has a worker: default, heavy_tasks" in check.stdout
 
+    # Stopped (Ctrl-C), beat says so at once: not "running" until its heartbeat is a minute old.
+    beat.stop()
+    check = subprocess.run(
+        [sys.executable, "manage.py", "celery_check"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode != 0
+    assert "Beat stopped" in check.stdout, check.stdout
+    assert "Not working: beat" in check.stderr
+
 
 def test_a_settings_entry_is_written_again_only_when_it_changed() -> None:
     from celery import current_app
