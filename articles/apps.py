@@ -7,8 +7,10 @@ class ArticlesConfig(AppConfig):
     verbose_name = _("Articles")
 
     def ready(self) -> None:
-        from taskconsole.signals import task_cancelled
+        from taskconsole.signals import when_cancelled
 
         from . import services
 
-        task_cancelled.connect(services.on_task_cancelled, dispatch_uid="articles_cancelled")
+        when_cancelled(
+            [services.EXPAND_TASK], services.on_cancelled, dispatch_uid="articles_cancelled"
+        )

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from reliability import outbox
+from taskconsole.signals import Cancellation
 
 from . import text
 from .models import Abbreviation, Article, ExpansionStatus
@@ -120,9 +121,7 @@ def record_cancelled(article_id: int) -> bool:
     )
 
 
-def on_task_cancelled(
-    sender: object = None, task_id: str = "", name: str = "", args: list | None = None, **_: object
-) -> None:
-    """taskconsole.signals.task_cancelled, for the expansion task."""
-    if name == EXPAND_TASK and args and isinstance(args[0], int):
-        record_cancelled(args[0])
+def on_cancelled(cancellation: Cancellation) -> None:
+    """taskconsole's cancellations of the expansion task."""
+    if cancellation.args and isinstance(cancellation.args[0], int):
+        record_cancelled(cancellation.args[0])

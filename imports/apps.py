@@ -8,9 +8,11 @@ class ImportsConfig(AppConfig):
 
     def ready(self) -> None:
         from reliability import outbox
-        from taskconsole.signals import task_cancelled
+        from taskconsole.signals import when_cancelled
 
         from . import services
 
         outbox.published.connect(services.on_outbox_published, dispatch_uid="imports_sent")
-        task_cancelled.connect(services.on_task_cancelled, dispatch_uid="imports_cancelled")
+        when_cancelled(
+            [services.PROCESS_TASK], services.record_cancelled, dispatch_uid="imports_cancelled"
+        )

@@ -36,6 +36,7 @@ from PIL import ImageOps
 
 from operations.text import listed, sentences, written_in
 from reliability import outbox
+from taskconsole.signals import Cancellation
 
 from .forms import PRODUCT_COLUMNS, AcceptedFile, ProductRowForm
 from .models import ImportBatch, ImportFile, Product, RowError
@@ -262,7 +263,7 @@ def fail_unfinished_file(file_id: int | None, task_id: str | None, exc: BaseExce
     return True
 
 
-def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = False) -> bool:
+def record_cancelled(cancellation: Cancellation) -> bool:
     """The file's task was cancelled, expired or stopped: the file fails with that reason
     (keeping nothing), so its batch can finish. True if a file was waiting for that task."""
     # Stopped while it ran: whatever it was doing. Otherwise only a file still waiting: a
@@ -270,36 +271,22 @@ def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = 
     waiting = [ImportFile.Status.NOT_QUEUED, ImportFile.Status.QUEUED]
     import_file = (
         ImportFile.objects.select_related("batch")
-        .filter(task_id=task_id, status__in=[*waiting, ImportFile.Status.PROCESSING])
+        .filter(task_id=cancellation.task_id, status__in=[*waiting, ImportFile.Status.PROCESSING])
         .first()
     )
-    if import_file is None or (import_file.status not in waiting and not terminated):
+    if import_file is None or (import_file.status not in waiting and not cancellation.terminated):
         return False
     with _language_of(import_file):
-        if expired:
-            first = _("Its task expired before a worker started it.")
-        elif terminated:
-            first = _("Its task was stopped while it ran.")
-        else:
-            first = _("Its task was cancelled before it ran.")
+        first = cancellation.reason(
+            _("Its task expired before a worker started it."),
+            _("Its task was stopped while it ran."),
+            _("Its task was cancelled before it ran."),
+        )
         _fail(
             import_file,
             sentences(first, _("Nothing from this file was kept. Re-process it from the admin.")),
         )
     return True
-
-
-def on_task_cancelled(
-    sender: Any = None,
-    task_id: str = "",
-    name: str = "",
-    terminated: bool = False,
-    expired: bool = False,
-    **_: Any,
-) -> None:
-    """taskconsole.signals.task_cancelled, for the files' tasks."""
-    if name == PROCESS_TASK and task_id:
-        record_cancelled(task_id, terminated=terminated, expired=expired)
 
 
 def _unexpected_error(exc: BaseException) -> str:

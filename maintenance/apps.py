@@ -7,11 +7,13 @@ class MaintenanceConfig(AppConfig):
     verbose_name = _("Maintenance")
 
     def ready(self) -> None:
-        from taskconsole.signals import task_cancelled
+        from taskconsole.signals import when_cancelled
 
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             services,
         )
 
-        task_cancelled.connect(services.on_task_cancelled, dispatch_uid="maintenance_cancelled")
+        when_cancelled(
+            services.JOB_TASKS, services.record_cancelled, dispatch_uid="maintenance_cancelled"
+        )

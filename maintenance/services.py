@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 from django_celery_results.models import GroupResult, TaskResult
 
 from taskconsole.services import prune_task_records
+from taskconsole.signals import Cancellation
 
 from . import summaries
 from .models import Job, MaintenanceRun, RunStatus
@@ -162,37 +163,24 @@ def finish_failed(run: MaintenanceRun, summary: str, failure: str = "") -> None:
 JOB_TASKS = frozenset(f"maintenance.tasks.{job}" for job in Job.values)
 
 
-def record_cancelled(task_id: str, *, terminated: bool = False, expired: bool = False) -> bool:
+def record_cancelled(cancellation: Cancellation) -> bool:
     """The run's task was cancelled, stopped or expired: the run fails with that reason
     instead of staying queued (or running) for ever. True if a run was waiting for it."""
     # Stopped while it ran: whatever it was doing. Otherwise only a run still queued: a worker
     # may have started it a moment before the console's word, and it runs to its end.
     run = MaintenanceRun.objects.filter(
-        task_id=task_id,
-        status__in=[RunStatus.QUEUED, RunStatus.RUNNING] if terminated else [RunStatus.QUEUED],
+        task_id=cancellation.task_id,
+        status__in=(
+            [RunStatus.QUEUED, RunStatus.RUNNING] if cancellation.terminated else [RunStatus.QUEUED]
+        ),
     ).first()
     if run is None:
         return False
-    failure = (
-        summaries.EXPIRED if expired else summaries.STOPPED if terminated else summaries.CANCELLED
-    )
+    failure = cancellation.reason(summaries.EXPIRED, summaries.STOPPED, summaries.CANCELLED)
     # In the site's language, as a worker stores summaries; readers see theirs.
     with translation.override(settings.LANGUAGE_CODE):
         finish_failed(run, _(failure), failure)
     return True
-
-
-def on_task_cancelled(
-    sender: Any = None,
-    task_id: str = "",
-    name: str = "",
-    terminated: bool = False,
-    expired: bool = False,
-    **_: Any,
-) -> None:
-    """taskconsole.signals.task_cancelled, for the jobs' tasks."""
-    if name in JOB_TASKS and task_id:
-        record_cancelled(task_id, terminated=terminated, expired=expired)
 
 
 def fail_lost_runs(job: Job, lost_after: timedelta) -> int:

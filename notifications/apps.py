@@ -7,11 +7,15 @@ class NotificationsConfig(AppConfig):
     verbose_name = _("Notifications")
 
     def ready(self) -> None:
-        from taskconsole.signals import task_cancelled
+        from taskconsole.signals import when_cancelled
 
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             services,
         )
 
-        task_cancelled.connect(services.on_task_cancelled, dispatch_uid="notifications_cancelled")
+        when_cancelled(
+            [services.DISPATCH_TASK, services.BATCH_TASK],
+            services.on_cancelled,
+            dispatch_uid="notifications_cancelled",
+        )

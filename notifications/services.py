@@ -24,6 +24,7 @@ from django.utils.translation import ngettext
 
 from operations.broker_errors import BROKER_ERRORS
 from operations.text import written_in
+from taskconsole.signals import Cancellation
 
 from .models import Delivery, Notification
 
@@ -445,12 +446,7 @@ BATCH_TASK = "notifications.tasks.send_batch_notifications"
 
 
 def record_cancelled(
-    notification_id: int,
-    delivery_ids: list[int] | None,
-    task_id: str,
-    *,
-    terminated: bool = False,
-    expired: bool = False,
+    notification_id: int, delivery_ids: list[int] | None, cancellation: Cancellation
 ) -> int:
     """A task that was to send to these recipients was cancelled (or expired, or stopped): they
     fail with that reason, and the notification finishes once none is left to send. Without
@@ -465,46 +461,38 @@ def record_cancelled(
         if not Notification.objects.filter(pk=notification_id, status=Status.QUEUED).exists():
             return 0
         unsent = unsent.filter(batch_task_id="")
-    elif terminated:
+    elif cancellation.terminated:
         unsent = unsent.filter(pk__in=delivery_ids).filter(
-            Q(batch_task_id="") | Q(batch_task_id=task_id)
+            Q(batch_task_id="") | Q(batch_task_id=cancellation.task_id)
         )
     else:
         # A batch claims its recipients as it starts: claimed ones are being sent (a worker
         # may have started it a moment before the console's word).
         unsent = unsent.filter(pk__in=delivery_ids, batch_task_id="")
     with in_language_of(notification_id):
-        if expired:
-            reason = _("Its task expired before a worker started it.")
-        elif terminated:
-            reason = _("Its task was stopped while it ran, before this recipient was sent.")
-        else:
-            reason = _("Its task was cancelled before this recipient was sent.")
+        reason = cancellation.reason(
+            _("Its task expired before a worker started it."),
+            _("Its task was stopped while it ran, before this recipient was sent."),
+            _("Its task was cancelled before this recipient was sent."),
+        )
     count = unsent.update(status=DeliveryStatus.FAILED, last_error=reason)
     if count:
         refresh_status(notification_id)
     return count
 
 
-def on_task_cancelled(
-    sender: object = None,
-    task_id: str = "",
-    name: str = "",
-    args: list | None = None,
-    terminated: bool = False,
-    expired: bool = False,
-    **_: object,
-) -> None:
-    """taskconsole.signals.task_cancelled, for the dispatch and the batches."""
-    if name not in (DISPATCH_TASK, BATCH_TASK):
-        return
-    args = args or []
-    ids = args[1] if name == BATCH_TASK and len(args) > 1 else None
-    if not args or not isinstance(args[0], int) or (name == BATCH_TASK and not _ints(ids)):
+def on_cancelled(cancellation: Cancellation) -> None:
+    """taskconsole's cancellations of the dispatch and of the batches."""
+    args = cancellation.args
+    batch = cancellation.name == BATCH_TASK
+    ids = args[1] if batch and len(args) > 1 else None
+    if not args or not isinstance(args[0], int) or (batch and not _ints(ids)):
         # Arguments the console could not store whole (clipped): nothing to go by.
-        logger.warning("Cancelled %s[%s]: its arguments are not known", name, task_id)
+        logger.warning(
+            "Cancelled %s[%s]: its arguments are not known", cancellation.name, cancellation.task_id
+        )
         return
-    record_cancelled(args[0], ids, task_id, terminated=terminated, expired=expired)
+    record_cancelled(args[0], ids, cancellation)
 
 
 def _ints(values: object) -> bool:

@@ -7,11 +7,12 @@ class PagesConfig(AppConfig):
     verbose_name = _("Pages")
 
     def ready(self) -> None:
-        from taskconsole.signals import task_cancelled
+        from taskconsole.signals import when_cancelled
 
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             services,
         )
 
-        task_cancelled.connect(services.on_task_cancelled, dispatch_uid="pages_cancelled")
+        steps = [name for _field, name in services.CHAIN_STEPS]
+        when_cancelled(steps, services.record_cancelled, dispatch_uid="pages_cancelled")

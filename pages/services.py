@@ -21,6 +21,7 @@ from django_celery_results.models import TaskResult
 from operations.broker_errors import BROKER_ERRORS, unanswered
 from operations.text import sentences, written_in
 from taskconsole.models import TaskRecord, TaskStatus
+from taskconsole.signals import Cancellation
 
 from . import client
 from .models import PageInfo
@@ -223,28 +224,26 @@ def record_failure(page_id: int, exc: BaseException, task_name: str = "") -> Non
     )
 
 
-def record_cancelled(
-    step: str, task_id: str, *, terminated: bool = False, expired: bool = False
-) -> bool:
+def record_cancelled(cancellation: Cancellation) -> bool:
     """A step of a page's chain was cancelled (or expired, or stopped): the steps after it never
     run, so the page is failed with that reason rather than left fetching. True if it was."""
+    step, task_id = cancellation.name, cancellation.task_id
     field = dict((name, field) for field, name in CHAIN_STEPS).get(step)
-    if field is None or not task_id:
+    if field is None:
         return False
     unfinished = PageInfo.objects.filter(**{field: task_id}).exclude(
         status__in=[PageInfo.Status.DONE, PageInfo.Status.FAILED]
     )
     page = unfinished.only("pk", "language", "status").first()
-    if page is None or (not terminated and _step_started(page, field, task_id)):
+    if page is None or (not cancellation.terminated and _step_started(page, field, task_id)):
         # A worker may have started it a moment before the console's word: it runs on.
         return False
     with written_in(page.language):
-        if expired:
-            reason = _("The %(step)s step expired before a worker started it.")
-        elif terminated:
-            reason = _("The %(step)s step was stopped while it ran.")
-        else:
-            reason = _("The %(step)s step was cancelled before it ran.")
+        reason = cancellation.reason(
+            _("The %(step)s step expired before a worker started it."),
+            _("The %(step)s step was stopped while it ran."),
+            _("The %(step)s step was cancelled before it ran."),
+        )
         reason = sentences(
             reason % {"step": step.rsplit(".", 1)[-1]}, _("The steps after it did not run.")
         )
@@ -261,18 +260,6 @@ def _step_started(page: PageInfo, field: str, task_id: str) -> bool:
         return page.status != PageInfo.Status.PENDING
     # (A worker that discards a revoked step stores REVOKED just before it says so.)
     return TaskResult.objects.filter(task_id=task_id).exclude(status="REVOKED").exists()
-
-
-def on_task_cancelled(
-    sender: Any = None,
-    task_id: str = "",
-    name: str = "",
-    terminated: bool = False,
-    expired: bool = False,
-    **_: Any,
-) -> None:
-    """taskconsole.signals.task_cancelled, for the chain's steps."""
-    record_cancelled(name, task_id, terminated=terminated, expired=expired)
 
 
 # Reading ----------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ outside the console (the admin, other views)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.db.models.signals import post_delete, post_save
@@ -56,6 +58,36 @@ def announce_cancelled(
                 response,
                 exc_info=(type(response), response, response.__traceback__),
             )
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """One task_cancelled, as `when_cancelled` hands it to an app."""
+
+    task_id: str
+    name: str
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    terminated: bool = False
+    expired: bool = False
+
+    def reason(self, expired: str, stopped: str, cancelled: str) -> str:
+        """The one of three texts that says what happened to it."""
+        return expired if self.expired else stopped if self.terminated else cancelled
+
+
+def when_cancelled(
+    names: Iterable[str], handler: Callable[[Cancellation], Any], *, dispatch_uid: str
+) -> None:
+    """Call handler(Cancellation) for each task_cancelled of a task named in `names`."""
+    wanted = frozenset(names)
+
+    def receiver(sender: Any = None, **sent: Any) -> None:
+        if sent.get("name") in wanted and sent.get("task_id"):
+            handler(Cancellation(**{f.name: sent[f.name] for f in fields(Cancellation)}))
+
+    receiver.__qualname__ = getattr(handler, "__qualname__", repr(handler))
+    task_cancelled.connect(receiver, weak=False, dispatch_uid=dispatch_uid)
 
 
 def _audit(action: str, instance: Any) -> None:

@@ -20,7 +20,7 @@ from imports.tasks import process_import_file, record_import_failure
 from myproject.celery import app as celery_app
 from reliability import outbox
 from reliability.models import OutboxMessage, OutboxStatus
-from taskconsole.signals import announce_cancelled
+from taskconsole.signals import Cancellation, announce_cancelled
 
 from .factories import (
     CsvFile,
@@ -430,19 +430,21 @@ def test_a_cancelled_file_fails_with_the_reason_and_its_batch_finishes(how, firs
     )
     assert batch_of(other).status == ImportBatch.Status.PARTIAL
     # Told again (the console, then the worker that discards the message): nothing changes.
-    assert not services.record_cancelled(cancelled.task_id)
-    # Another task's id, or another task with this id: not this file's.
-    assert not services.record_cancelled("no-such-task")
+    assert not services.record_cancelled(Cancellation(cancelled.task_id, services.PROCESS_TASK))
+    # Another task's id: not this file's.
+    assert not services.record_cancelled(Cancellation("no-such-task", services.PROCESS_TASK))
 
 
 def test_a_file_a_worker_started_before_the_consoles_word_is_processed_on() -> None:
     import_file = only_file(make_batch(csv_file("a.csv", product_csv(3).content)))
     ImportFile.objects.filter(pk=import_file.pk).update(status=ImportFile.Status.PROCESSING)
-    assert not services.record_cancelled(import_file.task_id)
+    cancelled = Cancellation(import_file.task_id, services.PROCESS_TASK)
+    assert not services.record_cancelled(cancelled)
     import_file.refresh_from_db()
     assert import_file.status == ImportFile.Status.PROCESSING
     # Stopped while it ran: failed, keeping nothing.
-    assert services.record_cancelled(import_file.task_id, terminated=True)
+    stopped = Cancellation(import_file.task_id, services.PROCESS_TASK, terminated=True)
+    assert services.record_cancelled(stopped)
     import_file.refresh_from_db()
     assert import_file.status == ImportFile.Status.FAILED
 
@@ -451,10 +453,10 @@ def test_a_cancelled_file_says_so_in_its_uploaders_language() -> None:
     batch = make_batch(csv_file("a.csv", product_csv(3).content))
     ImportBatch.objects.filter(pk=batch.pk).update(language="zh-hans")
     import_file = only_file(batch)
-    services.on_task_cancelled(task_id=import_file.task_id, name="imports.tasks.other")
+    announce_cancelled(import_file.task_id, "imports.tasks.other")
     import_file.refresh_from_db()
     assert import_file.status == ImportFile.Status.QUEUED
-    services.on_task_cancelled(task_id=import_file.task_id, name=services.PROCESS_TASK)
+    announce_cancelled(import_file.task_id, services.PROCESS_TASK)
     import_file.refresh_from_db()
     assert (
         import_file.error

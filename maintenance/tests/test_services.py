@@ -22,6 +22,7 @@ from maintenance import services, summaries
 from maintenance.models import Job, MaintenanceRun, RunStatus
 from maintenance.services import JobFailed
 from taskconsole.models import TaskRecord, TaskStatus
+from taskconsole.signals import announce_cancelled
 
 from .helpers import (
     cache_keys,
@@ -488,21 +489,17 @@ def test_a_run_stopped_or_expired_in_a_worker_says_which() -> None:
     done = MaintenanceRun.objects.create(
         job=Job.CLEAR_EXPIRED, status=RunStatus.SUCCEEDED, task_id="clear-2"
     )
-    services.on_task_cancelled(
-        task_id="prune-1", name="maintenance.tasks.prune_results", terminated=True
-    )
-    services.on_task_cancelled(
-        task_id="clear-1", name="maintenance.tasks.clear_expired", expired=True
-    )
-    services.on_task_cancelled(task_id="clear-2", name="maintenance.tasks.clear_expired")
+    announce_cancelled("prune-1", "maintenance.tasks.prune_results", terminated=True)
+    announce_cancelled("clear-1", "maintenance.tasks.clear_expired", expired=True)
+    announce_cancelled("clear-2", "maintenance.tasks.clear_expired")
     # A run a worker started before the console's word runs on.
     started = MaintenanceRun.objects.create(
         job=Job.CLEAR_EXPIRED, status=RunStatus.RUNNING, task_id="clear-3"
     )
-    services.on_task_cancelled(task_id="clear-3", name="maintenance.tasks.clear_expired")
+    announce_cancelled("clear-3", "maintenance.tasks.clear_expired")
     started.refresh_from_db()
     assert started.status == RunStatus.RUNNING
-    services.on_task_cancelled(task_id="prune-1", name="maintenance.tasks.run_job_now")
+    announce_cancelled("prune-1", "maintenance.tasks.run_job_now")
     for run in (stopped, expired, done):
         run.refresh_from_db()
     assert stopped.summary_display.startswith("Stopped while it ran.")

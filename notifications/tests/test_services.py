@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError
 
 from notifications import services
 from notifications.models import Delivery, Notification
-from taskconsole.signals import announce_cancelled
+from taskconsole.signals import Cancellation, announce_cancelled
 
 from . import factories
 
@@ -361,8 +361,8 @@ def test_a_cancelled_dispatch_fails_every_unclaimed_recipient_in_the_authors_lan
     }
     # Arguments the console could not keep whole are not guessed at.
     other = factories.notification(1)
-    services.on_task_cancelled(task_id="b", name=services.BATCH_TASK, args=[other.pk, "[…]"])
-    services.on_task_cancelled(task_id="d", name=services.DISPATCH_TASK, args=["…"])
+    announce_cancelled("b", services.BATCH_TASK, [other.pk, "[…]"])
+    announce_cancelled("d", services.DISPATCH_TASK, ["…"])
     assert other.deliveries.get().status == Delivery.Status.PENDING
 
 
@@ -371,9 +371,11 @@ def test_a_dispatch_that_already_ran_or_a_started_batch_is_left_to_finish() -> N
     first = notification.deliveries.order_by("pk").first()
     Notification.objects.filter(pk=notification.pk).update(status=Notification.Status.SENDING)
     # The dispatch ran (the notification is sending): its batches have the recipients.
-    assert services.record_cancelled(notification.pk, None, "dispatch-1") == 0
+    dispatch = Cancellation("dispatch-1", services.DISPATCH_TASK)
+    assert services.record_cancelled(notification.pk, None, dispatch) == 0
     # A batch that claimed its recipients has started: told "cancelled" without "stopped",
     # it is left to send them.
     Delivery.objects.filter(pk=first.pk).update(batch_task_id="batch-1")
-    assert services.record_cancelled(notification.pk, [first.pk], "batch-1") == 0
+    batch = Cancellation("batch-1", services.BATCH_TASK)
+    assert services.record_cancelled(notification.pk, [first.pk], batch) == 0
     assert set(notification.deliveries.values_list("status", flat=True)) == {"pending"}

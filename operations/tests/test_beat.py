@@ -57,13 +57,7 @@ def test_beat_installs_settings_schedules_and_picks_up_new_ones(
     # With beat, a worker for every queue and the broker up, the tutorial's check passes.
     wait_for(lambda: Heartbeat.objects.filter(name="beat").exists(), timeout=30)
     start_worker(queues="heavy_tasks", concurrency=1, name="heavy")
-    check = subprocess.run(
-        [sys.executable, "manage.py", "celery_check"],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = celery_check(subprocess_env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "Beat is running" in check.stdout
     assert "app.tasks.add" in check.stdout
@@ -71,16 +65,15 @@ def test_beat_installs_settings_schedules_and_picks_up_new_ones(
 
     # Stopped (Ctrl-C), beat says so at once: not "running" until its heartbeat is a minute old.
     beat.stop()
-    check = subprocess.run(
-        [sys.executable, "manage.py", "celery_check"],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = celery_check(subprocess_env)
     assert check.returncode != 0
     assert "Beat stopped" in check.stdout, check.stdout
     assert "Not working: beat" in check.stderr
+
+
+def celery_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "manage.py", "celery_check"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_settings_entry_is_written_again_only_when_it_changed() -> None:

@@ -13,10 +13,11 @@ from pages.models import PageInfo
 from pages.parsing import UnparsableHTML
 from pages.tests.factories import make_page, make_user
 from taskconsole.models import Origin, TaskRecord, TaskStatus
-from taskconsole.signals import announce_cancelled
+from taskconsole.signals import Cancellation, announce_cancelled
 
 pytestmark = pytest.mark.django_db
 
+FETCH, PARSE = "pages.tasks.fetch_page", "pages.tasks.parse_page"
 FETCHED = {
     "url": "https://site.example/",
     "final_url": "https://site.example/home",
@@ -261,24 +262,30 @@ def test_a_cancelled_step_fails_the_page_with_the_reason(how, first) -> None:
     assert page.finished_at is not None
     # A finished page is left as it is; so is a page whose step has another id.
     done = make_page(status=PageInfo.Status.DONE)
-    assert not services.record_cancelled("pages.tasks.fetch_page", done.fetch_task_id)
+    assert not services.record_cancelled(Cancellation(done.fetch_task_id, FETCH))
     other = make_page(status=PageInfo.Status.FETCHING)
-    assert not services.record_cancelled("pages.tasks.fetch_page", other.parse_task_id)
-    assert not services.record_cancelled("app.tasks.add", other.fetch_task_id)
+    assert not services.record_cancelled(
+        Cancellation(other.parse_task_id, "pages.tasks.fetch_page")
+    )
+    assert not services.record_cancelled(Cancellation(other.fetch_task_id, "app.tasks.add"))
     other.refresh_from_db()
     assert other.status == PageInfo.Status.FETCHING
 
 
 def test_a_step_that_started_before_the_consoles_word_runs_on() -> None:
     fetching = make_page(status=PageInfo.Status.FETCHING)
-    assert not services.record_cancelled("pages.tasks.fetch_page", fetching.fetch_task_id)
+    assert not services.record_cancelled(
+        Cancellation(fetching.fetch_task_id, "pages.tasks.fetch_page")
+    )
     parsing = make_page(status=PageInfo.Status.FETCHING)
     TaskResult.objects.create(task_id=parsing.parse_task_id, status="STARTED")
-    assert not services.record_cancelled("pages.tasks.parse_page", parsing.parse_task_id)
+    assert not services.record_cancelled(
+        Cancellation(parsing.parse_task_id, "pages.tasks.parse_page")
+    )
     assert PageInfo.objects.filter(status=PageInfo.Status.FETCHING).count() == 2
     # Stopped while it ran, it is failed all the same.
     assert services.record_cancelled(
-        "pages.tasks.parse_page", parsing.parse_task_id, terminated=True
+        Cancellation(parsing.parse_task_id, "pages.tasks.parse_page", terminated=True)
     )
 
 
@@ -300,7 +307,7 @@ def test_a_step_cancelled_in_the_console_reads_revoked_before_a_worker_says_so()
 
 def test_a_cancelled_step_is_written_in_the_submitters_language() -> None:
     page = make_page(status=PageInfo.Status.PENDING, language="zh-hans")
-    services.on_task_cancelled(task_id=page.fetch_task_id, name="pages.tasks.fetch_page")
+    announce_cancelled(page.fetch_task_id, "pages.tasks.fetch_page")
     page.refresh_from_db()
     assert page.error == "fetch_page 步骤在运行前被取消了。之后的步骤没有运行。"
 

@@ -314,6 +314,20 @@ def test_a_worker_announces_what_the_console_did_not(cancellations, monkeypatch)
     assert TaskRecord.objects.get(pk=waiting.pk).status == TaskStatus.REVOKED
 
 
+def test_when_cancelled_hands_an_app_only_its_own_tasks() -> None:
+    from taskconsole.signals import Cancellation, announce_cancelled, when_cancelled
+
+    got: list[Cancellation] = []
+    when_cancelled(["shop.tasks.ship"], got.append, dispatch_uid="test_when_cancelled")
+    try:
+        announce_cancelled("t-1", "shop.tasks.ship", [7], terminated=True)
+        announce_cancelled("t-2", "shop.tasks.other", [8])
+    finally:
+        task_cancelled.disconnect(dispatch_uid="test_when_cancelled")
+    assert got == [Cancellation("t-1", "shop.tasks.ship", [7], {}, terminated=True)]
+    assert got[0].reason("expired", "stopped", "cancelled") == "stopped"
+
+
 def test_a_receiver_that_fails_does_not_fail_the_cancel(
     people, sent, caplog, django_capture_on_commit_callbacks
 ) -> None:
