@@ -289,6 +289,13 @@ def health_phase(stack: Stack, label: str, must: set[str], may: set[str]) -> dic
             flipped = time.monotonic() - started
             break
         time.sleep(0.5)
+    # Each web process keeps its outcome for READYZ_CACHE_SECONDS (by design: a balancer's
+    # polls must not flood the workers with broadcasts); the one that answered first may not be
+    # the one that answers next. The four-way judgement waits until every process's copy is
+    # newer than the change.
+    from reliability.views import READYZ_CACHE_SECONDS
+
+    time.sleep(READYZ_CACHE_SECONDS + 0.5)
     answers = [
         (token, as_json, readyz(stack, token, as_json))
         for token in (METRICS_TOKEN, None)
