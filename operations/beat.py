@@ -39,6 +39,7 @@ from django_celery_beat.schedulers import DatabaseScheduler as BaseDatabaseSched
 from django_celery_beat.schedulers import ModelEntry as BaseModelEntry
 from kombu.utils.json import loads
 
+from . import schedule_checks
 from .broker_errors import BROKER_ERRORS, unanswered
 from .models import BeatLock, BeatSlot, BeatState, Heartbeat
 
@@ -286,11 +287,8 @@ def check_row(model: PeriodicTask) -> str | None:
     object for args made each send fail. Checked first, so such a row is skipped instead. (Its
     schedule is checked by building the entry: a second build would double beat's reload.)
     """
-    for field, shape, words in (
-        ("args", list, "a JSON list"),
-        ("kwargs", dict, "a JSON object"),
-        ("headers", dict, "a JSON object"),
-    ):
+    for field, shape in schedule_checks.JSON_SHAPES.items():
+        words = "a JSON list" if shape is list else "a JSON object"
         text = getattr(model, field) or ""
         if not text.strip():
             continue

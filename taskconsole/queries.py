@@ -416,7 +416,7 @@ def periodic_tasks(language: str | None, now: datetime | None = None) -> list[di
 
 
 def _next_runs(task, now: datetime) -> list[datetime]:
-    """None for a row Celery cannot compute (an hour of -1, an interval past the year 9999,
+    """No run times for a row Celery cannot compute (an hour of -1, an interval past 9999,
     made outside the admin's checks): the page shows the rest instead of failing."""
     try:
         return describe.next_runs(task, now)
