@@ -175,12 +175,61 @@ def _batchers_disconnected_at_the_end(django_db_setup) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
-    """SQLite tests use a file, not memory, so worker subprocesses see the same database."""
+    """SQLite tests use a file, not memory, so worker subprocesses see the same database.
+
+    On PostgreSQL each run gets a database named after its process: two runs at once on one
+    server (`make test` beside `.ci/run`) would otherwise both create, and drop, `test_<name>`.
+    """
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if db["ENGINE"] == "django.db.backends.sqlite3":
         db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    elif db["ENGINE"] == "django.db.backends.postgresql" and not db.get("TEST", {}).get("NAME"):
+        _drop_abandoned_test_databases(db)
+        db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{os.getpid()}"
+
+
+def _drop_abandoned_test_databases(db: dict) -> None:
+    """Drop the per-run databases of runs on this machine that ended without dropping theirs.
+
+    A run killed outright leaves its database behind; only names whose process is gone are
+    dropped, and only when the server is on this machine (a pid elsewhere means nothing here).
+    Not on Windows, where os.kill(pid, 0) would end the process instead of asking about it.
+    """
+    import psycopg
+
+    if os.name == "nt" or (db.get("HOST") or "127.0.0.1") not in ("127.0.0.1", "localhost", "::1"):
+        return
+    prefix = f"test_{db['NAME']}_"
+    with psycopg.connect(
+        host=db.get("HOST") or "127.0.0.1",
+        port=db.get("PORT") or 5432,
+        user=db.get("USER") or None,
+        password=db.get("PASSWORD") or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        names = [
+            row[0]
+            for row in admin.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+            )
+        ]
+        for name in names:
+            pid = name.removeprefix(prefix)
+            if pid.isdigit() and not _process_alive(int(pid)):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from reliability import outbox
+from reliability.models import OutboxMessage
 from taskconsole.signals import Cancellation
 
 from . import text
@@ -122,6 +123,25 @@ def record_cancelled(article_id: int) -> bool:
 
 
 def on_cancelled(cancellation: Cancellation) -> None:
-    """taskconsole's cancellations of the expansion task."""
-    if cancellation.args and isinstance(cancellation.args[0], int):
-        record_cancelled(cancellation.args[0])
+    """taskconsole's cancellations of the expansion task.
+
+    An article saved twice has two expansions queued; cancelling the older one leaves the
+    article pending while the newer one still waits to run.
+    """
+    if not cancellation.args or not isinstance(cancellation.args[0], int):
+        return
+    article_id = cancellation.args[0]
+    if not another_expansion_waits(article_id, cancellation.task_id):
+        record_cancelled(article_id)
+
+
+def another_expansion_waits(article_id: int, task_id: str) -> bool:
+    """An expansion of the article other than task_id is queued and has not started.
+
+    The outbox keeps a task's arguments until its worker starts it (outbox.forget_args).
+    """
+    return (
+        OutboxMessage.objects.filter(task_name=EXPAND_TASK, args=[article_id])
+        .exclude(task_id=task_id)
+        .exists()
+    )

@@ -59,13 +59,16 @@ def configured_queues() -> list[str]:
 def check_workers(timeout: float = 1.5) -> list[Probe]:
     """Which workers answer, what they registered and which queues they consume."""
     try:
-        replies = celery_app.control.inspect(timeout=timeout).ping() or {}
-        # Knowing who answered, the next questions return as soon as each of them replies.
-        inspect = celery_app.control.inspect(
-            destination=list(replies), limit=len(replies), timeout=timeout
-        )
-        registered = (inspect.registered() or {}) if replies else {}
-        active_queues = (inspect.active_queues() or {}) if replies else {}
+        # The first question waits out the timeout (nobody knows how many workers there
+        # are); its answers name them, so the second returns as soon as each has replied.
+        active_queues = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+        replies = sorted(active_queues)
+        registered = {}
+        if replies:
+            second = celery_app.control.inspect(
+                destination=replies, limit=len(replies), timeout=timeout
+            )
+            registered = second.registered() or {}
     except Exception as exc:
         return [Probe("workers", False, _("Could not ask the workers: %(error)s") % {"error": exc})]
     if not replies:

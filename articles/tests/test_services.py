@@ -188,3 +188,24 @@ def test_a_cancelled_expansion_says_so_instead_of_pending() -> None:
     assert article.get_expansion_status_display() == "Not expanded: its task was cancelled"
     # An expansion that already ran is not undone by a late word about another copy.
     assert other.expansion_status == ExpansionStatus.EXPANDED
+
+
+@pytest.mark.django_db
+def test_cancelling_an_older_expansion_leaves_the_newer_one_pending() -> None:
+    from reliability import outbox
+
+    article = make_article()
+    older = outbox.enqueue(services.EXPAND_TASK, (article.pk,))
+    newer = outbox.enqueue(services.EXPAND_TASK, (article.pk,))
+    Article.objects.filter(pk=article.pk).update(expansion_status=ExpansionStatus.PENDING)
+
+    announce_cancelled(older.task_id, services.EXPAND_TASK, [article.pk])
+    article.refresh_from_db()
+    assert article.expansion_status == ExpansionStatus.PENDING
+
+    # Once the newer one started (the outbox forgets its arguments), cancelling the older
+    # one's last copy says cancelled; the newer one's own write then says expanded.
+    outbox.forget_args(newer.task_id)
+    announce_cancelled(older.task_id, services.EXPAND_TASK, [article.pk])
+    article.refresh_from_db()
+    assert article.expansion_status == ExpansionStatus.CANCELLED
