@@ -34,7 +34,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
     from .middleware import database_unavailable, is_database_away
 
-    # Django calls this inside its handling of the exception, which is still the current one.
+    # Django calls this inside its handling of the exception, which is still the current one;
+    # under ASGI too, where asgiref raises it again in the thread that builds the response.
     if is_database_away(sys.exc_info()[1]):
         return database_unavailable(request)
     return django_server_error(request)

@@ -132,3 +132,25 @@ def test_handler500_gives_the_database_page_only_for_a_database_that_is_away(rf)
     assert "Server error" in fault.content.decode()
     # Not migrated: waiting won't fix it.
     assert not_migrated.status_code == 500
+
+
+def test_handler500_sees_the_exception_under_asgi_too(rf) -> None:
+    """Django's ASGI handler builds the error response in a worker thread (sync_to_async);
+    asgiref raises the exception again there, so server_error still knows what happened."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.core.handlers.exception import response_for_exception
+    from django.db import OperationalError
+
+    async def as_the_asgi_handler_does() -> object:
+        try:
+            raise OperationalError("could not connect to server")
+        except OperationalError as exc:
+            return await sync_to_async(response_for_exception, thread_sensitive=False)(
+                rf.get("/"), exc
+            )
+
+    response = asyncio.run(as_the_asgi_handler_does())
+    assert response.status_code == 503
+    assert "The database is unavailable" in response.content.decode()
