@@ -77,7 +77,7 @@ def fail_left_running(hostname: str, started_at: datetime) -> int:
     }
     if not left:
         return 0
-    held = _held_by_live_workers(list(left))
+    held = held_by_live_workers(list(left))
     if held is None:
         return 0
     return _mark_lost([pk for task_id, pk in left.items() if task_id not in held])
@@ -96,12 +96,12 @@ def _mark_lost(pks: list[int]) -> int:
     failed = TaskRecord.objects.filter(task_id__in=task_ids, status__in=RUNNING_STATES).update(
         status=TaskStatus.FAILURE, exception=LOST, finished_at=timezone.now()
     )
-    _fail_results(task_ids)
+    fail_results(task_ids, WorkerLostError(LOST))
     return failed
 
 
-def _fail_results(task_ids: list[str]) -> None:
-    """Store FAILURE (WorkerLostError) for these tasks' results, unless one has finished."""
+def fail_results(task_ids: list[str], exc: Exception) -> None:
+    """Store FAILURE (exc) as these tasks' results, unless one has finished."""
     backend = current_app.backend
     if isinstance(backend, DisabledBackend):
         return
@@ -109,9 +109,9 @@ def _fail_results(task_ids: list[str]) -> None:
         try:
             if backend.get_state(task_id) in states.READY_STATES:
                 continue
-            backend.mark_as_failure(task_id, WorkerLostError(LOST), call_errbacks=False)
-        except Exception as exc:
-            logger.warning("Could not store the lost task %s's failure: %s", task_id, exc)
+            backend.mark_as_failure(task_id, exc, call_errbacks=False)
+        except Exception as error:
+            logger.warning("Could not store the task %s's failure: %s", task_id, error)
 
 
 #: The workers found silent by a sweep, with when they were first found so, between sweeps.
@@ -197,7 +197,7 @@ def _answering(timeout: float, destination: list[str] | None = None) -> set[str]
         return None
 
 
-def _held_by_live_workers(task_ids: list[str]) -> set[str] | None:
+def held_by_live_workers(task_ids: list[str]) -> set[str] | None:
     """The ids some worker reports as running or reserved; None if the question failed."""
     try:
         replies = current_app.control.inspect(timeout=1.0).query_task(*task_ids) or {}

@@ -32,6 +32,9 @@ RUNNING_STATES = frozenset({TaskStatus.STARTED, TaskStatus.PROGRESS})
 #: Texts the console itself stores as a task's exception, in English, shown translated.
 TERMINATED = "Terminated"
 LOST = "Lost: its worker stopped while it ran, perhaps before it finished"
+VANISHED = (
+    "Vanished: its message left the queue without reaching a worker (purged, or lost by the broker)"
+)
 STORED_PREFIXES = (
     ("Not published: ", gettext_noop("Not published: %(error)s")),
     ("internal error: ", gettext_noop("Internal error: %(error)s")),
@@ -176,6 +179,10 @@ class TaskRecord(models.Model):
         return self.exception == LOST
 
     @property
+    def is_vanished(self) -> bool:
+        return self.exception == VANISHED
+
+    @property
     def exception_display(self) -> str:
         """The exception as the page shows it: what the console itself wrote, translated.
 
@@ -186,6 +193,11 @@ class TaskRecord(models.Model):
             return gettext("Terminated")
         if text == LOST:
             return gettext("Lost: its worker stopped while it ran, perhaps before it finished")
+        if text == VANISHED:
+            return gettext(
+                "Vanished: its message left the queue without reaching a worker (purged, or "
+                "lost by the broker)"
+            )
         for prefix, template in STORED_PREFIXES:
             if text.startswith(prefix):
                 return gettext(template) % {"error": text[len(prefix) :]}

@@ -12,7 +12,8 @@ def prune_task_records(max_age_days: int | None = None) -> int:
 
 @shared_task(ignore_result=True)
 def sweep_lost_tasks() -> int:
-    """Fail the records left running by workers that are gone (taskconsole.lost.sweep)."""
-    from . import lost
+    """Fail the records left running by workers that are gone (taskconsole.lost.sweep), and
+    those queued whose message no queue or worker holds (taskconsole.vanished.sweep)."""
+    from . import lost, vanished
 
-    return lost.sweep()
+    return lost.sweep() + vanished.sweep()

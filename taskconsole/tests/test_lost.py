@@ -30,7 +30,7 @@ def test_only_what_no_live_worker_holds_is_failed(monkeypatch) -> None:
     running("other", worker="x@host")
     running("later", started_at=timezone.now() + timedelta(minutes=1))
     running("again", name="imports.tasks.process_import_file")  # acks_late: delivered again
-    monkeypatch.setattr(lost, "_held_by_live_workers", lambda ids: {"held"})
+    monkeypatch.setattr(lost, "held_by_live_workers", lambda ids: {"held"})
     assert lost.fail_left_running("w@host", timezone.now()) == 1
     states = dict(TaskRecord.objects.values_list("task_id", "status"))
     assert states == {
@@ -45,7 +45,7 @@ def test_only_what_no_live_worker_holds_is_failed(monkeypatch) -> None:
 
 def test_nothing_is_failed_when_the_workers_cannot_be_asked(monkeypatch) -> None:
     running("gone")
-    monkeypatch.setattr(lost, "_held_by_live_workers", lambda ids: None)
+    monkeypatch.setattr(lost, "held_by_live_workers", lambda ids: None)
     assert lost.fail_left_running("w@host", timezone.now()) == 0
     assert TaskRecord.objects.get(task_id="gone").status == TaskStatus.STARTED
 
@@ -158,7 +158,7 @@ def test_the_result_backend_is_failed_too_unless_it_finished(monkeypatch) -> Non
     running("done-meanwhile")
     TaskResult.objects.create(task_id="gone", status="STARTED")
     TaskResult.objects.create(task_id="done-meanwhile", status="SUCCESS", result="1")
-    monkeypatch.setattr(lost, "_held_by_live_workers", lambda ids: set())
+    monkeypatch.setattr(lost, "held_by_live_workers", lambda ids: set())
     assert lost.fail_left_running("w@host", timezone.now()) == 2
     gone = current_app.backend.get_task_meta("gone")
     assert gone["status"] == "FAILURE"

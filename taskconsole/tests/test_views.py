@@ -11,7 +11,7 @@ from django.test import Client
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from taskconsole import progress
-from taskconsole.models import AuditEntry, Origin, TaskRecord, TaskStatus
+from taskconsole.models import LOST, VANISHED, AuditEntry, Origin, TaskRecord, TaskStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -336,6 +336,11 @@ def test_a_name_filter_that_finds_nothing_says_names_match_in_full_and_suggests(
             "Lost: its worker stopped while it ran, perhaps before it finished",
             "丢失：运行它的 worker 在运行中停止了，任务可能已经完成，也可能没有",
         ),
+        (
+            "Vanished: its message left the queue without reaching a worker (purged, or lost by "
+            "the broker)",
+            "已消失：它的消息没有到达任何 worker 就离开了队列（被清空，或被消息代理丢失）",
+        ),
         ("Not published: EncodeError: no", "未发布：EncodeError: no"),
         ("internal error: KeyError('x')", "内部错误：KeyError(&#x27;x&#x27;)"),
         ("ValueError: boom", "ValueError: boom"),
@@ -353,9 +358,15 @@ def test_what_the_console_stores_as_an_exception_is_shown_translated(
     assert TaskRecord.objects.get(task_id="e1").exception == stored
 
 
-def test_retrying_a_lost_task_asks_first(make_user) -> None:
-    from taskconsole.models import LOST
-
+@pytest.mark.parametrize(
+    ("exception", "question"),
+    [
+        (LOST, "it may have finished. Run it again?"),
+        (VANISHED, "without its record being written. Run it again?"),
+        ("ValueError: boom", None),
+    ],
+)
+def test_retrying_a_lost_or_vanished_task_asks_first(make_user, exception, question) -> None:
     user = make_user("view", "launch")
     TaskRecord.objects.create(
         task_id="lost-1",
@@ -363,12 +374,15 @@ def test_retrying_a_lost_task_asks_first(make_user) -> None:
         origin=Origin.CONSOLE,
         owner=user,
         status=TaskStatus.FAILURE,
-        exception=LOST,
+        exception=exception,
         kwargs={"message": "x"},
     )
     page = login(user).get("/console/tasks/lost-1/").content.decode()
     assert 'id="retry-button"' in page
-    assert "it may have finished. Run it again?" in page
+    if question:
+        assert question in page
+    else:
+        assert "Run it again?" not in page
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,131 @@
+"""Queued tasks whose message is gone: failed, so none waits in the console for ever.
+
+A record says QUEUED from its task's publish until a worker starts the task. When the message
+leaves the broker without reaching a worker (`celery purge`, a Redis restarted without its data,
+a message RabbitMQ could route to no queue, a send that timed out and never arrived), nothing
+writes the record again: the console showed the task queued for ever, and the readiness
+check's queue age grew without end. The sweep that finds lost tasks (beat, every
+TASKCONSOLE_LOST_SWEEP_EVERY seconds) fails these too: queued for longer than
+TASKCONSOLE_LOST_AFTER, in a queue the broker says is empty, reported by no worker as reserved
+or running and, on Redis, not among the messages workers took and have not acknowledged.
+
+A queue that still holds messages is left alone (finding one message in it would mean reading
+them all): its old records are failed once it has been drained. A worker that cannot answer
+(a solo pool inside a long task) does not report what it reserved; on Redis its unacknowledged
+messages still say so, on RabbitMQ they do not. Should such a task start after all, its
+outcome replaces the failure (the worker's write is not guarded against a finished record).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from .lost import fail_results, held_by_live_workers
+from .models import VANISHED, TaskRecord, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+#: Records looked at per sweep, oldest first; the next sweep takes the rest.
+LIMIT = 1000
+
+
+class TaskVanished(Exception):
+    """Stored as the task's result: its message left the queue without reaching a worker."""
+
+
+def sweep(after: float | None = None, limit: int = LIMIT) -> int:
+    """Fail the queued records whose message no queue or worker holds; returns how many."""
+    if after is None:
+        after = float(getattr(settings, "TASKCONSOLE_LOST_AFTER", 300))
+    cutoff = timezone.now() - timedelta(seconds=after)
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    for task_id, queue in (
+        TaskRecord.objects.filter(status=TaskStatus.QUEUED, created_at__lt=cutoff)
+        .filter(Q(eta__isnull=True) | Q(eta__lt=cutoff))
+        .exclude(queue="")
+        .order_by("created_at")
+        .values_list("task_id", "queue")[:limit]
+    ):
+        by_queue[queue].append(task_id)
+    if not by_queue:
+        return 0
+    candidates = [
+        task_id for queue, ids in by_queue.items() if _queue_is_empty(queue) for task_id in ids
+    ]
+    if not candidates:
+        return 0
+    held = held_by_live_workers(candidates)
+    unacked = _unacknowledged(candidates)
+    if held is None or unacked is None:
+        return 0
+    gone = [task_id for task_id in candidates if task_id not in held and task_id not in unacked]
+    if not gone:
+        return 0
+    failed = TaskRecord.objects.filter(task_id__in=gone, status=TaskStatus.QUEUED).update(
+        status=TaskStatus.FAILURE, exception=VANISHED, finished_at=timezone.now()
+    )
+    fail_results(gone, TaskVanished(VANISHED))
+    logger.warning(
+        "%d queued task(s) whose message is in no queue and held by no worker marked vanished",
+        failed,
+    )
+    return failed
+
+
+def _queue_is_empty(queue: str) -> bool:
+    """The broker says the queue holds no message; False when it cannot say."""
+    try:
+        with current_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            channel = conn.channel()
+            try:
+                return channel.queue_declare(queue=queue, passive=True).message_count == 0
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()  # RabbitMQ has closed it already after a NOT_FOUND
+    except Exception as exc:
+        # A queue the broker does not know (RabbitMQ: NOT_FOUND) holds nothing; a broker that
+        # does not answer says nothing.
+        text = str(exc)
+        return "NOT_FOUND" in text or "404" in text or "no queue" in text.lower()
+
+
+def _unacknowledged(task_ids: list[str]) -> set[str] | None:
+    """Of these ids, those in Redis's hash of messages taken and not acknowledged.
+
+    Empty on a broker without that hash (RabbitMQ keeps them itself); None when Redis did not
+    answer.
+    """
+    wanted = set(task_ids)
+    try:
+        with current_app.connection_for_read() as conn:
+            channel = conn.default_channel
+            key = getattr(channel, "unacked_key", None)
+            if key is None:
+                return set()
+            found = set()
+            for _, value in channel.client.hscan_iter(key, count=500):
+                task_id = _message_id(value)
+                if task_id in wanted:
+                    found.add(task_id)
+            return found
+    except Exception as exc:
+        logger.warning("Could not read the broker's unacknowledged messages: %s", exc)
+        return None
+
+
+def _message_id(value: bytes | str) -> str | None:
+    try:
+        message = json.loads(value)[0]
+        return message["headers"]["id"]
+    except (ValueError, LookupError, TypeError):
+        return None
