@@ -1,6 +1,7 @@
 """Queued tasks whose message is gone: failed, so none waits in the console for ever.
 
-A record says QUEUED from its task's publish until a worker starts the task. When the message
+A record says QUEUED from its task's publish until a worker starts the task (RETRY from a
+retry's publish). When the message
 leaves the broker without reaching a worker (`celery purge`, a Redis restarted without its data,
 a message RabbitMQ could route to no queue, a send that timed out and never arrived), nothing
 writes the record again: the console showed the task queued for ever, and the readiness
@@ -34,6 +35,10 @@ from .models import VANISHED, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
 
+#: A retry's message waits in its queue (or a worker holds it until its countdown) like a
+#: first publish's; a task with an ETA is SCHEDULED, held by a worker until then.
+WAITING_IN_QUEUE = (TaskStatus.QUEUED, TaskStatus.RETRY)
+
 #: Records looked at per sweep, oldest first; the next sweep takes the rest.
 LIMIT = 1000
 
@@ -49,8 +54,8 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     cutoff = timezone.now() - timedelta(seconds=after)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for task_id, queue in (
-        TaskRecord.objects.filter(status=TaskStatus.QUEUED, created_at__lt=cutoff)
-        .filter(Q(eta__isnull=True) | Q(eta__lt=cutoff))
+        TaskRecord.objects.filter(status__in=WAITING_IN_QUEUE)
+        .filter(Q(eta__isnull=True, created_at__lt=cutoff) | Q(eta__lt=cutoff))
         .exclude(queue="")
         .order_by("created_at")
         .values_list("task_id", "queue")[:limit]
@@ -70,7 +75,7 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     gone = [task_id for task_id in candidates if task_id not in held and task_id not in unacked]
     if not gone:
         return 0
-    failed = TaskRecord.objects.filter(task_id__in=gone, status=TaskStatus.QUEUED).update(
+    failed = TaskRecord.objects.filter(task_id__in=gone, status__in=WAITING_IN_QUEUE).update(
         status=TaskStatus.FAILURE, exception=VANISHED, finished_at=timezone.now()
     )
     fail_results(gone, TaskVanished(VANISHED))

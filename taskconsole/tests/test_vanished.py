@@ -72,6 +72,20 @@ def test_a_purged_task_is_failed_and_one_still_in_its_queue_waits() -> None:
     purge(full_queue)
 
 
+def test_a_purged_retry_is_failed_once_its_countdown_is_long_past() -> None:
+    queue = queue_name("retry")
+    retried = echo_task.apply_async((5,), queue=queue)
+    aged(retried.id, minutes=60)
+    soon = timezone.now() - timedelta(minutes=1)
+    TaskRecord.objects.filter(task_id=retried.id).update(status=TaskStatus.RETRY, eta=soon)
+    purge(queue)
+    # Due a minute ago: its worker may hold it yet.
+    assert vanished.sweep() == 0
+    TaskRecord.objects.filter(task_id=retried.id).update(eta=soon - timedelta(minutes=10))
+    assert vanished.sweep() == 1
+    assert status(retried.id) == TaskStatus.FAILURE
+
+
 def test_a_task_a_busy_worker_has_reserved_is_not_vanished(start_worker) -> None:
     queue = queue_name("held")
     worker = start_worker(queues=queue, concurrency=1, name="vanish", extra_args=INCLUDE)
