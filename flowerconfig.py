@@ -15,10 +15,9 @@ import sys
 if "FLOWER_ADDRESS" not in os.environ:
     address = "127.0.0.1"
 
-# `celery flower -A myproject` (the tutorial's order: -A after the sub-command, which Celery 5
-# ignores) never loads the project's Celery app, and with it the guard that
-# myproject/celery.py installs. Flower reads this file all the same: install the guard here.
-# Flower runs this file with its own path in __file__; a console script's sys.path does not
+# Installed by the project's Celery plugin too (operations/celery_plugin.py); here as well for
+# a Flower started from an environment where the project is not installed (a plain
+# `pip install flower` beside a checkout), which still reads this file. Flower runs this file with its own path in __file__; a console script's sys.path does not
 # hold the working directory, so the project is put there first.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:

@@ -11,6 +11,12 @@ import sys
 
 def translate(argv: list[str]) -> list[str]:
     """Move Celery's own options (-A/--app, -b/--broker) in front of the `flower` sub-command."""
+    celery_args, flower_args = split_celery_options(argv)
+    return ["celery", *celery_args, "flower", *flower_args]
+
+
+def split_celery_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Celery's own options (-A/--app, -b/--broker, with their values), and the rest."""
     celery_args: list[str] = []
     flower_args: list[str] = []
     args = iter(argv)
@@ -21,7 +27,7 @@ def translate(argv: list[str]) -> list[str]:
             celery_args.append(arg)
         else:
             flower_args.append(arg)
-    return ["celery", *celery_args, "flower", *flower_args]
+    return celery_args, flower_args
 
 
 def main() -> None:

@@ -53,12 +53,22 @@ def is_loopback(address: str) -> bool:
 
 
 def is_authenticated(basic_auth: Iterable[str] | None, auth: str | None) -> bool:
-    """Flower's own test (views: `options.basic_auth or options.auth`), without empty values.
+    """Flower's own test (views: `options.basic_auth or options.auth`), without weak values.
 
     FLOWER_BASIC_AUTH="" gives basic_auth [""]: nobody can log in, but it was surely not meant
-    as authentication, so it does not open the network either.
+    as authentication, so it does not open the network either. Flower compares "user:password"
+    as sent with each entry, so an entry without a user or a password (":", "admin:") lets in
+    whoever sends that: one such entry and Flower is open, whatever else is set.
     """
-    return any(entry for entry in basic_auth or ()) or bool(auth)
+    entries = [entry for entry in basic_auth or () if entry]
+    if any(not _user_and_password(entry) for entry in entries):
+        return False
+    return bool(entries) or bool(auth)
+
+
+def _user_and_password(entry: str) -> bool:
+    user, _, password = entry.partition(":")
+    return bool(user.strip()) and bool(password.strip())
 
 
 def listen_address(address: str | None, basic_auth: Iterable[str] | None, auth: str | None) -> str:
@@ -71,7 +81,8 @@ def listen_address(address: str | None, basic_auth: Iterable[str] | None, auth: 
         f"Flower refused to start: it would listen on {address!r}, which is not a loopback "
         "address, without authentication, so anyone who can reach it could read every task's "
         "arguments and results, revoke tasks and shut workers down. Either set authentication "
-        "(FLOWER_BASIC_AUTH=user:password or --basic-auth=user:password; or Flower's OAuth "
+        "(FLOWER_BASIC_AUTH=user:password or --basic-auth=user:password, each entry with a "
+        "user and a password; or Flower's OAuth "
         "--auth option), or keep Flower on localhost: unset FLOWER_ADDRESS and drop --address "
         "(it then listens on 127.0.0.1 only), or set FLOWER_ADDRESS=127.0.0.1 and put an "
         "authenticating proxy in front. Nothing was started."

@@ -407,6 +407,10 @@ def _validated_call(user, task, args: Any, kwargs: Any) -> tuple[list, dict]:
 
 def run_now(user, pk: Any) -> str:
     task = _periodic(user, pk)
+    # Running it by hand is a launch: the launch permission, and the launch list (or the app's
+    # word that its task may be run by hand) decide, as for the launch form.
+    if not permissions.can_launch(user):
+        raise ActionError(403, "forbidden", _("You may not launch tasks."))
     try:
         args = json.loads(task.args or "[]")
         kwargs = json.loads(task.kwargs or "{}")
@@ -414,8 +418,12 @@ def run_now(user, pk: Any) -> str:
         raise ActionError(
             400, "invalid_arguments", _("The stored arguments are not JSON.")
         ) from exc
-    if task.task.startswith("celery.") or task.task not in current_app.tasks:
-        # Run now is a launch: Celery's built-ins and unknown names are never launched by hand.
+    if (
+        task.task.startswith("celery.")
+        or task.task not in current_app.tasks
+        or not registry.runnable_by_hand(task.task)
+    ):
+        # Celery's built-ins, unknown names and tasks no app lets anyone run by hand.
         raise ActionError(
             403,
             "not_launchable",

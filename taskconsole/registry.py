@@ -130,6 +130,12 @@ def require_to_run(task_or_name: Any, permission: str, message: Any) -> None:
     _run_permissions[name] = (permission, message)
 
 
+def runnable_by_hand(name: str) -> bool:
+    """A periodic task running this task may be run now: it is on the launch list, or its app
+    said who may run it by hand (require_to_run). The rest run on their schedules only."""
+    return name in _registry or name in _run_permissions
+
+
 def run_refusal(user: Any, name: str) -> str | None:
     """The app's message if the user may not run this task by hand, else None."""
     needed = _run_permissions.get(name)

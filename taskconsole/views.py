@@ -238,6 +238,9 @@ def launch(request: HttpRequest, name: str) -> HttpResponse:
 def periodic(request: HttpRequest) -> HttpResponse:
     rows = queries.periodic_tasks(get_language())
     user = request.user
+    may_launch = permissions.can_launch(user)
+    for row in rows:
+        row["runnable"] = may_launch and registry.runnable_by_hand(row["task"])
     # The admin's edit page: only for those the admin lets in (staff) and lets change it.
     can_edit = user.is_staff and user.has_perm("django_celery_beat.change_periodictask")
     return render(

@@ -196,7 +196,7 @@ def test_run_now_of_a_maintenance_schedule_asks_the_apps_permission(
     every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.DAYS)
     periodic = PeriodicTask.objects.create(name="nightly", task=task, interval=every, args=args)
     scheduler = Client()
-    scheduler.force_login(make_user("scheduler", CONSOLE_PERMS[0], "taskconsole.change_schedule"))
+    scheduler.force_login(make_user("scheduler", *CONSOLE_PERMS, "taskconsole.change_schedule"))
     response = scheduler.post(f"/console/api/periodic/{periodic.pk}/run/")
     assert response.status_code == status
     assert "You may not start maintenance jobs." in response.content.decode()
@@ -204,7 +204,7 @@ def test_run_now_of_a_maintenance_schedule_asks_the_apps_permission(
     allowed = Client()
     allowed.force_login(
         make_user(
-            "ops", CONSOLE_PERMS[0], "taskconsole.change_schedule", "maintenance.run_maintenance"
+            "ops", *CONSOLE_PERMS, "taskconsole.change_schedule", "maintenance.run_maintenance"
         )
     )
     assert allowed.post(f"/console/api/periodic/{periodic.pk}/run/").status_code == 201
@@ -239,7 +239,7 @@ def test_the_apps_permission_is_asked_without_the_owner_middleware(
         name="nightly", task=TASK, interval=every, args='["backup_database"]'
     )
     scheduler = Client()
-    scheduler.force_login(make_user("scheduler", CONSOLE_PERMS[0], "taskconsole.change_schedule"))
+    scheduler.force_login(make_user("scheduler", *CONSOLE_PERMS, "taskconsole.change_schedule"))
     response = scheduler.post(f"/console/api/periodic/{periodic.pk}/run/")
     assert response.status_code == 400
     assert "You may not start maintenance jobs." in response.content.decode()

@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
+from operations.celery_plugin import reorder
 from operations.flower_cli import translate
 
 
@@ -39,3 +40,21 @@ def test_flower_command_of_the_tutorial_becomes_celery_flower() -> None:
         "flower",
         "--address=127.0.0.1",
     ]
+
+
+def test_celery_flower_in_the_tutorials_order_is_read_in_celerys() -> None:
+    tutorial = ["celery", "flower", "-A", "myproject", "--address=127.0.0.1", "--port=5555"]
+    assert reorder(tutorial) == [
+        "celery",
+        "-A",
+        "myproject",
+        "flower",
+        "--address=127.0.0.1",
+        "--port=5555",
+    ]
+    # Celery's own order, and other commands, are left as they are.
+    for argv in (
+        ["celery", "-A", "myproject", "flower", "--port=5555"],
+        ["celery", "-A", "myproject", "worker", "-l", "info"],
+    ):
+        assert reorder(argv) == argv

@@ -48,12 +48,17 @@ def test_loopback_needs_no_authentication(address: str) -> None:
 )
 def test_outside_localhost_without_authentication_is_refused(address: str) -> None:
     assert not is_loopback(address)
-    for basic_auth in (None, [], [""]):
+    # An entry without a user or a password lets in whoever sends just that (curl -u :).
+    weak = ([":"], ["admin:"], [":pw"], ["ops:long-password", ":"])
+    for basic_auth in (None, [], [""], *weak):
         with pytest.raises(FlowerExposed) as refusal:
             listen_address(address, basic_auth, "")
         message = str(refusal.value)
         for name in ("FLOWER_BASIC_AUTH", "--basic-auth", "FLOWER_ADDRESS", repr(address)):
             assert name in message
+    # Even beside OAuth: Flower asks for the basic login first when one is set.
+    with pytest.raises(FlowerExposed):
+        listen_address(address, [":"], r".*@example\.com")
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::", "192.0.2.10"])
@@ -177,9 +182,36 @@ def test_flower_with_basic_auth_may_listen_on_all_interfaces(subprocess_env, tmp
 
 
 @integration
+def test_tutorial_order_of_arguments_anywhere_runs_the_projects_app_on_loopback(
+    subprocess_env, tmp_path
+) -> None:
+    # -A after the sub-command, which Celery 5 itself ignores, from a directory without
+    # flowerconfig.py: the project's Celery plugin puts it first (operations/celery_plugin.py).
+    port = free_port()
+    argv = [str(BIN / "celery"), "flower", "-A", "myproject", f"--port={port}"]
+    process = ManagedProcess(argv, without_flower_vars(subprocess_env), "flower", cwd=tmp_path)
+    try:
+        process.wait_for_output(f"Visit me at http://127.0.0.1:{port}", timeout=90)
+        wait_for(lambda: listening_addresses(port), timeout=30)
+        assert listening_addresses(port) == {"127.0.0.1"}
+        # The project's broker (the session's Redis), not Celery's default amqp://.
+        broker_port = subprocess_env["CELERY_BROKER_URL"].rsplit(":", 1)[1].split("/")[0]
+        process.wait_for_output(f"127.0.0.1:{broker_port}/", timeout=30)
+    finally:
+        process.stop()
+    refused_port = free_port()
+    argv = [str(BIN / "celery"), "flower", "-A", "myproject", "--address=0.0.0.0"]
+    process = ManagedProcess(
+        [*argv, f"--port={refused_port}"],
+        without_flower_vars(subprocess_env),
+        "flower",
+        cwd=tmp_path,
+    )
+    assert_refused(process, refused_port, "0.0.0.0")
+
+
+@integration
 def test_tutorial_order_of_arguments_in_the_repo_root_refuses_to_start(subprocess_env) -> None:
-    # -A after the sub-command: Celery 5 ignores it, so the project's app (and the guard it
-    # installs) never loads; flowerconfig.py, read from the directory Flower starts in, does.
     port = free_port()
     argv = [str(BIN / "celery"), "flower", "-A", "myproject", "--address=0.0.0.0", f"--port={port}"]
     process = ManagedProcess(argv, without_flower_vars(subprocess_env), "flower")

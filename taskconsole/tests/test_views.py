@@ -166,8 +166,36 @@ def test_periodic_actions_from_the_page(make_user, sent) -> None:
     assert staff.post(f"/console/periodic/{task.pk}/disable/").status_code == 302
     task.refresh_from_db()
     assert not task.enabled
-    assert staff.post(f"/console/periodic/{task.pk}/run/").status_code == 302
+    # Running it by hand is a launch: the launch permission too.
+    assert staff.post(f"/console/periodic/{task.pk}/run/").status_code == 403
+    assert 'id="run-' not in staff.get("/console/periodic/").content.decode()
+    launcher = login(make_user("view_all", "schedule", "launch"))
+    assert launcher.post(f"/console/periodic/{task.pk}/run/").status_code == 302
     assert len(sent) == 1
+
+
+def test_only_tasks_some_app_lets_run_by_hand_can_be_run_now(make_user, sent) -> None:
+    """A schedule of a task on no launch list (a sweep of the console's own) runs on its
+    schedule only: no button, and a 403 that names it."""
+    internal = PeriodicTask.objects.create(
+        name="sweep",
+        task="taskconsole.tasks.sweep_lost_tasks",
+        crontab=CrontabSchedule.objects.create(minute="0", hour="0"),
+    )
+    listed = PeriodicTask.objects.create(
+        name="adder",
+        task="app.tasks.add",
+        args=json.dumps([1, 2]),
+        crontab=CrontabSchedule.objects.create(minute="0", hour="1"),
+    )
+    client = login(make_user("view_all", "schedule", "launch"))
+    page = client.get("/console/periodic/").content.decode()
+    assert f'id="run-{listed.pk}"' in page
+    assert f'id="run-{internal.pk}"' not in page
+    response = client.post(f"/console/api/periodic/{internal.pk}/run/")
+    assert response.status_code == 403
+    assert "taskconsole.tasks.sweep_lost_tasks" in response.json()["detail"]
+    assert sent == []
 
 
 def test_workers_page_answers_at_once_and_its_panel_draws_the_chart(make_user) -> None:
