@@ -13,6 +13,9 @@ from django.views.decorators.http import require_GET
 
 from .tasks import add
 
+#: The tasks whose results /test/result/ shows to anyone: this app's, as in the tutorial.
+TUTORIAL_TASKS = "app.tasks."
+
 
 def tutorial_view(view):
     """These views start tasks for anyone who opens them, so they exist only when enabled."""
@@ -49,6 +52,17 @@ def task_result(request: HttpRequest, task_id: str) -> JsonResponse:
             {"task_id": task_id, "error": _("This is not a task id: task ids are UUIDs.")},
             status=400,
         )
+    if not _may_read(request, task_id):
+        return JsonResponse(
+            {
+                "task_id": task_id,
+                "error": _(
+                    "This page shows the results of the tutorial's tasks (app.tasks) only: "
+                    "see other tasks in the task console."
+                ),
+            },
+            status=404,
+        )
     result = AsyncResult(task_id)
     status = result.status
     data: dict[str, object] = {"task_id": task_id, "status": status, "ready": result.ready()}
@@ -63,3 +77,20 @@ def task_result(request: HttpRequest, task_id: str) -> JsonResponse:
             "ignored, or the id is unknown."
         )
     return JsonResponse(data)
+
+
+def _may_read(request: HttpRequest, task_id: str) -> bool:
+    """Anyone may read a tutorial task's result (the page is open to all, like the tutorial's);
+    any other task's only whoever the task console lets see it."""
+    from django_celery_results.models import TaskResult
+
+    from taskconsole import queries
+    from taskconsole.models import TaskRecord
+
+    name = TaskRecord.objects.filter(task_id=task_id).values_list("name", flat=True).first()
+    if name is None:
+        stored = TaskResult.objects.filter(task_id=task_id).values_list("task_name", flat=True)
+        name = stored.first()
+    if not name or name.startswith(TUTORIAL_TASKS):
+        return True
+    return request.user.is_authenticated and queries.get_task(request.user, task_id) is not None

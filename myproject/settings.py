@@ -26,11 +26,27 @@ if (BASE_DIR / ".env").exists():
 
 # GENERAL
 # ------------------------------------------------------------------------------
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# With no environment at all this is development (DEBUG on, the tutorial's runserver). Naming a
+# host other than this machine in DJANGO_ALLOWED_HOSTS is a deployment: DEBUG is then off unless
+# DJANGO_DEBUG=True asks for it, so a forgotten DJANGO_DEBUG never serves debug pages, the
+# tutorial's open /test/ views or the development key to the network.
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1", "testserver"}
+_PUBLIC_HOSTS = [
+    host
+    for host in env.list("DJANGO_ALLOWED_HOSTS", default=[])
+    if host.lower() not in _LOCAL_HOSTS and not host.lower().endswith(".localhost")
+]
+DEBUG = env.bool("DJANGO_DEBUG", default=not _PUBLIC_HOSTS)
 
 _DEV_SECRET_KEY = "django-insecure-development-key-do-not-use-in-production"
 SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
+    if "DJANGO_DEBUG" not in env:
+        raise ImproperlyConfigured(
+            f"DJANGO_ALLOWED_HOSTS names {', '.join(_PUBLIC_HOSTS)}, so this is a deployment and "
+            "DEBUG is off: set DJANGO_SECRET_KEY (and DJANGO_DEBUG=False to say so), or "
+            "DJANGO_DEBUG=True to serve those hosts in development."
+        )
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is False.")
 
 ALLOWED_HOSTS = env.list(

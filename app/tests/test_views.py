@@ -43,3 +43,33 @@ def test_tutorial_views_are_off_when_disabled(client: Client, path: str) -> None
 
 def test_tutorial_views_take_get_only(client: Client) -> None:
     assert client.post("/test/").status_code == 405
+
+
+@pytest.mark.django_db
+def test_result_of_another_apps_task_is_only_for_whoever_the_console_lets_see_it(
+    client: Client, django_user_model
+) -> None:
+    """The page is open to anyone, as in the tutorial: it must not read other tasks' results
+    (a user's console launch, a maintenance job's report) to anyone."""
+    from django.contrib.auth.models import Permission
+    from django_celery_results.models import TaskResult
+
+    from taskconsole.models import Origin, TaskRecord
+
+    owner = django_user_model.objects.create_user("owner", password="pw-123456")
+    owner.user_permissions.set(Permission.objects.filter(codename="view_taskrecord"))
+    private, tutorial = str(uuid.uuid4()), str(uuid.uuid4())
+    TaskRecord.objects.create(
+        task_id=private, name="pages.tasks.fetch", origin=Origin.USER, owner=owner
+    )
+    TaskResult.objects.create(task_id=private, status="SUCCESS", result='"mine"')
+    TaskRecord.objects.create(task_id=tutorial, name="app.tasks.add", origin=Origin.WEB)
+    TaskResult.objects.create(task_id=tutorial, status="SUCCESS", result="8")
+
+    refused = client.get(f"/test/result/{private}/")
+    assert refused.status_code == 404
+    assert "result" not in refused.json()
+    assert "task console" in refused.json()["error"]
+    assert client.get(f"/test/result/{tutorial}/").json()["result"] == 8
+    client.force_login(owner)
+    assert client.get(f"/test/result/{private}/").json()["result"] == "mine"

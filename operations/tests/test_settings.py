@@ -30,6 +30,23 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is False." in run.stderr
 
 
+def test_a_public_host_without_django_debug_is_a_deployment_not_development() -> None:
+    """A forgotten DJANGO_DEBUG must not serve debug pages, the tutorial's open /test/ views
+    or the development key to the network."""
+    public = {"DJANGO_ALLOWED_HOSTS": "tasks.example.com,127.0.0.1"}
+    run = manage("check", env=public)
+    assert run.returncode != 0
+    assert "DJANGO_ALLOWED_HOSTS names tasks.example.com, so this is a deployment" in run.stderr
+    script = "from django.conf import settings as s; print(s.DEBUG, s.TUTORIAL_VIEWS_ENABLED)"
+    keyed = {**public, "DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"]}
+    assert manage("shell", "-v0", "-c", script, env=keyed).stdout.split() == ["False", "False"]
+    # Asked for, development may serve other names; local names alone stay development.
+    asked = {**public, "DJANGO_DEBUG": "True"}
+    assert manage("shell", "-v0", "-c", script, env=asked).stdout.split() == ["True", "True"]
+    local = {"DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1,[::1],app.localhost"}
+    assert manage("shell", "-v0", "-c", script, env=local).stdout.split() == ["True", "True"]
+
+
 def test_production_settings_pass_the_deployment_checks() -> None:
     run = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
     assert run.returncode == 0, run.stdout + run.stderr
