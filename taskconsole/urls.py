@@ -1,16 +1,37 @@
 from __future__ import annotations
 
-from django.urls import path
+from urllib.parse import quote, unquote
+
+from django.urls import path, register_converter
 
 from . import api, views
+
+
+class TaskIdConverter:
+    """Any task id, "/" included: Celery takes whatever id a publisher gives.
+
+    With `str`, one id holding a "/" made every list that shows it fail (the link to it could
+    not be built). The id is quoted into one path segment and read back unquoted.
+    """
+
+    regex = "[^/]+"
+
+    def to_python(self, value: str) -> str:
+        return unquote(value)
+
+    def to_url(self, value: str) -> str:
+        return quote(str(value), safe="")
+
+
+register_converter(TaskIdConverter, "task_id")
 
 app_name = "taskconsole"
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("tasks/<str:task_id>/", views.detail, name="detail"),
-    path("tasks/<str:task_id>/cancel/", views.cancel, name="cancel"),
-    path("tasks/<str:task_id>/retry/", views.retry, name="retry"),
+    path("tasks/<task_id:task_id>/", views.detail, name="detail"),
+    path("tasks/<task_id:task_id>/cancel/", views.cancel, name="cancel"),
+    path("tasks/<task_id:task_id>/retry/", views.retry, name="retry"),
     path("launch/", views.launch_index, name="launch_index"),
     path("launch/<str:name>/", views.launch, name="launch"),
     path("periodic/", views.periodic, name="periodic"),
@@ -24,9 +45,9 @@ urlpatterns = [
     # JSON API
     path("api/openapi.json", api.openapi_json, name="api_openapi"),
     path("api/tasks/", api.task_list, name="api_tasks"),
-    path("api/tasks/<str:task_id>/", api.task_detail, name="api_task"),
-    path("api/tasks/<str:task_id>/cancel/", api.task_cancel, name="api_cancel"),
-    path("api/tasks/<str:task_id>/retry/", api.task_retry, name="api_retry"),
+    path("api/tasks/<task_id:task_id>/", api.task_detail, name="api_task"),
+    path("api/tasks/<task_id:task_id>/cancel/", api.task_cancel, name="api_cancel"),
+    path("api/tasks/<task_id:task_id>/retry/", api.task_retry, name="api_retry"),
     path("api/launchables/", api.launchable_list, name="api_launchables"),
     path("api/launch/", api.launch, name="api_launch"),
     path("api/periodic/", api.periodic_list, name="api_periodic"),

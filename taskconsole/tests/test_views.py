@@ -436,3 +436,24 @@ def test_the_launch_form_says_the_broker_is_away_in_the_users_language(
     assert "Connection refused" not in body
     assert "127.0.0.1" not in body
     assert 'value="2"' in body
+
+
+@pytest.mark.parametrize("task_id", ["evil/../../admin", "50%/done", "a b?c#d"])
+def test_a_task_id_with_any_characters_is_listed_and_opened(make_user, task_id) -> None:
+    """Celery takes any id a publisher gives; one with a "/" used to fail every list showing it."""
+    from django.urls import reverse
+
+    user = make_user("view", "cancel")
+    TaskRecord.objects.create(task_id=task_id, name="a", origin=Origin.CODE, owner=user)
+    client = login(user)
+    page = client.get("/console/")
+    assert page.status_code == 200
+    url = reverse("taskconsole:detail", args=[task_id])
+    assert f'href="{url}"' in page.content.decode()
+    detail = client.get(url)
+    assert detail.status_code == 200
+    assert task_id in detail.content.decode().replace("&#x27;", "'")
+    api = client.get(reverse("taskconsole:api_task", args=[task_id]))
+    assert api.json()["task_id"] == task_id
+    assert client.post(reverse("taskconsole:cancel", args=[task_id])).status_code == 302
+    assert TaskRecord.objects.get(task_id=task_id).status == TaskStatus.REVOKED
