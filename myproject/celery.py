@@ -45,6 +45,7 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
     from myproject.celeryconf import forget_everywhere, remember_lookups
 
     values = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
+    _read_tutorial_scheduler_as_ours(values)
     for maps in (source.maps, source.defaults):
         for index, mapping in enumerate(maps):
             if getattr(mapping, "obj", None) is settings:
@@ -55,11 +56,27 @@ def read_django_settings_once(sender: Celery, source, **kwargs) -> None:
         if setting.startswith("CELERY_"):
             if hasattr(settings, setting):
                 values[setting] = getattr(settings, setting)
+                _read_tutorial_scheduler_as_ours(values)
             else:
                 values.pop(setting, None)
             forget_everywhere()
 
     setting_changed.connect(follow, weak=False, dispatch_uid="myproject_celery_settings")
+
+
+TUTORIAL_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+PROJECT_SCHEDULER = "operations.beat:DatabaseScheduler"
+
+
+def _read_tutorial_scheduler_as_ours(values: dict) -> None:
+    """The tutorial's CELERY_BEAT_SCHEDULER line means the project's subclass of that scheduler.
+
+    It adds a leader lease (operations/beat.py): a reader who copies the tutorial's line and then
+    starts beat in another terminal beside `make run`'s gets a beat that stands by, instead of a
+    second one sending every slot again.
+    """
+    if values.get("CELERY_BEAT_SCHEDULER") == TUTORIAL_SCHEDULER:
+        values["CELERY_BEAT_SCHEDULER"] = PROJECT_SCHEDULER
 
 
 @setup_logging.connect

@@ -56,6 +56,7 @@ class Stack:
         self.stop_timeout = stop_timeout
         self.services: list[Service] = []
         self._write = write or self._print
+        self._output_gone = False
         self._lock = threading.Lock()
         self._color = sys.stdout.isatty() and not WINDOWS
 
@@ -70,7 +71,15 @@ class Stack:
         if self._color and index >= 0:
             label = f"{COLORS[index % len(COLORS)]}{label}{RESET}"
         with self._lock:
-            self._write(f"{label} | {line}")
+            if self._output_gone:
+                return
+            try:
+                self._write(f"{label} | {line}")
+            except OSError:
+                # The terminal or pipe is gone (`make run | tee log`, and Ctrl-C ended tee too):
+                # the processes' output is still read, so none blocks on a full pipe while the
+                # stack stops, and nothing more is written.
+                self._output_gone = True
 
     def start(self, name: str, argv: list[str], ready_line: str = "") -> Service:
         service = Service(name, argv, ready_line=ready_line)

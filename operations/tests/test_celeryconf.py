@@ -106,3 +106,19 @@ def test_a_copy_of_the_settings_remembers_on_its_own() -> None:
     with override_settings(CELERY_TASK_DEFAULT_PRIORITY=7):
         assert (conf.task_default_priority, copied.task_default_priority) == (7, 7)
     assert (conf.task_default_priority, copied.task_default_priority) == (None, None)
+
+
+def test_the_tutorials_scheduler_line_is_read_as_the_projects_subclass() -> None:
+    """Copying the tutorial's CELERY_BEAT_SCHEDULER keeps the leader lease: a second beat in
+    the tutorial's terminal stands by instead of sending every slot again."""
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    from operations.beat import DatabaseScheduler as LeasedScheduler
+
+    assert issubclass(LeasedScheduler, DatabaseScheduler)
+    tutorial = "django_celery_beat.schedulers:DatabaseScheduler"
+    with override_settings(CELERY_BEAT_SCHEDULER=tutorial):
+        assert celery_app.conf.beat_scheduler == "operations.beat:DatabaseScheduler"
+    with override_settings(CELERY_BEAT_SCHEDULER="celery.beat:PersistentScheduler"):
+        assert celery_app.conf.beat_scheduler == "celery.beat:PersistentScheduler"
+    assert celery_app.conf.beat_scheduler == "operations.beat:DatabaseScheduler"

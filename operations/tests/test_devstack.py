@@ -147,3 +147,34 @@ def test_devstack_stops_everything_when_one_process_dies(tmp_path: Path) -> None
     time.sleep(0.5)
     assert processes_with(str(database)) == []
     assert not any(is_listening("127.0.0.1", port) for port in (web, redis))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find leftovers")
+def test_ctrl_c_stops_everything_even_when_the_output_pipe_is_gone(tmp_path: Path) -> None:
+    """`make run | tee log`: Ctrl-C ends tee too, so the stack's next write fails. It used to
+    stop devstack before it stopped anything, leaving every process running on its own."""
+    web, flower, redis = free_port(), free_port(), free_port()
+    database = tmp_path / "piped.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    env.update({"DATABASE_URL": f"sqlite:///{database}", "PYTHONUNBUFFERED": "1"})
+    argv = [sys.executable, "manage.py", "devstack", "--port", str(web)]
+    argv += ["--flower-port", str(flower), "--redis-port", str(redis)]
+    stack = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        for line in stack.stdout:
+            if b" ready." in line or time.monotonic() > deadline:
+                break
+        wait_for(lambda: is_listening("127.0.0.1", web), timeout=60)
+        assert processes_with(str(database))
+        stack.stdout.close()  # the reader (tee) is gone
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=60) == 0
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert processes_with(str(database)) == []
+    assert not any(is_listening("127.0.0.1", port) for port in (web, flower, redis))

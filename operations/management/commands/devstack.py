@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -96,15 +97,21 @@ class Command(BaseCommand):
             self.print_urls(options, flower_url, login, password)
             stack.watch()
         except KeyboardInterrupt:
-            self.stdout.write("\nStopping the stack...")
+            # Said if it can be: behind a pipe (`make run | tee log`) Ctrl-C ends the reader too,
+            # and a failed write must not leave the processes running with nobody in charge.
+            self.say("\nStopping the stack...")
             stack.stop()
-            self.stdout.write(self.style.SUCCESS("Stopped: no process left running."))
+            self.say(self.style.SUCCESS("Stopped: no process left running."))
         except (StackError, embedded_redis.EmbeddedRedisError) as exc:
             stack.stop()
             raise CommandError(str(exc)) from exc
         except BaseException:
             stack.stop()
             raise
+
+    def say(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            self.stdout.write(text)
 
     def setup(self) -> str:
         """Migrate and make sure the development admin exists; return how to log in."""
