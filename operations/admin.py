@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
-from django.utils.translation import gettext, gettext_lazy, ngettext
+from django.utils.translation import get_language, gettext, gettext_lazy, ngettext
 from django_celery_beat.admin import (
     CrontabScheduleAdmin,
     IntervalScheduleAdmin,
@@ -59,16 +59,32 @@ _original_human_readable = CrontabSchedule.human_readable.fget
 
 
 def _safe_human_readable(self: CrontabSchedule) -> str:
-    """django-celery-beat's description, or the bare expression when it cannot describe it.
+    """The crontab in words, in the reader's language, as the task console says it.
 
-    Its describer raises (IndexError, ValueError, …) on some values Celery refuses; the admin
-    shows this property on the crontab form, its list and every periodic task's form, so one
-    bad row made all of them answer 500.
+    django-celery-beat's own description is English only (the admin's Chinese pages showed
+    "Every minute"), and its describer raises (IndexError, ValueError, …) on some values Celery
+    refuses: the admin shows this property on the crontab form, its list and every periodic
+    task's form, so one bad row made all of them answer 500. The bare expression is the last
+    resort.
     """
+    from taskconsole.crontab_words import describe_crontab, is_zh
+
+    language = get_language()
     try:
-        return _original_human_readable(self)
+        words = describe_crontab(
+            self.minute,
+            self.hour,
+            self.day_of_week,
+            self.day_of_month,
+            self.month_of_year,
+            language,
+        )
     except Exception:
-        return str(self)
+        try:
+            return _original_human_readable(self)
+        except Exception:
+            return str(self)
+    return f"{words}（{self.timezone}）" if is_zh(language) else f"{words} ({self.timezone})"
 
 
 _safe_human_readable.short_description = _label("human_readable")
