@@ -11,6 +11,14 @@ ones (the others are named, not shown). The rest is Celery's: the message is rej
 unknown task's result is marked FAILURE with NotRegistered, its task-failed event is sent, and
 task_unknown / task_rejected go out (the console ends its record on them).
 
+The arguments are redacted by key (`password`, `api_key`…), and in every string by the text
+rules (`password=…`, `token: …`, a password in a URL); so is the text of the refusal's reason.
+
+It also wraps each event dispatcher the worker makes (`event_dispatcher`), so that the text of
+a task's outcome in its events — the repr of its return value, its exception and traceback,
+which Flower shows — has its secrets hidden before it leaves the worker
+(taskconsole.worker_redaction).
+
 Installed with `CELERY_WORKER_CONSUMER = "myproject.consumer:Consumer"`.
 """
 
@@ -27,7 +35,8 @@ from celery.worker.consumer import consumer as celery_consumer
 from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 from celery.worker.consumer.consumer import logger
 
-from taskconsole.redaction import redact
+from taskconsole.redaction import redact, redact_text
+from taskconsole.worker_redaction import redact_events
 
 #: Headers logged with their values; the others (argsrepr, kwargsrepr, custom ones) by name.
 SHOWN_HEADERS = (
@@ -139,6 +148,18 @@ RETRY_STEP_WITHOUT_LIMIT = "Trying again {when}... (attempt {retries}; no limit)
 class Consumer(CeleryConsumer):
     """Celery's consumer with the message-refusing handlers' logging made safe (see above)."""
 
+    _event_dispatcher: Any = None
+
+    @property
+    def event_dispatcher(self) -> Any:
+        return self._event_dispatcher
+
+    @event_dispatcher.setter
+    def event_dispatcher(self, dispatcher: Any) -> None:
+        # Set by Celery's Events bootstep on every (re)connection; read by the task strategies
+        # and requests, which send their events through it.
+        self._event_dispatcher = redact_events(dispatcher) if dispatcher is not None else None
+
     def ensure_connected(self, conn: Any) -> Any:
         # Celery reads its retry line from a module global each time it starts connecting;
         # the product retries for ever (CELERY_BROKER_CONNECTION_MAX_RETRIES = None).
@@ -150,7 +171,7 @@ class Consumer(CeleryConsumer):
         name, task_id = _name_and_id(message)
         logger.critical(
             DECODE_ERROR,
-            f"{type(exc).__name__}: {exc}",
+            redact_text(f"{type(exc).__name__}: {exc}"),
             message.content_type,
             message.content_encoding,
             name,
@@ -176,7 +197,7 @@ class Consumer(CeleryConsumer):
         name, task_id = _name_and_id(message, body)
         logger.error(
             INVALID_TASK,
-            exc,
+            redact_text(str(exc)),
             name,
             task_id,
             shown_body(message, body),

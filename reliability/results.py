@@ -10,11 +10,16 @@ waits (with backoff, CELERY_RESULT_BACKEND_MAX_RETRIES times) and goes on once i
 
 Only while a task runs (in the worker): a web page reading a result must fail fast, not wait
 minutes for the database.
+
+Secrets are never stored: a task's result, an exception's message and its traceback have their
+secret-looking values hidden before they are written (`redact_outcome`, with the rules of
+taskconsole.redaction), so what AsyncResult returns is the redacted value.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +34,7 @@ from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
 from taskconsole import writeback
+from taskconsole.redaction import redact_result, redact_text
 
 BACKEND = "reliability.results:RetryingDatabaseBackend"
 #: Databases with INSERT ... ON CONFLICT DO UPDATE ... WHERE (others take the library's path).
@@ -137,6 +143,31 @@ def _upsert_sql(q: Callable[[str], str], table: str) -> str:
     )
 
 
+def redact_outcome(result: Any, status: str, traceback: Any) -> tuple[Any, Any]:
+    """(result, traceback) as stored: their secret-looking values hidden.
+
+    A failure's result is Celery's encoded exception: with JSON, a dict whose exc_message holds
+    the exception's arguments; with pickle, the exception, stored as a copy with its arguments
+    redacted. Any other state's result is the task's value (None and numbers cost nothing).
+    """
+    if status == states.STARTED:
+        return result, traceback  # Celery's own: the worker's pid and name
+    if isinstance(traceback, str):
+        traceback = redact_text(traceback)
+    if status not in states.EXCEPTION_STATES:
+        return redact_result(result), traceback
+    if isinstance(result, dict) and "exc_message" in result:
+        message = redact_result(result["exc_message"])
+        if message is not result["exc_message"]:
+            result = {**result, "exc_message": message}
+    elif isinstance(result, BaseException) and result.args:
+        hidden = redact_result(result.args)
+        if hidden is not result.args:
+            result = copy.copy(result)
+            result.args = tuple(hidden)
+    return result, traceback
+
+
 class RetryingDatabaseBackend(DatabaseBackend):
     def _store_result(
         self,
@@ -147,6 +178,8 @@ class RetryingDatabaseBackend(DatabaseBackend):
         request: Any = None,
         using: str | None = None,
     ) -> Any:
+        stored = result
+        result, traceback = redact_outcome(result, status, traceback)
         connection = connections[using or router.db_for_write(self.TaskModel)]
         if connection.vendor not in UPSERT_VENDORS:
             if status == states.STARTED and (
@@ -154,8 +187,9 @@ class RetryingDatabaseBackend(DatabaseBackend):
                 .filter(task_id=task_id, status__in=states.READY_STATES)
                 .exists()
             ):
-                return result
-            return super()._store_result(task_id, result, status, traceback, request, using)
+                return stored
+            super()._store_result(task_id, result, status, traceback, request, using)
+            return stored
 
         def columns() -> dict[str, Any]:
             content_type, content_encoding, encoded = self.encode_content(result)
@@ -191,7 +225,7 @@ class RetryingDatabaseBackend(DatabaseBackend):
         else:
             writeback.settle(task_id)
             upsert_task_result(connection, self.TaskModel, task_id, columns())
-        return result
+        return stored
 
     def _get_task_meta_for(self, task_id: str) -> Any:
         # A task reading a result this process has not written yet.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -37,10 +38,10 @@ from django.db import (
 )
 from django.utils import timezone
 
-from . import buffer, conf, context, writeback
+from . import buffer, conf, context, worker_redaction, writeback
 from .dbwait import waiting_for_database
 from .models import FINISHED_STATES, RUNNING_STATES, TERMINATED, Origin, TaskRecord, TaskStatus
-from .redaction import clip_json, clip_text, redact
+from .redaction import clip_json, clip_text, redact, redact_result, redact_text
 from .signals import announce_cancelled
 
 logger = logging.getLogger(__name__)
@@ -560,12 +561,13 @@ def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if sender is None or _ignored(sender.name):
         return
     limit = _setting("TASKCONSOLE_MAX_STORED_RESULT", 10_000)
+    # Secrets hidden first (the result's strings, its dict keys), then in the text of what
+    # JSON cannot hold (its repr).
+    result = redact_result(result)
     try:
-        import json
-
-        text = json.dumps(result, default=repr)
+        text = json.dumps(result, default=_redacted_repr)
     except (TypeError, ValueError):
-        text = repr(result)
+        text = redact_text(repr(result))
     _finish(
         sender.request.id,
         sender.request,
@@ -591,8 +593,8 @@ def on_failure(
         task_id,
         getattr(sender, "request", None),
         status=TaskStatus.FAILURE,
-        exception=clip_text(f"{type(exception).__name__}: {exception}", 2000),
-        traceback=clip_text(str(getattr(einfo, "traceback", "") or ""), limit * 2),
+        exception=clip_text(redact_text(f"{type(exception).__name__}: {exception}"), 2000),
+        traceback=clip_text(redact_text(str(getattr(einfo, "traceback", "") or "")), limit * 2),
         finished_at=timezone.now(),
     )
 
@@ -607,7 +609,7 @@ def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: A
     writeback.settle(request.id)
     if _ignored(getattr(sender, "name", None)):
         return
-    _update(request.id, exception=clip_text(str(reason), 2000))
+    _update(request.id, exception=clip_text(redact_text(str(reason)), 2000))
 
 
 @_safe
@@ -668,7 +670,7 @@ def on_internal_error(
     _update(
         task_id,
         status=TaskStatus.FAILURE,
-        exception=clip_text(f"internal error: {exception!r}", 2000),
+        exception=clip_text(redact_text(f"internal error: {exception!r}"), 2000),
         finished_at=timezone.now(),
     )
 
@@ -706,7 +708,7 @@ def _fail_refused(message: Any, task_id: str, name: str, exception: str) -> None
     request = _message_request(message, task_id)
     fields = {
         "status": TaskStatus.FAILURE,
-        "exception": clip_text(exception, 2000),
+        "exception": clip_text(redact_text(exception), 2000),
         "finished_at": timezone.now(),
     }
     pending = Pending(fields, True, name, request)
@@ -762,6 +764,12 @@ def connect() -> None:
     signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="tc_unknown")
     signals.task_rejected.connect(on_task_rejected, weak=False, dispatch_uid="tc_rejected")
     writeback.connect()
+    # Celery's worker log lines of a task's outcome (its return value, its exception).
+    worker_redaction.install()
+
+
+def _redacted_repr(value: Any) -> str:
+    return redact_text(repr(value))
 
 
 __all__ = ["RUNNING_STATES", "connect"]

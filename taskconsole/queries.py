@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from . import buffer, describe, permissions, registry
 from .conf import has_beat, setting
 from .models import AuditEntry, Origin, TaskRecord, TaskStatus
+from .redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -467,8 +468,10 @@ def serialize_periodic(info: dict[str, Any]) -> dict[str, Any]:
         if last
         else None
     )
-    data["args"] = _loads(info["args"], [])
-    data["kwargs"] = _loads(info["kwargs"], {})
+    # Redacted as task records are: a schedule's arguments may hold a password or an API key.
+    (data["args"], data["kwargs"]), data["redacted"] = redact(
+        [_loads(info["args"], []), _loads(info["kwargs"], {})]
+    )
     return data
 
 

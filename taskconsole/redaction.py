@@ -1,7 +1,23 @@
-"""Redact secret-looking values from task arguments before they are stored."""
+"""Redact secret-looking values before they are stored, logged or shown.
+
+Task arguments go through `redact` (by dict key, and the rules for text in every string);
+what a task leaves as text (an exception's message, a traceback, the repr of its result)
+through `redact_text`; a task's result through `redact_result`.
+
+The rules for text, wherever a string is:
+- a password written into a URL (`scheme://user:password@host`): the password is hidden;
+- a secret-looking key written with its value: `password=…`, `token: …`, `"api_key": "…"`,
+  `'secret': '…'`, libpq's `host=db password=…`, `Authorization: Bearer …`. The key is one
+  word (letters, digits, `_ . -`) that TASKCONSOLE_SECRET_KEYS matches, as for dict keys;
+  what follows `=` or `:` is hidden: a quoted value up to its closing quote, otherwise the
+  rest of the word (up to a space, or `&` as in a query string), but for the punctuation
+  that closes it (`'password=x')` keeps its `')`). Nothing else changes: `x=1`,
+  `token count: 5` (the key is `count`), `KeyError: 'token'` (an exception's name is not a key).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -30,9 +46,114 @@ URL_PASSWORD = re.compile(
 )
 MAX_DEPTH = 6
 
+# A secret-looking key and what separates it from its value: a word not glued to one before it
+# (`--password=` counts, `xpassword=` is the word `xpassword`), maybe quoted, then = or :.
+KEY_AND_SEPARATOR = re.compile(
+    r"""(?<![\w.\-])(?P<q>["']?)(?P<key>[\w.\-]+)(?P=q)[ \t]*[=:][ \t]*"""
+)
+# The value after it: quoted (escapes included), an HTTP scheme and its credentials, or the rest
+# of the word but for the punctuation that closes it.
+SECRET_VALUE = re.compile(
+    r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
+    r"""|(?P<scheme>(?:bearer|basic|token|digest)[ \t]+)?[^\s&]*[^\s&'"(){}\[\],;.]""",
+    re.I,
+)
+# An exception's name before its message (`TokenError: …`) is not a key.
+EXCEPTION_NAME = re.compile(r"(?:Error|Exception|Warning)$")
+# Every word the default key pattern can match holds one of these (lowercase): text without
+# any of them (and without = or :) is returned before a regex runs.
+DEFAULT_KEY_WORDS = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "credential",
+    "key",
+    "auth",
+    "signature",
+    "cookie",
+    "session",
+    "dsn",
+)
+
 
 def secret_pattern() -> re.Pattern[str]:
-    return re.compile(setting("TASKCONSOLE_SECRET_KEYS", DEFAULT_SECRET_PATTERN), re.IGNORECASE)
+    return _compiled(setting("TASKCONSOLE_SECRET_KEYS", DEFAULT_SECRET_PATTERN))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str) -> re.Pattern[str]:
+    return re.compile(source, re.IGNORECASE)
+
+
+def _may_hold_pair(text: str, pattern: re.Pattern[str]) -> bool:
+    """Whether text may hold a secret key and its value: plain substring tests, no regex."""
+    if "=" not in text and ":" not in text:
+        return False
+    if pattern.pattern != DEFAULT_SECRET_PATTERN:
+        return True  # a project's own key pattern: its words are not known here
+    lowered = text.lower()
+    return any(word in lowered for word in DEFAULT_KEY_WORDS)
+
+
+def _hide_pairs(text: str, pattern: re.Pattern[str]) -> tuple[str, bool]:
+    parts: list[str] = []
+    done = 0
+    for pair in KEY_AND_SEPARATOR.finditer(text):
+        key = pair["key"]
+        if pair.start() < done or not pattern.search(key) or EXCEPTION_NAME.search(key):
+            continue
+        value = SECRET_VALUE.match(text, pair.end())
+        if value is None:
+            continue
+        shown = value.group()
+        if shown[0] in "\"'":
+            hidden = f"{shown[0]}{REDACTED}{shown[0]}"
+        else:
+            hidden = f"{value['scheme'] or ''}{REDACTED}"
+        parts += [text[done : pair.end()], hidden]
+        done = value.end()
+    if not parts:
+        return text, False
+    parts.append(text[done:])
+    return "".join(parts), True
+
+
+def redact_string(text: str, pattern: re.Pattern[str] | None = None) -> tuple[str, bool]:
+    """(text with the secrets it holds hidden, whether any was): see the module docstring."""
+    hit = False
+    if "://" in text:
+        text, count = URL_PASSWORD.subn(rf"\g<head>{REDACTED}", text)
+        hit = bool(count)
+    if "=" not in text and ":" not in text:
+        return text, hit
+    pattern = pattern or secret_pattern()
+    if _may_hold_pair(text, pattern):
+        text, found = _hide_pairs(text, pattern)
+        hit = hit or found
+    return text, hit
+
+
+def redact_text(text: str) -> str:
+    """Free text (an exception's message, a traceback, a result's repr), its secrets hidden.
+
+    Costs a few substring tests for text that holds no `://`, `=` or `:` next to a key word.
+    """
+    return redact_string(text)[0]
+
+
+def redact_result(value: Any) -> Any:
+    """A task's result with its secrets hidden: the same object when none was found.
+
+    A string by the text rules, a list, tuple or dict by `redact`; anything else (None, a
+    number, an object) as it is.
+    """
+    if isinstance(value, str):
+        return redact_string(value)[0]
+    if isinstance(value, dict | list | tuple) and value:
+        hidden, hit = redact(value)
+        return hidden if hit else value
+    return value
 
 
 def redact(value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0) -> tuple[Any, bool]:
@@ -57,9 +178,8 @@ def redact(value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0) -
             out_list.append(red)
             hit = hit or sub
         return out_list, hit
-    if isinstance(value, str) and "://" in value:
-        hidden, count = URL_PASSWORD.subn(rf"\g<head>{REDACTED}", value)
-        return hidden, bool(count)
+    if isinstance(value, str):
+        return redact_string(value, pattern)
     return value, False
 
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 
-from taskconsole.redaction import REDACTED, redact
+from taskconsole import redaction
+from taskconsole.redaction import REDACTED, redact, redact_result, redact_text
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,115 @@ def test_a_password_in_a_url_is_hidden_wherever_it_is(url: str, shown: str) -> N
 )
 def test_urls_without_a_password_are_kept(url: str) -> None:
     assert redact([url]) == ([url], False)
+
+
+# Secrets written with their key inside a string (an argument, an exception's message, a
+# traceback, a result's repr): `password=…`, `token: …`, `"api_key": "…"`.
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("password=hunter2", "password=********"),
+        ("db host=x password=PW-1 dbname=y", "db host=x password=******** dbname=y"),
+        # libpq: a quoted value may hold spaces; the quotes are kept.
+        ("host=db password='p w 2' port=5432", "host=db password='********' port=5432"),
+        ("api_key=AK-3 ", "api_key=******** "),
+        ("API_KEY = AK-4", "API_KEY = ********"),
+        ("token: TOK-5", "token: ********"),
+        ("X-Auth-Token: TOK-6", "X-Auth-Token: ********"),
+        ("Authorization: Bearer abc.def", "Authorization: Bearer ********"),
+        ("--password=PW-7 --user=bob", "--password=******** --user=bob"),
+        (
+            "https://api.example.com/x?api_key=AK-8&page=2",
+            "https://api.example.com/x?api_key=********&page=2",
+        ),
+        # JSON and Python reprs of dicts: quoted keys and values.
+        ('{"token": "TOK 9", "n": 1}', '{"token": "********", "n": 1}'),
+        (
+            "{'client_secret': 'S-10', 'user': 'bob'}",
+            "{'client_secret': '********', 'user': 'bob'}",
+        ),
+        ("{'password': 'it\\'s'}", "{'password': '********'}"),
+        # An exception's message, as Celery and the console print it: the closing quote stays.
+        (
+            "ValueError(\"Field 'id' expected a number but got 'password=PW-11'.\")",
+            "ValueError(\"Field 'id' expected a number but got 'password=********'.\")",
+        ),
+        # The rest of the word goes, commas included: a password may hold one.
+        ("password=a,b;c", "password=********"),
+        # Both rules in one text.
+        (
+            "dsn=postgres://u:PW-12@h/db and postgres://u:PW-13@h/db",
+            "dsn=******** and postgres://u:********@h/db",
+        ),
+        # A weak word as a whole part of the key, as for dict keys.
+        ("session_key=abc", "session_key=********"),
+        ("Missing key: user_id", "Missing key: ********"),
+    ],
+)
+def test_secret_key_value_pairs_in_text_are_hidden(text: str, shown: str) -> None:
+    assert redact_text(text) == shown
+    assert redact([text]) == ([shown], True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x=1",
+        "a=b, c: d",
+        # The key is the word before the separator: `count`, not `token`.
+        "token count: 5",
+        "tokens used 5",
+        # An exception's name is not a key, nor is a key's name in its message.
+        "KeyError: 'token'",
+        "TokenError: invalid token",
+        "ValueError: Field 'id' expected a number but got 'abc'.",
+        # Words that only hold a weak one, as for dict keys.
+        "author_id=5 monkey=3 keyboard: x passage: y",
+        "sessions: 3",
+        # No value to hide.
+        "password=",
+        "password: ",
+        "https://example.com:8080/path?page=2",
+        'Traceback (most recent call last):\n  File "t.py", line 3, in run\nValueError: no',
+    ],
+)
+def test_text_without_a_secret_is_kept(text: str) -> None:
+    assert redact_text(text) == text
+    assert redact([text]) == ([text], False)
+
+
+@pytest.mark.parametrize("key", ["password", "api_token", "apiKey", "sessionid", "dsn", "auth"])
+def test_every_key_word_gets_past_the_quick_check(key: str) -> None:
+    assert redact_text(f"{key}=S-1") == f"{key}=********"
+    assert redact_text(f'"{key}": "S-1"') == f'"{key}": "********"'
+
+
+def test_common_text_is_returned_without_running_a_regex(monkeypatch) -> None:
+    """The worker redacts every task's result, log line and event: plain substring tests
+    answer for text without `://`, without `=` or `:`, or without any key word."""
+
+    class Unused:
+        def __getattr__(self, name):
+            raise AssertionError("a regex ran")
+
+    monkeypatch.setattr(redaction, "KEY_AND_SEPARATOR", Unused())
+    monkeypatch.setattr(redaction, "URL_PASSWORD", Unused())
+    for text in ["None", "'ok'", "42", "x=1", "{'value': 7}", "ValueError: no such row"]:
+        assert redact_text(text) is text
+
+
+@override_settings(TASKCONSOLE_SECRET_KEYS=r"^pin$")
+def test_a_projects_own_key_pattern_is_used_in_text_too() -> None:
+    assert redact_text("pin=1234 password=kept") == "pin=******** password=kept"
+
+
+def test_a_result_is_redacted_by_its_type_and_kept_when_nothing_is_secret() -> None:
+    for value in (None, 7, 1.5, True, "plain", [1, "a"], {"n": 1}, ()):
+        assert redact_result(value) is value
+    assert redact_result("postgres://u:PW@h/x") == "postgres://u:********@h/x"
+    assert redact_result(["x", "token=T"]) == ["x", "token=********"]
+    assert redact_result({"api_key": "AK", "n": 1}) == {"api_key": REDACTED, "n": 1}
+    obj = object()
+    assert redact_result(obj) is obj
