@@ -328,6 +328,18 @@ class QoS(redis.QoS):
 
     def restore_unacked(self, client: Any = None) -> Any:
         self.sync()
+        if client is None and getattr(self.channel.connection, "client", None) is None:
+            # kombu closes the channel of a lost connection after the connection itself, and
+            # its restore then fails with AttributeError, which nothing catches: the worker
+            # died ("Unrecoverable error") instead of reconnecting. The messages stay in the
+            # index in Redis; a worker puts them back once the visibility timeout has passed.
+            logger.warning(
+                "The broker connection closed before %d message(s) this worker took and had "
+                "not started could be put back in their queue: they return to it after the "
+                "visibility timeout.",
+                len(self._delivered),
+            )
+            return None
         return super().restore_unacked(client)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
