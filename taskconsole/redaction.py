@@ -60,6 +60,19 @@ SECRET_VALUE = re.compile(
 )
 # An exception's name before its message (`TokenError: …`) is not a key.
 EXCEPTION_NAME = re.compile(r"(?:Error|Exception|Warning)$")
+# Names whose "key" is a broker's or a database's, common in messages and logs, not a secret.
+PLAIN_KEYS = frozenset(
+    {
+        "routing_key",
+        "binding_key",
+        "primary_key",
+        "foreign_key",
+        "natural_key",
+        "sort_key",
+        "cache_key",
+        "partition_key",
+    }
+)
 # Every word the default key pattern can match holds one of these (lowercase): text without
 # any of them (and without = or :) is returned before a regex runs.
 DEFAULT_KEY_WORDS = (
@@ -101,7 +114,12 @@ def _hide_pairs(text: str, pattern: re.Pattern[str]) -> tuple[str, bool]:
     done = 0
     for pair in KEY_AND_SEPARATOR.finditer(text):
         key = pair["key"]
-        if pair.start() < done or not pattern.search(key) or EXCEPTION_NAME.search(key):
+        if (
+            pair.start() < done
+            or not pattern.search(key)
+            or EXCEPTION_NAME.search(key)
+            or key.lower().lstrip("-") in PLAIN_KEYS
+        ):
             continue
         value = SECRET_VALUE.match(text, pair.end())
         if value is None:

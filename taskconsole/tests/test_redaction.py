@@ -132,6 +132,8 @@ def test_secret_key_value_pairs_in_text_are_hidden(text: str, shown: str) -> Non
         # Words that only hold a weak one, as for dict keys.
         "author_id=5 monkey=3 keyboard: x passage: y",
         "sessions: 3",
+        # A broker's or a database's key, not a secret.
+        "routing_key=default primary_key=5 'binding_key': 'q'",
         # No value to hide.
         "password=",
         "password: ",
