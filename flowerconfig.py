@@ -15,10 +15,11 @@ import sys
 if "FLOWER_ADDRESS" not in os.environ:
     address = "127.0.0.1"
 
-# Installed by the project's Celery plugin too (operations/celery_plugin.py); here as well for
-# a Flower started from an environment where the project is not installed (a plain
-# `pip install flower` beside a checkout), which still reads this file. Flower runs this file with its own path in __file__; a console script's sys.path does not
-# hold the working directory, so the project is put there first.
+# The guard: installed by the project's Celery plugin too (operations/celery_plugin.py), and
+# here as well for a Flower started from an environment where the project is not installed (a
+# plain `pip install flower` beside a checkout), which still reads this file. Flower runs this
+# file with its own path in __file__; a console script's sys.path does not hold the working
+# directory, so the project is put there first.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     from operations.flower_guard import install as _install_guard
