@@ -120,6 +120,14 @@ class Producer(KombuProducer):
     takes kombu's own path, which declares it.
     """
 
+    def publish(self, *args: Any, **kwargs: Any) -> Any:
+        # A broker that confirms publishes (RabbitMQ with confirm_publish) is waited for as
+        # long as a Redis command is: without a bound, a broker that stopped answering held
+        # the request for ever. A timeout raises, and Celery's publish retry policy applies.
+        if kwargs.get("confirm_timeout") is None:
+            kwargs["confirm_timeout"] = _confirm_timeout(self.channel)
+        return super().publish(*args, **kwargs)
+
     def maybe_declare(self, entity: Any, retry: bool = False, **retry_policy: Any) -> Any:
         if entity and entity.can_cache_declaration:
             client = getattr(getattr(self.channel, "connection", None), "client", None)
@@ -127,6 +135,13 @@ class Producer(KombuProducer):
             if declared is not None and hash(entity) in declared:
                 return False
         return super().maybe_declare(entity, retry, **retry_policy)
+
+
+def _confirm_timeout(channel: Any) -> float | None:
+    """The broker's socket timeout (CELERY_BROKER_SOCKET_TIMEOUT), from its transport options."""
+    client = getattr(getattr(channel, "connection", None), "client", None)
+    options = getattr(client, "transport_options", None) or {}
+    return options.get("socket_timeout")
 
 
 class AMQP(CeleryAMQP):

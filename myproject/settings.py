@@ -224,6 +224,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 3,
     "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0),
     "socket_keepalive": True,
+    # RabbitMQ (pyamqp) acknowledges each message it took; without this a publish "succeeded"
+    # once its bytes were in the socket, and a broker that stopped answering lost every task
+    # while the pages said queued. The wait for the acknowledgement is bounded by the socket
+    # timeout above (myproject/broker.py). Redis answers every command anyway: ignored there.
+    "confirm_publish": True,
 }
 # A worker, beat or Flower keeps trying to reach a broker that is away, however long it takes
 # (Celery's default gives up after 100 tries, about 47 minutes, and the worker exits).

@@ -1,0 +1,112 @@
+"""A broker that stops answering on a connection already made: the send fails within seconds.
+
+On RabbitMQ a publish used to "succeed" as soon as its bytes were in the socket, and a broker
+that had stopped answering (a network partition, a frozen host) lost every task while each page
+said queued. With publisher confirms, bounded by the socket timeout, the send fails instead.
+Runs on the session's broker: embedded Redis in the main pass, RabbitMQ in the smoke pass.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.smoke, pytest.mark.django_db]
+
+
+class FreezingProxy:
+    """A TCP proxy in front of the broker that can stop forwarding while keeping connections."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.frozen = threading.Event()
+        self.closed = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self.closed.is_set():
+            if self.frozen.is_set():
+                self.closed.wait(0.05)  # nothing read: the sender's bytes wait in its socket
+                continue
+            source.settimeout(0.05)
+            try:
+                data = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            # Read just as the proxy froze: held back too, like everything after it.
+            while self.frozen.is_set() and not self.closed.is_set():
+                self.closed.wait(0.05)
+            if self.closed.is_set():
+                return
+            sink.sendall(data)
+
+    def close(self) -> None:
+        self.closed.set()
+        for sock in self.sockets:
+            sock.close()
+
+
+@contextmanager
+def through_proxy(broker_url: str) -> Iterator[FreezingProxy]:
+    from conftest import _use_broker
+
+    parts = urlsplit(broker_url)
+    default_port = 5672 if parts.scheme.startswith(("amqp", "pyamqp")) else 6379
+    proxy = FreezingProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    _use_broker(
+        urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    )
+    try:
+        yield proxy
+    finally:
+        _use_broker(broker_url)
+        proxy.close()
+
+
+def test_a_send_to_a_broker_that_stopped_answering_fails_instead_of_vanishing(
+    broker_url: str,
+) -> None:
+    from app.tasks import add
+
+    with through_proxy(broker_url) as proxy:
+        add.delay(1, 1)  # the connection is made and works
+        proxy.frozen.set()
+        outcome: dict[str, object] = {}
+
+        def send() -> None:
+            try:
+                outcome["sent"] = add.delay(2, 2).id
+            except Exception as exc:
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        sender.join(timeout=90)
+        assert not sender.is_alive(), "the send hung on a broker that does not answer"
+        assert "sent" not in outcome, "a send the broker never confirmed was reported as sent"
+        assert outcome["error"] is not None
