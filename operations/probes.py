@@ -181,23 +181,44 @@ def check_database() -> Probe:
 
 
 def oldest_queued_age() -> float | None:
-    """Seconds the oldest task waiting in a queue has waited, from the console's records."""
+    """Seconds the oldest task still waiting in a queue has waited.
+
+    From the console's records, but a record whose queue the broker says is empty is not
+    waiting there: its message was lost (a purge, a broker restarted without its data, a send
+    that timed out) and nothing will run it. Counted, it kept readiness failing after any
+    broker outage until beat's sweep marked it vanished (taskconsole/vanished.py). A broker
+    that cannot say counts as holding the messages.
+    """
     from django.db.models import Q
 
     from taskconsole.models import TaskRecord, TaskStatus
+    from taskconsole.vanished import queue_is_empty
 
     now = timezone.now()
-    oldest = (
-        TaskRecord.objects.filter(status=TaskStatus.QUEUED)
-        .filter(Q(eta__isnull=True) | Q(eta__lte=now))
-        .order_by("created_at")
-        .values_list("created_at", "eta")
-        .first()
+    waiting = TaskRecord.objects.filter(status=TaskStatus.QUEUED).filter(
+        Q(eta__isnull=True) | Q(eta__lte=now)
     )
-    if oldest is None:
-        return None
-    since = max(t for t in oldest if t is not None)
-    return max(0.0, (now - since).total_seconds())
+    empty: list[str] = []
+    # Oldest first, leaving out the queues found empty; a few queues at most are asked.
+    for _attempt in range(MAX_QUEUES_ASKED):
+        oldest = (
+            waiting.exclude(queue__in=empty)
+            .order_by("created_at")
+            .values_list("created_at", "eta", "queue")
+            .first()
+        )
+        if oldest is None:
+            return None
+        created_at, eta, queue = oldest
+        if not queue or not queue_is_empty(queue):
+            since = max(t for t in (created_at, eta) if t is not None)
+            return max(0.0, (now - since).total_seconds())
+        empty.append(queue)
+    return None
+
+
+#: Queues oldest_queued_age asks the broker about, at most, before it gives up looking.
+MAX_QUEUES_ASKED = 10
 
 
 def check_queue_age(limit: float | None = None) -> Probe:

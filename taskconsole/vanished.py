@@ -64,7 +64,7 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     if not by_queue:
         return 0
     candidates = [
-        task_id for queue, ids in by_queue.items() if _queue_is_empty(queue) for task_id in ids
+        task_id for queue, ids in by_queue.items() if queue_is_empty(queue) for task_id in ids
     ]
     if not candidates:
         return 0
@@ -86,7 +86,7 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     return failed
 
 
-def _queue_is_empty(queue: str) -> bool:
+def queue_is_empty(queue: str) -> bool:
     """The broker says the queue holds no message; False when it cannot say."""
     try:
         with current_app.connection_for_read() as conn:

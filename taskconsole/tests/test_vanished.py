@@ -94,7 +94,7 @@ def test_a_task_a_busy_worker_has_reserved_is_not_vanished(start_worker) -> None
     # The only child is busy: the worker reserves this one, off the queue and unacknowledged.
     reserved = echo_task.apply_async((4,), queue=queue)
     aged(reserved.id)
-    wait_for(lambda: vanished._queue_is_empty(queue), timeout=30)
+    wait_for(lambda: vanished.queue_is_empty(queue), timeout=30)
     assert vanished._unacknowledged([reserved.id]) == {reserved.id}
     assert vanished.sweep() == 0
     assert status(reserved.id) == TaskStatus.QUEUED
@@ -124,6 +124,6 @@ def test_nothing_is_failed_when_the_broker_cannot_say(monkeypatch) -> None:
     monkeypatch.setattr(vanished, "_unacknowledged", lambda ids: None)
     assert vanished.sweep() == 0
     monkeypatch.undo()
-    monkeypatch.setattr(vanished, "_queue_is_empty", lambda queue: False)
+    monkeypatch.setattr(vanished, "queue_is_empty", lambda queue: False)
     assert vanished.sweep() == 0
     assert status(record.task_id) == TaskStatus.QUEUED
