@@ -53,6 +53,20 @@ def test_production_settings_pass_the_deployment_checks() -> None:
     assert "no issues" in run.stdout
 
 
+def test_production_redirects_to_https_but_not_the_health_probes() -> None:
+    """A balancer probes the web port over plain HTTP: /healthz and /readyz answer it."""
+    script = (
+        "from django.test import Client; c = Client(HTTP_HOST='tasks.example.com'); "
+        "print(c.get('/healthz').status_code, c.get('/readyz').status_code, "
+        "c.get('/console/').status_code)"
+    )
+    run = manage("shell", "-v0", "-c", script, env=PRODUCTION)
+    healthz, readyz, console = run.stdout.split()[-3:]
+    assert healthz == "200", run.stdout + run.stderr
+    assert readyz in {"200", "503"}
+    assert console == "301"
+
+
 def test_production_turns_off_the_tutorial_views_and_debug() -> None:
     script = (
         "from django.conf import settings as s; "
