@@ -11,8 +11,9 @@ become visible together.
 
 The price, on purpose: a task's result is stored up to that interval after it finished, and a
 worker process killed outright (SIGKILL, out of memory) loses the outcomes it had not written.
-With the database unreachable the thread waits and retries (TASKCONSOLE_FINISH_RETRY_SECONDS)
-and the worker's tasks wait with it once TASKCONSOLE_WORKER_WRITE_SIZE writes are waiting.
+With the database unreachable the thread waits and retries (TASKCONSOLE_FINISH_RETRY_SECONDS at a
+time, then every RETRY_KEPT seconds, for as long as it takes) and the worker's tasks wait with it
+once TASKCONSOLE_WORKER_WRITE_SIZE writes are waiting.
 TASKCONSOLE_WORKER_WRITE_BEHIND = False writes each one at once, as before.
 
 Outside a worker, in eager mode (CELERY_TASK_ALWAYS_EAGER, `apply()`) and for a task's own
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 0.05
 DEFAULT_SIZE = 2000
+#: Seconds between tries of the outcomes kept while the database was away.
+RETRY_KEPT = 5.0
 
 
 @dataclass(frozen=True)
@@ -115,14 +118,35 @@ class WorkerWrites(Batcher):
                 seconds=float(setting("TASKCONSOLE_FINISH_RETRY_SECONDS", 120)),
                 model=TaskRecord,
             )
-        except (OperationalError, InterfaceError):
-            logger.exception("taskconsole: gave up writing %d task outcomes", len(entries))
+        except (OperationalError, InterfaceError) as exc:
+            # Still away: the outcomes stay in this worker and are tried again every
+            # RETRY_KEPT seconds, however long it takes. Dropped, finished tasks read STARTED
+            # for ever (their worker answers, so no sweep would fail them as lost).
+            self._keep_for_later(entries)
+            logger.error(
+                "taskconsole: the database is still unreachable (%s): %d task outcomes are kept "
+                "in this worker and written once it answers",
+                exc,
+                len(entries),
+            )
             return 0
         except Exception:
             # One bad entry (a constraint, a value the column refuses) must not take the
             # other tasks' writes with it: each is tried on its own.
             return self._write_one_by_one(entries)
         return len(entries)
+
+    def _keep_for_later(self, entries: dict[tuple[str, str], Any]) -> None:
+        """Put back a batch that could not be written, under what was deferred since."""
+        with self._lock:
+            for slot, payload in entries.items():
+                newer = self._entries.get(slot)
+                merged = payload if newer is None else _kinds[slot[0]].merge(payload, newer)
+                self._entries[slot] = merged
+            self._size = len(self._entries)
+
+    def _retry_after(self) -> float | None:
+        return RETRY_KEPT if self._size else None
 
     def _write_one_by_one(self, entries: dict[tuple[str, str], Any]) -> int:
         written = 0

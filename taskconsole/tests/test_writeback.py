@@ -380,6 +380,34 @@ def test_a_database_that_went_away_is_waited_for(in_worker, monkeypatch, setting
     assert TaskResult.objects.get(task_id=task_id).status == states.SUCCESS
 
 
+def test_outcomes_outlast_a_database_away_longer_than_the_wait(
+    in_worker, monkeypatch, settings
+) -> None:
+    """Given up after the wait, finished tasks read STARTED for ever: their worker answers,
+    so no sweep fails them. They are kept and written once the database answers."""
+    settings.TASKCONSOLE_FINISH_RETRY_SECONDS = 0
+    task_id, later = str(uuid.uuid4()), str(uuid.uuid4())
+    queued(task_id)
+    queued(later)
+    start_and_finish(task_id)
+    real = writeback.write_all
+    monkeypatch.setattr(
+        writeback, "write_all", lambda entries: (_ for _ in ()).throw(OperationalError("away"))
+    )
+    assert writeback.flush() == 0
+    assert writeback.pending() == 2
+    assert writeback._writes._retry_after() == writeback.RETRY_KEPT
+    # Another task finishes meanwhile; the database answers again.
+    start_and_finish(later, result=7)
+    monkeypatch.setattr(writeback, "write_all", real)
+    assert writeback.flush() == 4
+    assert writeback.pending() == 0
+    assert writeback._writes._retry_after() is None
+    for done in (task_id, later):
+        assert TaskRecord.objects.get(task_id=done).status == TaskStatus.SUCCESS
+        assert TaskResult.objects.get(task_id=done).status == states.SUCCESS
+
+
 @pytest.mark.integration
 def test_a_real_worker_defers_its_writes_and_writes_them_when_it_stops(start_worker) -> None:
     worker = start_worker(
