@@ -236,6 +236,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # A worker, beat or Flower keeps trying to reach a broker that is away, however long it takes
 # (Celery's default gives up after 100 tries, about 47 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Said explicitly, as Celery asks (it warns at every lost connection otherwise): running tasks
+# keep running when the broker connection drops. acks_late tasks are the idempotent ones here.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,

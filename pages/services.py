@@ -87,7 +87,8 @@ def dispatch_chain(page: PageInfo) -> None:
     except Exception as exc:
         # The broker's or driver's own words (English, with addresses) go to the log; the row
         # keeps a sentence in the submitter's language.
-        logger.exception("Could not queue the chain of PageInfo %s", page.pk)
+        # One line, not a traceback: during an outage every submission would log one.
+        logger.error("Could not queue the chain of PageInfo %s: %r", page.pk, exc)
         if unanswered(exc):
             # The broker may have the chain and run it once it answers: the row stays queued
             # rather than failed beside a fetch that then happens.

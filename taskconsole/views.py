@@ -19,7 +19,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from . import actions, forms, permissions, queries, registry
+from . import actions, api, forms, permissions, queries, registry
 from .actions import ActionError
 from .models import TaskStatus
 
@@ -214,7 +214,7 @@ def launch(request: HttpRequest, name: str) -> HttpResponse:
         else:
             status = 400
     fields = forms.schema_fields(schema, values, errors)
-    return render(
+    response = render(
         request,
         "taskconsole/launch.html",
         _context(
@@ -231,6 +231,10 @@ def launch(request: HttpRequest, name: str) -> HttpResponse:
         ),
         status=status,
     )
+    if status == 503:
+        # As the API and the site's other 503 pages say: try again in a while.
+        response["Retry-After"] = api.RETRY_AFTER
+    return response
 
 
 @require_GET

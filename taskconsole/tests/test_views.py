@@ -430,6 +430,7 @@ def test_the_launch_form_says_the_broker_is_away_in_the_users_language(
         HTTP_ACCEPT_LANGUAGE=language,
     )
     assert response.status_code == 503
+    assert response["Retry-After"] == "30"
     body = response.content.decode()
     assert f'<li class="m-error">{said}</li>' in body
     # The driver's own words ("Error 111 connecting to 127.0.0.1:…") are for the log.
