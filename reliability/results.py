@@ -169,6 +169,11 @@ def redact_outcome(result: Any, status: str, traceback: Any) -> tuple[Any, Any]:
 
 
 class RetryingDatabaseBackend(DatabaseBackend):
+    def as_uri(self, include_password: bool = False) -> str:
+        # The worker's banner shows this as `results:`; django-celery-results has no URL, and a
+        # blank line there read as results being off.
+        return "django-db"
+
     def _store_result(
         self,
         task_id: str,

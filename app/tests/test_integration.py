@@ -182,6 +182,8 @@ def test_tutorial_worker_command_lists_tasks_and_is_ready(subprocess_env) -> Non
         assert "ledger" not in tasks_section
         assert ".> default" in output
         assert ".> heavy_tasks" in output
+        # The banner names the result backend, as the tutorial's shows its own.
+        assert ".> results:     django-db" in output
         from myproject.celery import debug_task
 
         # Only this worker consumes heavy_tasks now, so it is the one that runs it.

@@ -95,3 +95,25 @@ def test_two_beats_send_each_slot_once_and_the_second_takes_over(
     entries = LedgerEntry.objects.filter(run=run)
     assert entries.values("task_id").distinct().count() == entries.count()
     assert entries.count() <= len(keys)
+
+
+def test_a_slot_already_sent_is_not_logged_as_sent(caplog, sent) -> None:
+    """Celery logs "Sending due task" before deciding; a refused duplicate read as a send."""
+    import logging
+
+    from celery.beat import ScheduleEntry
+
+    from myproject.celery import app as celery_app
+
+    caplog.set_level(logging.INFO)
+    entry = ScheduleEntry(
+        name="twice", task="app.tasks.ping", schedule=timedelta(minutes=1), app=celery_app
+    )
+    scheduler = beat.DatabaseScheduler(app=celery_app, lazy=True)
+    with celery_app.producer_or_acquire() as producer:
+        scheduler.apply_entry(entry, producer=producer)
+        scheduler.apply_entry(entry, producer=producer)
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("Scheduler: Sending due task twice (app.tasks.ping)") == 1
+    assert "beat: twice was already sent for this slot; not sending it again." in said
+    assert len(sent) == 1
