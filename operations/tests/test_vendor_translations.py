@@ -91,7 +91,8 @@ def test_results_and_beat_messages_translate() -> None:
         assert str(TaskResult._meta.verbose_name_plural) == "任务结果"
         assert str(GroupResult._meta.verbose_name_plural) == "分组结果"
         assert str(TaskResult._meta.get_field("status").verbose_name) == "任务状态"
-        assert str(TaskResult._meta.get_field("date_done").help_text) == "任务的完成时间（UTC）"
+        done = TaskResult._meta.get_field("date_done")
+        assert str(done.help_text) == "任务的完成时间（按你的时区显示）"
         assert _("Microseconds") == "微秒"
         assert _("Microsecond") == "微秒"
         assert dict(IntervalSchedule.PERIOD_CHOICES)["microseconds"] == "微秒"
@@ -153,10 +154,22 @@ def test_task_result_admin_is_in_chinese(superuser_client: Client) -> None:
         assert text in listing, text
     for text in ("Celery Results", "Task results", "Group results", "Task Name", "Task State"):
         assert text not in listing, text
-    for text in ("参数", "任务位置参数", "结果数据", "完成时间", "任务的完成时间（UTC）"):
+    # The dates are shown in the reader's time zone: the library's help text said "in UTC".
+    for text in (
+        "参数",
+        "任务位置参数",
+        "结果数据",
+        "完成时间",
+        "任务的完成时间（按你的时区显示）",
+    ):
         assert text in detail, text
-    for text in ("Parameters", "Task Positional Arguments", "Completed DateTime"):
+    for text in ("Parameters", "Task Positional Arguments", "Completed DateTime", "UTC"):
         assert text not in detail, text
+    english = superuser_client.get(
+        f"/admin/django_celery_results/taskresult/{row.pk}/change/", HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+    assert "When the task was completed (shown in your time zone)" in english
+    assert "in UTC" not in english
 
 
 @pytest.mark.django_db
