@@ -30,6 +30,7 @@ from kombu import Connection as KombuConnection
 from kombu import Producer as KombuProducer
 from kombu import connection, pools
 from kombu.transport import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from myproject import unacked
 
@@ -42,6 +43,12 @@ class Channel(redis.Channel):
         if asynchronous:
             # The worker's event loop owns that one (kombu keeps it as `self.client`).
             return super()._create_client(asynchronous=True)
+        if getattr(self.connection, "client", None) is None and self._pool is None:
+            # The connection was closed under this channel (a lost broker): kombu would fail
+            # on its missing address with AttributeError, which the worker's clean-up steps
+            # (gossip, the restore of unacknowledged messages) do not expect; a connection
+            # error they do, and the worker reconnects.
+            raise RedisConnectionError("The broker connection is closed.")
         pool = self.pool
         kept = self._kept_client
         if kept is None or kept[0] is not pool:

@@ -1,7 +1,9 @@
 import os
+import warnings
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.exceptions import CPendingDeprecationWarning
+from celery.signals import celeryd_after_setup, setup_logging
 
 from operations.flower_guard import install_if_flower
 
@@ -77,6 +79,18 @@ def _read_tutorial_scheduler_as_ours(values: dict) -> None:
     """
     if values.get("CELERY_BEAT_SCHEDULER") == TUTORIAL_SCHEDULER:
         values["CELERY_BEAT_SCHEDULER"] = PROJECT_SCHEDULER
+
+
+@celeryd_after_setup.connect
+def quiet_chosen_setting_warnings(**kwargs) -> None:
+    """Leave out the warning Celery repeats at every lost broker connection about a setting the
+    project chose (CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS, its reasons in
+    settings). Here, after Celery's logging set-up, which asks to show all of its warnings."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
 
 
 @setup_logging.connect

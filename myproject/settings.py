@@ -236,8 +236,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # A worker, beat or Flower keeps trying to reach a broker that is away, however long it takes
 # (Celery's default gives up after 100 tries, about 47 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# Said explicitly, as Celery asks (it warns at every lost connection otherwise): running tasks
-# keep running when the broker connection drops. acks_late tasks are the idempotent ones here.
+# Running tasks keep running when the broker connection drops (Celery 6 will cancel those with
+# acks_late). Here those are the idempotent ones (file imports): on Redis, the default broker,
+# a cancelled import would wait for the visibility timeout (an hour) before running again,
+# while one left running finishes, and a second delivery of it changes nothing. Celery warns
+# about this choice at every lost connection, nine lines that say nothing new: the worker
+# leaves them out (myproject/celery.py, quiet_chosen_setting_warnings).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,

@@ -53,6 +53,10 @@ def test_a_worker_with_a_backlog_survives_redis_going_away_and_reconnects(
             after = add.apply_async((20, 22), connection=connection)
         worker.wait_for_output(f"Task app.tasks.add[{after.id}] succeeded", timeout=60)
         assert worker.process.poll() is None
+        # A reconnection is a few lines, not tracebacks and Celery's nine-line warning about a
+        # setting the project chose (myproject/celery.py).
+        assert "Traceback" not in worker.output
+        assert "CPendingDeprecationWarning" not in worker.output
     finally:
         redis.kill()
         redis.wait(timeout=10)
