@@ -22,7 +22,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from operations.broker_errors import BROKER_ERRORS
+from operations.broker_errors import BROKER_ERRORS, unanswered
 from operations.text import written_in
 from taskconsole.signals import Cancellation
 
@@ -137,13 +137,20 @@ def _publish_dispatch(notification_id: int) -> None:
 
     try:
         dispatch_notification.delay(notification_id)
-    except BROKER_ERRORS:
+    except BROKER_ERRORS as exc:
         # The notification and its recipients are committed: keep them as a draft that says
-        # why, so it can be sent from the admin once the broker is back.
+        # why, so it can be sent once the broker is back. A broker that did not answer in time
+        # may have the message and send it when it answers again; sending it again is safe
+        # all the same, since a recipient is handed to one batch only.
+        if unanswered(exc):
+            reason = _(
+                "The task queue did not answer in time: the notification may still be sent. "
+                "Sending it again sends no recipient twice."
+            )
+        else:
+            reason = _("Not queued: the task queue was unavailable. Send it again.")
         Notification.objects.filter(pk=notification_id, status=Status.QUEUED).update(
-            status=Status.DRAFT,
-            failure_reason=_("Not queued: the task queue was unavailable. Send it again."),
-            updated_at=timezone.now(),
+            status=Status.DRAFT, failure_reason=reason, updated_at=timezone.now()
         )
         raise
 

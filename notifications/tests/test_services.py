@@ -103,6 +103,24 @@ def test_broker_down_leaves_a_draft_that_says_why(django_capture_on_commit_callb
     assert notification.deliveries.count() == 2
 
 
+def test_a_broker_that_did_not_answer_leaves_a_draft_that_says_it_may_still_send(
+    django_capture_on_commit_callbacks,
+) -> None:
+    notification = factories.notification(2)
+    silent = OperationalError("timed out")
+    silent.__cause__ = TimeoutError("timed out")
+    with (
+        mock.patch("notifications.tasks.dispatch_notification.delay", side_effect=silent),
+        pytest.raises(OperationalError),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.dispatch(notification)
+    notification.refresh_from_db()
+    assert notification.status == Status.DRAFT
+    assert "may still be sent" in notification.failure_reason
+    assert "sends no recipient twice" in notification.failure_reason
+
+
 def test_enqueue_batches_publishes_one_group_of_batch_tasks(settings) -> None:
     settings.NOTIFICATIONS_BATCH_SIZE = 10
     notification = factories.notification(25)
