@@ -15,8 +15,9 @@ The app's producers look up kombu's cache of declared queues before binding a co
 In the worker's event loop, the channel's bookkeeping of unacknowledged messages is sent without
 waiting for Redis's replies (`myproject.unacked`).
 
-Only the plain Redis transport is changed (redis://, rediss://, and the socket form); Sentinel,
-RabbitMQ and the rest are kombu's own. `myproject/celery.py` installs it with
+Only the plain Redis transport is changed that way (redis://, rediss://, and the socket form);
+on RabbitMQ (pyamqp) the wait for the broker's confirmation of a publish is bounded
+(`AmqpChannel`); Sentinel and the rest are kombu's own. `myproject/celery.py` installs it with
 `Celery(..., amqp="myproject.broker:AMQP")`.
 """
 
@@ -29,7 +30,7 @@ from celery.app.amqp import AMQP as CeleryAMQP
 from kombu import Connection as KombuConnection
 from kombu import Producer as KombuProducer
 from kombu import connection, pools
-from kombu.transport import redis
+from kombu.transport import pyamqp, redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from myproject import unacked
@@ -93,11 +94,44 @@ class Transport(redis.Transport):
                 qos.flush_acks()
 
 
+class AmqpChannel(pyamqp.Channel):
+    """kombu's AMQP channel, whose wait for RabbitMQ's confirmation of a publish is bounded.
+
+    With confirm_publish (settings) every publish on the connection waits for RabbitMQ's
+    acknowledgement: the app's tasks, and Celery's own events and worker heartbeats, which go
+    through kombu's producer with no timeout of their own. A RabbitMQ that stopped answering
+    (a partition, a memory alarm) then held the worker's event loop for ever. Here a publish
+    waits as long as a Redis command would (the broker's socket_timeout) and then raises.
+    """
+
+    def basic_publish_confirm(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("confirm_timeout") is None and kwargs.get("timeout") is None:
+            kwargs["confirm_timeout"] = self.connection.confirm_timeout
+        return super().basic_publish_confirm(*args, **kwargs)
+
+
+class AmqpConnection(pyamqp.Connection):
+    Channel = AmqpChannel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The transport options reach the connection as keyword arguments.
+        self.confirm_timeout = kwargs.get("socket_timeout")
+        super().__init__(*args, **kwargs)
+
+
+class AmqpTransport(pyamqp.Transport):
+    Connection = AmqpConnection
+
+
+#: kombu's transports and the project's; a subclass of kombu's (Sentinel) or a project's own
+#: transport is left alone.
+_OURS = {redis.Transport: Transport, pyamqp.Transport: AmqpTransport}
+
+
 class _KeepsClients:
     def get_transport_cls(self) -> type:
         transport_cls = super().get_transport_cls()
-        # Exactly kombu's: a subclass (Sentinel) or a project's own transport is left alone.
-        return Transport if transport_cls is redis.Transport else transport_cls
+        return _OURS.get(transport_cls, transport_cls)
 
 
 class Connection(_KeepsClients, KombuConnection):
@@ -127,14 +161,6 @@ class Producer(KombuProducer):
     takes kombu's own path, which declares it.
     """
 
-    def publish(self, *args: Any, **kwargs: Any) -> Any:
-        # A broker that confirms publishes (RabbitMQ with confirm_publish) is waited for as
-        # long as a Redis command is: without a bound, a broker that stopped answering held
-        # the request for ever. A timeout raises, and Celery's publish retry policy applies.
-        if kwargs.get("confirm_timeout") is None:
-            kwargs["confirm_timeout"] = _confirm_timeout(self.channel)
-        return super().publish(*args, **kwargs)
-
     def maybe_declare(self, entity: Any, retry: bool = False, **retry_policy: Any) -> Any:
         if entity and entity.can_cache_declaration:
             client = getattr(getattr(self.channel, "connection", None), "client", None)
@@ -142,13 +168,6 @@ class Producer(KombuProducer):
             if declared is not None and hash(entity) in declared:
                 return False
         return super().maybe_declare(entity, retry, **retry_policy)
-
-
-def _confirm_timeout(channel: Any) -> float | None:
-    """The broker's socket timeout (CELERY_BROKER_SOCKET_TIMEOUT), from its transport options."""
-    client = getattr(getattr(channel, "connection", None), "client", None)
-    options = getattr(client, "transport_options", None) or {}
-    return options.get("socket_timeout")
 
 
 class AMQP(CeleryAMQP):

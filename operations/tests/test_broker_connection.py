@@ -8,7 +8,7 @@ import uuid
 import pytest
 from kombu import Exchange, Queue
 from kombu import pools as kombu_pools
-from kombu.transport import pyamqp, redis
+from kombu.transport import redis
 
 from app.tasks import ping
 from myproject import broker
@@ -43,11 +43,11 @@ def test_every_redis_connection_of_the_app_keeps_its_client(broker_url: str) -> 
     [
         ("redis://127.0.0.1:6379/0", broker.Transport),
         ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=required", broker.Transport),
-        ("amqp://guest:guest@127.0.0.1:5672//", pyamqp.Transport),
+        ("amqp://guest:guest@127.0.0.1:5672//", broker.AmqpTransport),
         ("sentinel://127.0.0.1:26379/0", redis.SentinelTransport),
     ],
 )
-def test_only_the_plain_redis_transport_is_changed(url: str, transport: type) -> None:
+def test_only_kombus_plain_redis_and_amqp_transports_are_changed(url: str, transport: type) -> None:
     # Nothing connects: the transport class is chosen from the URL.
     connection = celery_app.connection_for_write(url)
     assert connection.get_transport_cls() is transport

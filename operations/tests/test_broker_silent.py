@@ -110,3 +110,36 @@ def test_a_send_to_a_broker_that_stopped_answering_fails_instead_of_vanishing(
         assert not sender.is_alive(), "the send hung on a broker that does not answer"
         assert "sent" not in outcome, "a send the broker never confirmed was reported as sent"
         assert outcome["error"] is not None
+
+
+def test_a_worker_heartbeat_to_a_broker_that_stopped_answering_does_not_hang(
+    broker_url: str,
+) -> None:
+    """Celery's events and heartbeats go through kombu's own producer, with no timeout of their
+    own: on RabbitMQ, waiting for a confirmation that never comes held the worker's loop."""
+    from myproject.celery import app as celery_app
+
+    with through_proxy(broker_url) as proxy:
+        connection = celery_app.connection_for_write()
+        try:
+            dispatcher = celery_app.events.Dispatcher(connection, enabled=True)
+            dispatcher.send("worker-heartbeat")  # the connection is made and works
+            proxy.frozen.set()
+            outcome: dict[str, object] = {}
+
+            def send() -> None:
+                try:
+                    dispatcher.send("worker-heartbeat")
+                    outcome["returned"] = True
+                except Exception as exc:
+                    outcome["error"] = exc
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            sender.join(timeout=90)
+            assert not sender.is_alive(), "a heartbeat hung on a broker that does not answer"
+            assert outcome
+        finally:
+            # Its goodbye would wait for the frozen broker's answer: dropped, not said.
+            proxy.close()
+            connection.collect()
