@@ -32,7 +32,7 @@ from celery import signals
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import router as db_router
 
-from .buffer import Batcher
+from .buffer import Batcher, clock
 from .conf import setting
 from .dbwait import waiting_for_database
 from .models import TaskRecord
@@ -144,6 +144,10 @@ class WorkerWrites(Batcher):
                 merged = payload if newer is None else _kinds[slot[0]].merge(payload, newer)
                 self._entries[slot] = merged
             self._size = len(self._entries)
+            # Counted from now: older, they would make every new write flush at once in the
+            # task's own thread (add_many's rule for a batch its thread failed to write), each
+            # waiting for the database; the thread tries them again instead.
+            self._oldest = clock()
 
     def _retry_after(self) -> float | None:
         return RETRY_KEPT if self._size else None
@@ -212,6 +216,14 @@ def _worker_started(**_: Any) -> None:
 
 def _worker_stopping(**_: Any) -> None:
     flush()
+    left = pending()
+    if left:
+        # Kept while the database was away, and it still is: this process ends with them.
+        logger.error(
+            "taskconsole: the worker stops with %d task outcomes it could not write (the "
+            "database is unreachable); those tasks read as running",
+            left,
+        )
 
 
 def connect() -> None:

@@ -390,15 +390,24 @@ def test_outcomes_outlast_a_database_away_longer_than_the_wait(
     queued(task_id)
     queued(later)
     start_and_finish(task_id)
-    real = writeback.write_all
-    monkeypatch.setattr(
-        writeback, "write_all", lambda entries: (_ for _ in ()).throw(OperationalError("away"))
-    )
+    real, tries = writeback.write_all, []
+
+    def away(entries) -> None:
+        tries.append(len(entries))
+        raise OperationalError("away")
+
+    monkeypatch.setattr(writeback, "write_all", away)
+    # Collected long ago, as a batch is once the wait for the database has run out.
+    writeback._writes._oldest -= 3600
     assert writeback.flush() == 0
     assert writeback.pending() == 2
     assert writeback._writes._retry_after() == writeback.RETRY_KEPT
-    # Another task finishes meanwhile; the database answers again.
+    # Another task finishes meanwhile: its writes wait with the kept ones, instead of a flush
+    # in the task's own thread that would wait for the database too.
     start_and_finish(later, result=7)
+    assert writeback.pending() == 4
+    assert tries == [2]
+    # The database answers again.
     monkeypatch.setattr(writeback, "write_all", real)
     assert writeback.flush() == 4
     assert writeback.pending() == 0
