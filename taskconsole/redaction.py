@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import string
+from collections.abc import Iterator
 from typing import Any
 
 from celery.utils.saferepr import saferepr
@@ -109,10 +111,75 @@ def _may_hold_pair(text: str, pattern: re.Pattern[str]) -> bool:
     return any(word in lowered for word in DEFAULT_KEY_WORDS)
 
 
+# After a key word: the rest of its word, maybe a quoted key's closing quote, then = or :.
+SEPARATOR_AFTER = re.compile(r"""[\w.\-]*["']?[ \t]*[=:]""")
+# Lower case for ASCII letters only: the text keeps its length, so positions carry over.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_WORD_CHARS = "_.-"
+
+
+def _hints(text: str) -> list[int]:
+    """Where a key word followed by its separator starts, in order.
+
+    Plain `str.find` for each word, then a short match after it: a page of HTML (href=,
+    class=, style: …) costs a few scans of the text, not a regex tried at every character
+    (a case-insensitive alternation of the words took 100 ms a megabyte).
+    """
+    lowered = text.translate(_ASCII_LOWER)
+    found = set()
+    for word in DEFAULT_KEY_WORDS:
+        at = lowered.find(word)
+        while at != -1:
+            if SEPARATOR_AFTER.match(lowered, at + len(word)):
+                found.add(at)
+            at = lowered.find(word, at + 1)
+    return sorted(found)
+
+
+def _pairs(text: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """The key-and-separator matches of text that may name a secret, in order."""
+    if pattern.pattern != DEFAULT_SECRET_PATTERN:
+        yield from KEY_AND_SEPARATOR.finditer(text)
+        return
+    for start in _hints(text):
+        # Back to the start of the key's word.
+        while start and (text[start - 1].isalnum() or text[start - 1] in _WORD_CHARS):
+            start -= 1
+        # A quoted key ("api_key": …) is matched with its quotes; a quote that only opens a
+        # string ('password=…') is not the key's.
+        pair = None
+        if start and text[start - 1] in "\"'":
+            pair = KEY_AND_SEPARATOR.match(text, start - 1)
+        pair = pair or KEY_AND_SEPARATOR.match(text, start)
+        if pair is not None:
+            yield pair
+
+
+def _hide_url_passwords(text: str) -> tuple[str, int]:
+    """URL_PASSWORD's replacement, tried only where a `://` is (not at every character)."""
+    parts: list[str] = []
+    done = hidden = 0
+    at = text.find("://")
+    while at != -1:
+        start = at
+        while start and (text[start - 1].isalnum() or text[start - 1] in "+.-"):
+            start -= 1
+        match = URL_PASSWORD.match(text, start) if start >= done else None
+        if match is not None:
+            parts += [text[done : match.start()], match["head"], REDACTED]
+            done = match.end()
+            hidden += 1
+        at = text.find("://", max(at + 3, done))
+    if not hidden:
+        return text, 0
+    parts.append(text[done:])
+    return "".join(parts), hidden
+
+
 def _hide_pairs(text: str, pattern: re.Pattern[str]) -> tuple[str, bool]:
     parts: list[str] = []
     done = 0
-    for pair in KEY_AND_SEPARATOR.finditer(text):
+    for pair in _pairs(text, pattern):
         key = pair["key"]
         if (
             pair.start() < done
@@ -141,7 +208,7 @@ def redact_string(text: str, pattern: re.Pattern[str] | None = None) -> tuple[st
     """(text with the secrets it holds hidden, whether any was): see the module docstring."""
     hit = False
     if "://" in text:
-        text, count = URL_PASSWORD.subn(rf"\g<head>{REDACTED}", text)
+        text, count = _hide_url_passwords(text)
         hit = bool(count)
     if "=" not in text and ":" not in text:
         return text, hit
@@ -163,42 +230,67 @@ def redact_text(text: str) -> str:
 def redact_result(value: Any) -> Any:
     """A task's result with its secrets hidden: the same object when none was found.
 
-    A string by the text rules, a list, tuple or dict by `redact`; anything else (None, a
-    number, an object) as it is.
+    A string by the text rules, a list, tuple or dict by `redact` keeping its shape (programs
+    read it back: AsyncResult, a chord's callback); anything else (None, a number, an object)
+    as it is.
     """
     if isinstance(value, str):
         return redact_string(value)[0]
     if isinstance(value, dict | list | tuple) and value:
-        hidden, hit = redact(value)
+        hidden, hit = redact(value, keep_shape=True)
         return hidden if hit else value
     return value
 
 
-def redact(value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0) -> tuple[Any, bool]:
-    """Return (a copy of value with secret-looking keys' values replaced, whether any was)."""
+#: How deep a result is looked into (arguments: MAX_DEPTH, past which a value is hidden whole).
+MAX_RESULT_DEPTH = 100
+
+
+def redact(
+    value: Any, pattern: re.Pattern[str] | None = None, depth: int = 0, *, keep_shape: bool = False
+) -> tuple[Any, bool]:
+    """Return (a copy of value with secret-looking keys' values replaced, whether any was).
+
+    Arguments are shown and replayed: past MAX_DEPTH a value is hidden whole. A result
+    (`keep_shape`) is read back by programs: it is looked into deeper and left as it is past
+    that, and a number, a boolean or None under a secret-looking key stays (`session_count: 3`
+    is no secret; a secret is text).
+    """
     pattern = pattern or secret_pattern()
-    if depth > MAX_DEPTH:
-        return REDACTED, True
+    if depth > (MAX_RESULT_DEPTH if keep_shape else MAX_DEPTH):
+        return (value, False) if keep_shape else (REDACTED, True)
     if isinstance(value, dict):
         out, hit = {}, False
         for key, item in value.items():
-            if isinstance(key, str) and pattern.search(key):
+            if _secret_key(key, pattern) and not (keep_shape and _plain_scalar(item)):
                 out[key] = REDACTED
                 hit = True
             else:
-                out[key], sub = redact(item, pattern, depth + 1)
+                out[key], sub = redact(item, pattern, depth + 1, keep_shape=keep_shape)
                 hit = hit or sub
         return out, hit
     if isinstance(value, list | tuple):
         out_list, hit = [], False
         for item in value:
-            red, sub = redact(item, pattern, depth + 1)
+            red, sub = redact(item, pattern, depth + 1, keep_shape=keep_shape)
             out_list.append(red)
             hit = hit or sub
         return out_list, hit
     if isinstance(value, str):
         return redact_string(value, pattern)
     return value, False
+
+
+def _secret_key(key: Any, pattern: re.Pattern[str]) -> bool:
+    return (
+        isinstance(key, str)
+        and bool(pattern.search(key))
+        and key.lower().lstrip("-") not in PLAIN_KEYS
+    )
+
+
+def _plain_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float)
 
 
 def clip_json(value: Any, limit: int) -> Any:

@@ -179,3 +179,40 @@ def test_a_result_is_redacted_by_its_type_and_kept_when_nothing_is_secret() -> N
     assert redact_result({"api_key": "AK", "n": 1}) == {"api_key": REDACTED, "n": 1}
     obj = object()
     assert redact_result(obj) is obj
+
+
+def test_a_result_keeps_its_shape_and_what_is_no_secret() -> None:
+    """Programs read a result back (AsyncResult, a chord's callback): deep values, numbers
+    under secret-looking keys and a broker's or database's keys are left as they are."""
+    polygon = {"type": "MultiPolygon", "coordinates": [[[[1.5, 2.5], [3.5, 4.5]]]]}
+    deep = {"type": "FeatureCollection", "features": [{"geometry": polygon}]}
+    assert redact_result(deep) is deep
+    stats = {"session_count": 3, "primary_key": 7, "routing_key": "q", "cache_key": "c"}
+    assert redact_result(stats) is stats
+    mixed = {"token": "abc", "token_ttl": 60, "nested": [{"password": "pw"}]}
+    assert redact_result(mixed) == {
+        "token": "********",
+        "token_ttl": 60,
+        "nested": [{"password": "********"}],
+    }
+    # Arguments are shown and replayed: a value past the depth looked into is hidden whole.
+    nine_deep: list = ["x"]
+    for _ in range(8):
+        nine_deep = [nine_deep]
+    hidden, hit = redact(nine_deep)
+    assert hit
+    assert REDACTED in repr(hidden)
+    assert "'x'" not in repr(hidden)
+
+
+def test_a_megabyte_of_html_is_looked_through_once() -> None:
+    """Attributes (href=, class=) and URLs are not each a regex tried at every character."""
+    row = '<a class="c" href="https://example.com/p?id={i}&page=2" data-key="{i}">x: {i}</a>\n'
+    page = "".join(row.format(i=i) for i in range(12000))
+    page += "<script>var apiKey = 'SECRET'; fetch('https://u:PW@example.com/')</script>"
+    hidden = redact_result(page)
+    assert "SECRET" not in hidden
+    assert "PW@" not in hidden
+    assert "https://u:********@example.com/" in hidden
+    # Only the pairs whose key holds a key word are looked at.
+    assert len(redaction._hints(page)) == 12001
