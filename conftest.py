@@ -14,6 +14,7 @@ that use them need committed data: mark them django_db(transaction=True).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -210,16 +211,22 @@ def _drop_abandoned_test_databases(db: dict) -> None:
         dbname="postgres",
         autocommit=True,
     ) as admin:
+        # Not one with a session open: a run in another container sharing this server (its
+        # pids are not this machine's) is using it.
         names = [
             row[0]
             for row in admin.execute(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+                "SELECT datname FROM pg_database d WHERE starts_with(datname, %s) AND NOT EXISTS "
+                "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+                [prefix],
             )
         ]
         for name in names:
             pid = name.removeprefix(prefix)
             if pid.isdigit() and not _process_alive(int(pid)):
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                # Without FORCE: a session opened meanwhile keeps it.
+                with contextlib.suppress(psycopg.Error):
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def _process_alive(pid: int) -> bool:

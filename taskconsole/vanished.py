@@ -24,6 +24,7 @@ import json
 import logging
 from collections import defaultdict
 from datetime import timedelta
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -86,17 +87,25 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     return failed
 
 
-def queue_is_empty(queue: str) -> bool:
-    """The broker says the queue holds no message; False when it cannot say."""
+def queue_is_empty(queue: str, connection: Any = None) -> bool:
+    """The broker says the queue holds no message; False when it cannot say.
+
+    On `connection` when given (one for several queues), else on a connection of its own.
+    """
+    if connection is None:
+        try:
+            with current_app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+                return queue_is_empty(queue, conn)
+        except Exception:
+            return False  # a broker that does not answer says nothing
     try:
-        with current_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
-            channel = conn.channel()
-            try:
-                return channel.queue_declare(queue=queue, passive=True).message_count == 0
-            finally:
-                with contextlib.suppress(Exception):
-                    channel.close()  # RabbitMQ has closed it already after a NOT_FOUND
+        channel = connection.channel()
+        try:
+            return channel.queue_declare(queue=queue, passive=True).message_count == 0
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()  # RabbitMQ has closed it already after a NOT_FOUND
     except Exception as exc:
         # A queue the broker does not know (RabbitMQ: NOT_FOUND) holds nothing; a broker that
         # does not answer says nothing.
