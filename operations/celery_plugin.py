@@ -18,19 +18,40 @@ import click
 
 from .flower_cli import split_celery_options
 
+#: Celery's own options that take a value (`celery --help`): what follows them is not the
+#: sub-command.
+CELERY_VALUE_OPTIONS = frozenset(
+    {"-A", "--app", "-b", "--broker", "--result-backend", "--loader", "--config", "--workdir"}
+)
+
+
+def subcommand_at(argv: list[str]) -> int | None:
+    """Where Celery's sub-command is in argv: the first argument that is neither an option
+    nor an option's value (`celery -A proj worker -Q flower`: the sub-command is worker)."""
+    skip = False
+    for at, arg in enumerate(argv[1:], start=1):
+        if skip:
+            skip = False
+        elif arg in CELERY_VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return at
+    return None
+
 
 def reorder(argv: list[str]) -> list[str]:
-    """argv with the -A/-b options given after `flower` moved in front of it."""
-    if "flower" not in argv[1:]:
+    """argv with the -A/-b options given after the `flower` sub-command moved in front of it."""
+    at = subcommand_at(argv)
+    if at is None or argv[at] != "flower":
         return argv
-    at = argv.index("flower", 1)
     celery_args, flower_args = split_celery_options(argv[at + 1 :])
     return [*argv[:at], *celery_args, "flower", *flower_args]
 
 
 def _prepare_flower() -> None:
     sys.argv = reorder(sys.argv)
-    if "flower" in sys.argv[1:]:
+    at = subcommand_at(sys.argv)
+    if at is not None and sys.argv[at] == "flower":
         from .flower_guard import install
 
         install()

@@ -52,9 +52,12 @@ def test_celery_flower_in_the_tutorials_order_is_read_in_celerys() -> None:
         "--address=127.0.0.1",
         "--port=5555",
     ]
-    # Celery's own order, and other commands, are left as they are.
+    # Celery's own order, and other commands, are left as they are: a queue or an app named
+    # flower is not the sub-command.
     for argv in (
         ["celery", "-A", "myproject", "flower", "--port=5555"],
         ["celery", "-A", "myproject", "worker", "-l", "info"],
+        ["celery", "-A", "myproject", "worker", "-Q", "flower", "-b", "redis://h/0"],
+        ["celery", "-A", "flower", "worker"],
     ):
         assert reorder(argv) == argv
