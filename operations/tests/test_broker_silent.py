@@ -16,7 +16,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.smoke, pytest.mark.django_db]
+# transaction=True: the console's records of these sends are written by its buffer's thread,
+# outside a test's transaction; they are written before the test ends (below) and the tables
+# emptied after it, so no later test finds them.
+pytestmark = [pytest.mark.integration, pytest.mark.smoke, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _records_written_before_the_end() -> Iterator[None]:
+    from taskconsole import buffer
+
+    yield
+    buffer.flush()
 
 
 class FreezingProxy:
