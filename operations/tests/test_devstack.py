@@ -163,10 +163,12 @@ def test_ctrl_c_stops_everything_even_when_the_output_pipe_is_gone(tmp_path: Pat
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
+        # Once every process has started: the addresses are printed after the last one.
         deadline = time.monotonic() + 120
         for line in stack.stdout:
-            if b" ready." in line or time.monotonic() > deadline:
+            if f"Flower: http://127.0.0.1:{flower}/".encode() in line:
                 break
+            assert time.monotonic() < deadline, "the stack did not finish starting"
         wait_for(lambda: is_listening("127.0.0.1", web), timeout=60)
         assert processes_with(str(database))
         stack.stdout.close()  # the reader (tee) is gone
@@ -175,6 +177,6 @@ def test_ctrl_c_stops_everything_even_when_the_output_pipe_is_gone(tmp_path: Pat
     finally:
         if stack.poll() is None:
             os.killpg(stack.pid, signal.SIGKILL)
-    time.sleep(0.5)
-    assert processes_with(str(database)) == []
+    # Killed processes take a moment to be gone from /proc.
+    wait_for(lambda: processes_with(str(database)) == [], timeout=10)
     assert not any(is_listening("127.0.0.1", port) for port in (web, flower, redis))
