@@ -140,6 +140,17 @@ def flag(parameter: str, value: Any) -> bool:
     )
 
 
+def _text(parameter: str, value: str | None) -> str | None:
+    """A text filter; one holding a NUL character names nothing (PostgreSQL refuses it)."""
+    if value and "\x00" in value:
+        raise InvalidParameter(
+            parameter,
+            _("The parameter %(parameter)s holds a NUL character, which no name has.")
+            % {"parameter": parameter},
+        )
+    return value
+
+
 def _shown(value: Any, size: int = 40) -> str:
     text = str(value)
     return text if len(text) <= size else text[: size - 1] + "…"
@@ -159,6 +170,7 @@ def task_page(
     A status, cursor or limit that means nothing raises InvalidParameter.
     """
     status = _status(status)
+    name = _text("name", name)
     after = _cursor(cursor)
     size = _limit(limit)
     qs = visible_tasks(user)
@@ -379,7 +391,7 @@ def audit_page(user, *, cursor: Any = None, limit: Any = None, target: str = "")
     qs = AuditEntry.objects.select_related("user")
     if not permissions.can_view_all(user):
         qs = qs.filter(user_id=user.pk)
-    if target:
+    if _text("target", target):
         qs = qs.filter(target=target)
     if after is not None:
         qs = qs.filter(id__lt=after)

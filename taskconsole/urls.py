@@ -17,7 +17,11 @@ class TaskIdConverter:
     regex = "[^/]+"
 
     def to_python(self, value: str) -> str:
-        return unquote(value)
+        task_id = unquote(value)
+        if "\x00" in task_id:
+            # No task has one, and PostgreSQL refuses it in a query: no such page.
+            raise ValueError("a task id holds no NUL character")
+        return task_id
 
     def to_url(self, value: str) -> str:
         return quote(str(value), safe="")

@@ -441,3 +441,24 @@ def test_the_openapi_description_lists_the_new_errors(launcher) -> None:
     status = next(p for p in listing["parameters"] if p["name"] == "status")
     assert status["schema"]["enum"] == list(TaskStatus.values)
     assert "400" in doc["paths"]["/periodic/{id}/{action}/"]["post"]["responses"]
+
+
+@pytest.mark.database
+def test_a_nul_character_in_a_filter_or_a_task_id_is_refused_not_a_server_error(
+    launcher,
+) -> None:
+    """PostgreSQL refuses NUL in a query's text: a name filter, an audit target or a task id
+    holding one answered 500 (found by the chaos suite's fuzzing of the API)."""
+    client = login(launcher)
+    for url, parameter in [
+        (f"{API}/tasks/?name=a%00b", "name"),
+        (f"{API}/audit/?target=a%00b", "target"),
+        ("/console/?name=a%00b", None),
+    ]:
+        response = client.get(url)
+        assert response.status_code == 400, url
+        if parameter:
+            assert response.json()["parameter"] == parameter
+            assert "NUL" in response.json()["detail"]
+    for url in (f"{API}/tasks/a%00b/", "/console/tasks/a%2500b/", f"{API}/tasks/a%2500b/cancel/"):
+        assert client.get(url).status_code == 404, url
