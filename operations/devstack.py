@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +90,16 @@ class Stack:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True
-        service.process = subprocess.Popen(
+        with _stop_signals_deferred():
+            service.process = self._popen(argv, kwargs)
+        service.reader = threading.Thread(
+            target=self._pump, args=(service, index), name=f"devstack-{name}", daemon=True
+        )
+        service.reader.start()
+        return service
+
+    def _popen(self, argv: list[str], kwargs: dict) -> subprocess.Popen:
+        return subprocess.Popen(
             argv,
             cwd=self.cwd,
             env=self.env,
@@ -103,11 +112,6 @@ class Stack:
             bufsize=1,
             **kwargs,
         )
-        service.reader = threading.Thread(
-            target=self._pump, args=(service, index), name=f"devstack-{name}", daemon=True
-        )
-        service.reader.start()
-        return service
 
     def _pump(self, service: Service, index: int) -> None:
         assert service.process
@@ -192,6 +196,34 @@ class Stack:
                 os.killpg(process.pid, sig)
         except (ProcessLookupError, PermissionError, OSError):
             pass
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) while a process is being started is raised once it has started.
+
+    Raised inside Popen, after the fork, it lost the new process's handle: stop() could not
+    stop it, and it outlived the stack (a Flower left listening).
+    """
+    if WINDOWS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def defer(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    previous = {number: signal.signal(number, defer) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def install_stop_signals() -> None:

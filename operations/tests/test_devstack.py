@@ -180,3 +180,27 @@ def test_ctrl_c_stops_everything_even_when_the_output_pipe_is_gone(tmp_path: Pat
     # Killed processes take a moment to be gone from /proc.
     wait_for(lambda: processes_with(str(database)) == [], timeout=10)
     assert not any(is_listening("127.0.0.1", port) for port in (web, flower, redis))
+
+
+def test_ctrl_c_while_a_process_starts_leaves_it_in_the_stack_to_stop(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """Raised inside Popen, after its fork, a Ctrl-C lost the new process's handle and it
+    outlived the stack (a Flower left listening): it is raised once the process is listed."""
+    from operations import devstack
+
+    stack = devstack.Stack(env=os.environ.copy(), cwd=tmp_path)
+    real = stack._popen
+
+    def interrupted(argv, kwargs):
+        process = real(argv, kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as Popen returns
+        return process
+
+    monkeypatch.setattr(stack, "_popen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        stack.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    [service] = stack.services
+    assert service.process is not None
+    stack.stop()
+    assert service.process.poll() is not None
