@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
 from taskconsole.unsent import SENT_AGAIN_HEADER
+from taskconsole.vanished import queue_is_empty
 
 from .models import OutboxMessage, OutboxStatus
 
@@ -222,13 +223,8 @@ def forget_args(task_id: str) -> None:
 
 def _queue_is_empty(app: Any, message: OutboxMessage) -> bool:
     route = app.amqp.router.route(dict(message.options or {}), message.task_name)
-    try:
-        with app.connection_for_write() as conn:
-            declared = conn.default_channel.queue_declare(route["queue"].name, passive=True)
-    except Exception as exc:
-        # No such queue (the broker forgot it) is empty; a broker that does not answer is not.
-        return "404" in str(exc) or "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower()
-    return declared.message_count == 0
+    # No such queue (the broker forgot it) is empty; a broker that does not answer is not.
+    return queue_is_empty(route["queue"].name)
 
 
 def resend_lost(limit: int = 500) -> int:

@@ -1,14 +1,14 @@
 """Queued tasks whose message is gone: failed, so none waits in the console for ever.
 
 A record says QUEUED from its task's publish until a worker starts the task (RETRY from a
-retry's publish). When the message
-leaves the broker without reaching a worker (`celery purge`, a Redis restarted without its data,
-a message RabbitMQ could route to no queue, a send that timed out and never arrived), nothing
-writes the record again: the console showed the task queued for ever, and the readiness
-check's queue age grew without end. The sweep that finds lost tasks (beat, every
-TASKCONSOLE_LOST_SWEEP_EVERY seconds) fails these too: queued for longer than
-TASKCONSOLE_LOST_AFTER, in a queue the broker says is empty, reported by no worker as reserved
-or running and, on Redis, not among the messages workers took and have not acknowledged.
+retry's publish). When the message leaves the broker without reaching a worker (`celery purge`,
+a Redis restarted without its data, a message RabbitMQ could route to no queue, a send that
+timed out and never arrived), nothing writes the record again: the console showed the task
+queued for ever, and the readiness check's queue age grew without end. The sweep that finds
+lost tasks (beat, every TASKCONSOLE_LOST_SWEEP_EVERY seconds) fails these too: queued for
+longer than TASKCONSOLE_LOST_AFTER, in a queue the broker says is empty, reported by no worker
+as reserved or running and, on Redis, not among the messages workers took and have not
+acknowledged.
 
 A queue that still holds messages is left alone (finding one message in it would mean reading
 them all): its old records are failed once it has been drained. A worker that cannot answer
@@ -64,9 +64,13 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
         by_queue[queue].append(task_id)
     if not by_queue:
         return 0
-    candidates = [
-        task_id for queue, ids in by_queue.items() if queue_is_empty(queue) for task_id in ids
-    ]
+    with current_app.connection_for_read() as connection:  # one for every queue asked about
+        candidates = [
+            task_id
+            for queue, ids in by_queue.items()
+            if queue_is_empty(queue, connection)
+            for task_id in ids
+        ]
     if not candidates:
         return 0
     held = held_by_live_workers(candidates)

@@ -124,6 +124,6 @@ def test_nothing_is_failed_when_the_broker_cannot_say(monkeypatch) -> None:
     monkeypatch.setattr(vanished, "_unacknowledged", lambda ids: None)
     assert vanished.sweep() == 0
     monkeypatch.undo()
-    monkeypatch.setattr(vanished, "queue_is_empty", lambda queue: False)
+    monkeypatch.setattr(vanished, "queue_is_empty", lambda queue, connection=None: False)
     assert vanished.sweep() == 0
     assert status(record.task_id) == TaskStatus.QUEUED
