@@ -105,8 +105,12 @@ class AmqpChannel(pyamqp.Channel):
     """
 
     def basic_publish_confirm(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("confirm_timeout") is None and kwargs.get("timeout") is None:
-            kwargs["confirm_timeout"] = self.connection.confirm_timeout
+        # A channel whose connection RabbitMQ closed (a restart) has none: py-amqp then raises
+        # its recoverable "connection closed", on which kombu connects again and resends.
+        connection = self.connection
+        unbounded = kwargs.get("confirm_timeout") is None and kwargs.get("timeout") is None
+        if unbounded and connection is not None:
+            kwargs["confirm_timeout"] = connection.confirm_timeout
         return super().basic_publish_confirm(*args, **kwargs)
 
 

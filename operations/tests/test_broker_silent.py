@@ -150,3 +150,49 @@ def test_a_worker_heartbeat_to_a_broker_that_stopped_answering_does_not_hang(
             # Its goodbye would wait for the frozen broker's answer: dropped, not said.
             proxy.close()
             connection.collect()
+
+
+
+def test_a_send_after_the_broker_closed_a_pooled_connection_goes_out_on_a_new_one(
+    broker_url: str,
+) -> None:
+    """A broker restart closes the connections kept in kombu's pool; py-amqp tears their channels
+    down (no connection left) when it reads the close. A producer pool made afterwards (a
+    forked process, a changed broker setting) was handed such a channel, and the send failed
+    with an AttributeError on RabbitMQ (found by the chaos suite) instead of connecting again.
+    """
+    import uuid
+
+    from kombu import pools
+
+    from app.tasks import add
+    from conftest import _use_broker
+    from myproject.celery import app
+    from taskconsole.vanished import queue_state
+
+    queue = f"closed_{uuid.uuid4().hex[:8]}"
+    add.apply_async((1, 1), queue=queue)  # a connection and a channel are kept in the pool
+    with pools.connections[app.connection_for_write()].acquire() as kept:
+        # The broker's side of each kept socket goes away, as in a restart.
+        if broker_url.startswith("amqp"):
+            sockets = [kept.connection.transport.sock]
+        else:
+            pools_ = [ch._pool for ch in kept.connection.channels if ch._pool is not None]
+            sockets = [
+                c._sock
+                for pool in pools_
+                for c in (*pool._available_connections, *pool._in_use_connections)
+                if c._sock is not None
+            ]
+        assert sockets
+        for sock in sockets:
+            sock.shutdown(socket.SHUT_RDWR)
+    _use_broker(broker_url)  # a producer pool made afterwards
+    # To a queue not declared yet on that connection: declaring it meets the closed socket.
+    other = f"{queue}_new"
+    outcome = within(60, lambda: add.apply_async((2, 2), queue=other).id)
+    assert isinstance(outcome, str), f"the send did not go out: {outcome!r}"
+    with app.connection_for_read() as connection:
+        assert queue_state(other, connection) == (1, 0)
+        for name in (queue, other):
+            connection.default_channel.queue_delete(name)
