@@ -13,8 +13,10 @@ acknowledged.
 A queue that still holds messages is left alone (finding one message in it would mean reading
 them all): its old records are failed once it has been drained. A worker that cannot answer
 (a solo pool inside a long task) does not report what it reserved; on Redis its unacknowledged
-messages still say so, on RabbitMQ they do not. Should such a task start after all, its
-outcome replaces the failure (the worker's write is not guarded against a finished record).
+messages still say so. RabbitMQ keeps those to itself, but says how many consumers a queue
+has: a queue with more consumers than workers that answered for it is left alone until they
+all answer. Should such a task start after all, its outcome replaces the failure (the worker's
+write is not guarded against a finished record).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -65,19 +67,26 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     if not by_queue:
         return 0
     with current_app.connection_for_read() as connection:  # one for every queue asked about
-        candidates = [
-            task_id
-            for queue, ids in by_queue.items()
-            if queue_is_empty(queue, connection)
-            for task_id in ids
-        ]
+        states = {queue: queue_state(queue, connection) for queue in by_queue}
+    # queue name -> its consumers, for the queues the broker says are empty
+    empty = {queue: state[1] for queue, state in states.items() if state and state[0] == 0}
+    candidates = [task_id for queue in empty for task_id in by_queue[queue]]
     if not candidates:
         return 0
     held = held_by_live_workers(candidates)
     unacked = _unacknowledged(candidates)
     if held is None or unacked is None:
         return 0
-    gone = [task_id for task_id in candidates if task_id not in held and task_id not in unacked]
+    taken, indexed = unacked
+    if not indexed:
+        # No record of what workers took: every consumer of the queue must have answered.
+        silent = _silent_consumers(empty)
+        if silent is None:
+            return 0
+        candidates = [
+            task_id for queue in empty if queue not in silent for task_id in by_queue[queue]
+        ]
+    gone = [task_id for task_id in candidates if task_id not in held and task_id not in taken]
     if not gone:
         return 0
     failed = TaskRecord.objects.filter(task_id__in=gone, status__in=WAITING_IN_QUEUE).update(
@@ -103,10 +112,20 @@ def queue_is_empty(queue: str, connection: Any = None) -> bool:
                 return queue_is_empty(queue, conn)
         except Exception:
             return False  # a broker that does not answer says nothing
+    state = queue_state(queue, connection)
+    return state is not None and state[0] == 0
+
+
+def queue_state(queue: str, connection: Any) -> tuple[int, int] | None:
+    """(messages ready, consumers) as the broker says; None when it cannot say.
+
+    A queue the broker does not know holds nothing. Redis says 0 consumers.
+    """
     try:
         channel = connection.channel()
         try:
-            return channel.queue_declare(queue=queue, passive=True).message_count == 0
+            ok = channel.queue_declare(queue=queue, passive=True)
+            return ok.message_count, ok.consumer_count
         finally:
             with contextlib.suppress(Exception):
                 channel.close()  # RabbitMQ has closed it already after a NOT_FOUND
@@ -114,14 +133,16 @@ def queue_is_empty(queue: str, connection: Any = None) -> bool:
         # A queue the broker does not know (RabbitMQ: NOT_FOUND) holds nothing; a broker that
         # does not answer says nothing.
         text = str(exc)
-        return "NOT_FOUND" in text or "404" in text or "no queue" in text.lower()
+        if "NOT_FOUND" in text or "404" in text or "no queue" in text.lower():
+            return 0, 0
+        return None
 
 
-def _unacknowledged(task_ids: list[str]) -> set[str] | None:
+def _unacknowledged(task_ids: list[str]) -> tuple[set[str], bool] | None:
     """Of these ids, those in Redis's hash of messages taken and not acknowledged.
 
-    Empty on a broker without that hash (RabbitMQ keeps them itself); None when Redis did not
-    answer.
+    With it, whether the broker has such a hash: RabbitMQ keeps them to itself (an empty set,
+    False). None when Redis did not answer.
     """
     wanted = set(task_ids)
     try:
@@ -129,16 +150,33 @@ def _unacknowledged(task_ids: list[str]) -> set[str] | None:
             channel = conn.default_channel
             key = getattr(channel, "unacked_key", None)
             if key is None:
-                return set()
+                return set(), False
             found = set()
             for _, value in channel.client.hscan_iter(key, count=500):
                 task_id = _message_id(value)
                 if task_id in wanted:
                     found.add(task_id)
-            return found
+            return found, True
     except Exception as exc:
         logger.warning("Could not read the broker's unacknowledged messages: %s", exc)
         return None
+
+
+def _silent_consumers(consumers: dict[str, int]) -> set[str] | None:
+    """Of these queues (name -> consumers), those with more consumers than workers answering
+    for them: a worker too busy to answer (a solo pool in a long task) may hold their messages.
+
+    None when the question failed.
+    """
+    try:
+        replies = current_app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception as exc:
+        logger.warning("Could not ask the workers which queues they consume: %s", exc)
+        return None
+    answered = Counter(
+        queue["name"] for queues in replies.values() for queue in (queues or []) if "name" in queue
+    )
+    return {queue for queue, count in consumers.items() if count > answered[queue]}
 
 
 def _message_id(value: bytes | str) -> str | None:

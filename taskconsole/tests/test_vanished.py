@@ -95,10 +95,30 @@ def test_a_task_a_busy_worker_has_reserved_is_not_vanished(start_worker) -> None
     reserved = echo_task.apply_async((4,), queue=queue)
     aged(reserved.id)
     wait_for(lambda: vanished.queue_is_empty(queue), timeout=30)
-    assert vanished._unacknowledged([reserved.id]) == {reserved.id}
+    assert vanished._unacknowledged([reserved.id]) == ({reserved.id}, True)
     assert vanished.sweep() == 0
     assert status(reserved.id) == TaskStatus.QUEUED
     worker.discard()
+
+
+@pytest.mark.smoke
+def test_a_task_a_worker_too_busy_to_answer_has_reserved_is_not_vanished(start_worker) -> None:
+    queue = queue_name("solo")
+    start_worker(queues=queue, pool="solo", name="vanish-solo", extra_args=INCLUDE)
+    busy = sleep_task.apply_async((8,), queue=queue)
+    wait_for(lambda: status(busy.id) == TaskStatus.STARTED, timeout=60)
+    reserved = echo_task.apply_async((6,), queue=queue)
+    aged(reserved.id)
+    if current_app.conf.broker_url.startswith("amqp"):
+        # RabbitMQ has handed it to the worker: out of the queue, unacknowledged, and nothing
+        # but the broker's count of the queue's consumers tells of it.
+        wait_for(lambda: vanished.queue_is_empty(queue), timeout=30)
+        assert vanished._unacknowledged([reserved.id]) == (set(), False)
+    # The solo worker runs the sleep in its only thread: it answers nobody meanwhile.
+    assert vanished.held_by_live_workers([reserved.id]) == set()
+    assert vanished.sweep() == 0
+    assert status(reserved.id) == TaskStatus.QUEUED
+    wait_for(lambda: status(reserved.id) == TaskStatus.SUCCESS, timeout=60)
 
 
 def test_messages_taken_and_not_acknowledged_are_read_from_redis() -> None:
@@ -108,7 +128,7 @@ def test_messages_taken_and_not_acknowledged_are_read_from_redis() -> None:
         message = {"headers": {"id": "taken-1"}, "body": "", "properties": {}}
         channel.client.hset(channel.unacked_key, tag, json.dumps([message, "", "default"]))
         try:
-            assert vanished._unacknowledged(["taken-1", "other"]) == {"taken-1"}
+            assert vanished._unacknowledged(["taken-1", "other"]) == ({"taken-1"}, True)
         finally:
             channel.client.hdel(channel.unacked_key, tag)
 
@@ -124,6 +144,6 @@ def test_nothing_is_failed_when_the_broker_cannot_say(monkeypatch) -> None:
     monkeypatch.setattr(vanished, "_unacknowledged", lambda ids: None)
     assert vanished.sweep() == 0
     monkeypatch.undo()
-    monkeypatch.setattr(vanished, "queue_is_empty", lambda queue, connection=None: False)
+    monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: None)
     assert vanished.sweep() == 0
     assert status(record.task_id) == TaskStatus.QUEUED
