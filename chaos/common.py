@@ -137,7 +137,12 @@ class Worker:
             start_new_session=True,
         )
         if wait:
-            self.ready()
+            try:
+                self.ready()
+            except BaseException:
+                # A worker that never said ready must not outlive the scenario that gave up.
+                self.stop()
+                raise
 
     def ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

@@ -92,9 +92,12 @@ def run_one(name: str, function, ctx: Context, rows: list[dict]) -> None:
     print(f"== {name}: started", flush=True)
     try:
         result = function(ctx)
-    except Exception:
+    except Exception as exc:
         traceback.print_exc()
-        result = [{"scenario": name, "note": "FAILED to run: see the traceback above"}]
+        # The table outlives the console: it says what went wrong, not only that it did.
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        note = f"FAILED to run: {type(exc).__name__}: {reason} (traceback in the run's output)"
+        result = [{"scenario": name, "note": note}]
     finally:
         connections.close_all()
     rows.extend(result)

@@ -117,27 +117,25 @@ def sentinel_scenario(broker_name: str, broker: str, tmp: Path) -> dict:
         tmp / f"{run}-flower.log",
         port,
     )
+    worker = None
     try:
         flower.wait(auth)
-    except RuntimeError:
-        flower.stop()
-        raise
-    # -E: task events from the first task on. The product's workers send events only once
-    # Flower has asked (it does every few seconds), which a one-task run could race.
-    worker = Worker(broker, queue, "secret", log, extra_args=("-E",))
-    result = app.tasks["reliability.ledger.ledger_default"].apply_async(
-        (run,), {"api_token": SENTINEL}, queue=queue
-    )
-    deadline = time.monotonic() + 60
-    while not LedgerEntry.objects.filter(task_id=result.id, done=True).exists():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    time.sleep(2)
-    try:
+        # -E: task events from the first task on. The product's workers send events only once
+        # Flower has asked (it does every few seconds), which a one-task run could race.
+        worker = Worker(broker, queue, "secret", log, extra_args=("-E",))
+        result = app.tasks["reliability.ledger.ledger_default"].apply_async(
+            (run,), {"api_token": SENTINEL}, queue=queue
+        )
+        deadline = time.monotonic() + 60
+        while not LedgerEntry.objects.filter(task_id=result.id, done=True).exists():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        time.sleep(2)
         views = flower_views(flower, result.id, auth)
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         flower.stop()
     found = [f"flower {view}" for view, text in views.items() if SENTINEL in text]
     # Without the task in Flower's list, its views prove nothing: say so instead of 0.
