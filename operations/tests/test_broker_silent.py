@@ -152,7 +152,6 @@ def test_a_worker_heartbeat_to_a_broker_that_stopped_answering_does_not_hang(
             connection.collect()
 
 
-
 def test_a_send_after_the_broker_closed_a_pooled_connection_goes_out_on_a_new_one(
     broker_url: str,
 ) -> None:
