@@ -316,7 +316,9 @@ def poison_scenario(broker_name: str, broker: str, tmp: Path, others: int = 100)
         letter = DeadLetter.objects.filter(task_id=pill).exists()
         return entries.filter(done=True).values("task_id").distinct().count() + letter
 
-    wait_settled(finished, others + 1, broker, queue, quiet=10, limit=120)
+    # A redelivered pill is out of the queue while its worker's child is replaced (RabbitMQ:
+    # 5 s apart): a quiet 10 s with an empty queue ended a run before its last delivery.
+    wait_settled(finished, others + 1, broker, queue, quiet=30, limit=150)
     worker.stop()
     lost, twice = ledger_figures(run, ids)
     letters = DeadLetter.objects.filter(task_id=pill)
