@@ -95,7 +95,7 @@ def run_one(name: str, function, ctx: Context, rows: list[dict]) -> None:
     except Exception as exc:
         traceback.print_exc()
         # The table outlives the console: it says what went wrong, not only that it did.
-        reason = (str(exc).splitlines() or [""])[0][:200]
+        reason = (str(exc).splitlines() or [""])[0][:200].replace("|", "\\|")
         note = f"FAILED to run: {type(exc).__name__}: {reason} (traceback in the run's output)"
         result = [{"scenario": name, "note": note}]
     finally:

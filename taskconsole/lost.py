@@ -199,12 +199,20 @@ def _answering(timeout: float, destination: list[str] | None = None) -> set[str]
 
 def held_by_live_workers(task_ids: list[str]) -> set[str] | None:
     """The ids some worker reports as running or reserved; None if the question failed."""
+    asked = ask_workers_holding(task_ids)
+    return None if asked is None else asked[0]
+
+
+def ask_workers_holding(task_ids: list[str]) -> tuple[set[str], set[str]] | None:
+    """(the ids some worker reports as running or reserved, the workers that answered); None
+    if the question failed."""
     try:
         replies = current_app.control.inspect(timeout=1.0).query_task(*task_ids) or {}
     except Exception as exc:
         logger.warning("Could not ask the workers which tasks they hold: %s", exc)
         return None
-    return {task_id for reply in replies.values() for task_id in (reply or {})}
+    held = {task_id for reply in replies.values() for task_id in (reply or {})}
+    return held, set(replies)
 
 
 def _delivered_again(name: str) -> bool:

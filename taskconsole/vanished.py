@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .lost import fail_results, held_by_live_workers
+from .lost import ask_workers_holding, fail_results
 from .models import VANISHED, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -73,14 +73,15 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
     candidates = [task_id for queue in empty for task_id in by_queue[queue]]
     if not candidates:
         return 0
-    held = held_by_live_workers(candidates)
+    asked = ask_workers_holding(candidates)
     unacked = _unacknowledged(candidates)
-    if held is None or unacked is None:
+    if asked is None or unacked is None:
         return 0
+    held, answered = asked
     taken, indexed = unacked
     if not indexed:
         # No record of what workers took: every consumer of the queue must have answered.
-        silent = _silent_consumers(empty)
+        silent = _silent_consumers(empty, answered)
         if silent is None:
             return 0
         candidates = [
@@ -162,21 +163,46 @@ def _unacknowledged(task_ids: list[str]) -> tuple[set[str], bool] | None:
         return None
 
 
-def _silent_consumers(consumers: dict[str, int]) -> set[str] | None:
-    """Of these queues (name -> consumers), those with more consumers than workers answering
-    for them: a worker too busy to answer (a solo pool in a long task) may hold their messages.
+def _silent_consumers(consumers: dict[str, int], answered: set[str]) -> set[str] | None:
+    """Of these queues (name -> consumers), those with more consumers than the workers that
+    `answered` which tasks they hold have among them: a worker too busy to answer (a solo pool
+    in a long task) may hold their messages. None when the question failed.
 
-    None when the question failed.
+    Only the workers that answered the first question count: one that missed it and answers
+    this one may hold a task the first answers did not name. The consumers are counted again
+    afterwards, the larger count kept: a worker that started meanwhile hides no silent one.
     """
-    try:
-        replies = current_app.control.inspect(timeout=1.0).active_queues() or {}
-    except Exception as exc:
-        logger.warning("Could not ask the workers which queues they consume: %s", exc)
-        return None
-    answered = Counter(
-        queue["name"] for queues in replies.values() for queue in (queues or []) if "name" in queue
-    )
-    return {queue for queue, count in consumers.items() if count > answered[queue]}
+    counted: Counter[str] = Counter()
+    if answered:
+        try:
+            inspect = current_app.control.inspect(timeout=1.0, destination=sorted(answered))
+            replies = inspect.active_queues() or {}
+        except Exception as exc:
+            logger.warning("Could not ask the workers which queues they consume: %s", exc)
+            return None
+        counted.update(
+            queue["name"]
+            for worker, queues in replies.items()
+            if worker in answered
+            for queue in (queues or [])
+            if isinstance(queue, dict) and "name" in queue
+        )
+    with current_app.connection_for_read() as connection:
+        now = {queue: queue_state(queue, connection) for queue in consumers}
+    silent = set()
+    for queue, before in consumers.items():
+        state = now[queue]
+        total = max(before, state[1]) if state is not None else None
+        if total is None or total > counted[queue]:
+            silent.add(queue)
+            logger.info(
+                "Queue %s: %s consumer(s), %d answered; its old queued records wait for a "
+                "sweep in which every consumer answers",
+                queue,
+                "?" if total is None else total,
+                counted[queue],
+            )
+    return silent
 
 
 def _message_id(value: bytes | str) -> str | None:

@@ -13,7 +13,7 @@ from celery.result import AsyncResult
 from django.utils import timezone
 
 from operations.testing import wait_for
-from taskconsole import vanished
+from taskconsole import lost, vanished
 from taskconsole.models import VANISHED, Origin, TaskRecord, TaskStatus
 
 from .sample_tasks import echo_task, sleep_task
@@ -104,8 +104,8 @@ def test_a_task_a_busy_worker_has_reserved_is_not_vanished(start_worker) -> None
 @pytest.mark.smoke
 def test_a_task_a_worker_too_busy_to_answer_has_reserved_is_not_vanished(start_worker) -> None:
     queue = queue_name("solo")
-    start_worker(queues=queue, pool="solo", name="vanish-solo", extra_args=INCLUDE)
-    busy = sleep_task.apply_async((8,), queue=queue)
+    worker = start_worker(queues=queue, pool="solo", name="vanish-solo", extra_args=INCLUDE)
+    busy = sleep_task.apply_async((30,), queue=queue)
     wait_for(lambda: status(busy.id) == TaskStatus.STARTED, timeout=60)
     reserved = echo_task.apply_async((6,), queue=queue)
     aged(reserved.id)
@@ -115,10 +115,58 @@ def test_a_task_a_worker_too_busy_to_answer_has_reserved_is_not_vanished(start_w
         wait_for(lambda: vanished.queue_is_empty(queue), timeout=30)
         assert vanished._unacknowledged([reserved.id]) == (set(), False)
     # The solo worker runs the sleep in its only thread: it answers nobody meanwhile.
-    assert vanished.held_by_live_workers([reserved.id]) == set()
+    assert lost.held_by_live_workers([reserved.id]) == set()
     assert vanished.sweep() == 0
     assert status(reserved.id) == TaskStatus.QUEUED
-    wait_for(lambda: status(reserved.id) == TaskStatus.SUCCESS, timeout=60)
+    worker.discard()
+
+
+class Replies:
+    """What `inspect(...).active_queues()` gives (or raises)."""
+
+    def __init__(self, replies: dict | Exception) -> None:
+        self.replies = replies
+
+    def active_queues(self) -> dict:
+        if isinstance(self.replies, Exception):
+            raise self.replies
+        return self.replies
+
+
+def test_only_workers_that_said_what_they_hold_count_as_consumers_that_answered(
+    monkeypatch,
+) -> None:
+    replies = {
+        "w1@h": [{"name": "a"}, {"name": "b"}],
+        "w2@h": None,
+        "odd@h": [{"nom": "a"}, "a"],
+        "late@h": [{"name": "c"}],  # missed the question about the tasks: it may hold one
+    }
+    asked = []
+
+    def inspect(timeout: float, destination: list[str]) -> Replies:
+        asked.append(destination)
+        return Replies(replies)
+
+    monkeypatch.setattr(current_app.control, "inspect", inspect)
+    # Counted again after the question: b gained a consumer meanwhile.
+    counts = {"a": 1, "b": 2, "c": 1, "d": 0}
+    monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: (0, counts[queue]))
+    before = {"a": 1, "b": 1, "c": 1, "d": 0}
+    assert vanished._silent_consumers(before, {"w1@h", "w2@h", "odd@h"}) == {"b", "c"}
+    assert asked == [["odd@h", "w1@h", "w2@h"]]
+
+
+def test_queues_with_consumers_are_silent_when_nobody_answered_or_the_question_failed(
+    monkeypatch,
+) -> None:
+    counts = {"a": 1, "b": 0}
+    monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: (0, counts[queue]))
+    monkeypatch.setattr(current_app.control, "inspect", lambda **kw: Replies(OSError("down")))
+    assert vanished._silent_consumers({"a": 1}, {"w1@h"}) is None
+    assert vanished._silent_consumers({"a": 1, "b": 0}, set()) == {"a"}
+    monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: None)
+    assert vanished._silent_consumers({"b": 0}, set()) == {"b"}
 
 
 def test_messages_taken_and_not_acknowledged_are_read_from_redis() -> None:
