@@ -11,14 +11,16 @@ IdempotentTask or AtMostOnceTask, which skip a second delivery of the same task 
 The broker can also lose a message it took: a Redis without persistence that restarts drops
 its queues. For tasks built on IdempotentTask or AtMostOnceTask, which record when they start,
 the sweeper re-sends a message that was sent RELIABILITY_OUTBOX_CONFIRM_SECONDS ago, never
-started, and whose queue is empty (so it is not merely waiting its turn). Its arguments are kept
-until the task starts, for that re-send.
+started, whose queue is empty and which no worker holds (so it is not merely waiting its turn,
+in the queue or in a worker that took it ahead: `taskconsole.vanished.not_held`). Its arguments
+are kept until the task starts, for that re-send.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +33,7 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
 from taskconsole.unsent import SENT_AGAIN_HEADER
-from taskconsole.vanished import queue_is_empty
+from taskconsole.vanished import not_held
 
 from .models import OutboxMessage, OutboxStatus
 
@@ -221,15 +223,15 @@ def forget_args(task_id: str) -> None:
     )
 
 
-def _queue_is_empty(app: Any, message: OutboxMessage) -> bool:
-    route = app.amqp.router.route(dict(message.options or {}), message.task_name)
-    # No such queue (the broker forgot it) is empty; a broker that does not answer is not.
-    return queue_is_empty(route["queue"].name)
+def _queue_name(app: Any, message: OutboxMessage) -> str:
+    return app.amqp.router.route(dict(message.options or {}), message.task_name)["queue"].name
 
 
 def resend_lost(limit: int = 500) -> int:
-    """Send again what the broker took but lost: sent long enough ago, never started, and
-    its queue is empty. The task's own start record makes a late duplicate harmless."""
+    """Send again what the broker took but lost: sent long enough ago, never started, its
+    queue empty and no worker holding it (a worker busy with long tasks holds the messages it
+    took ahead: those wait their turn). The task's own start record makes a late duplicate
+    harmless."""
     from myproject.celery import app
 
     from .models import Delivery
@@ -248,21 +250,22 @@ def resend_lost(limit: int = 500) -> int:
         .filter(~Exists(Delivery.objects.filter(task_id=OuterRef("task_id"))))
         .order_by("id")[:limit]
     )
-    empty: dict[str, bool] = {}
-    resent = 0
+    due: dict[str, OutboxMessage] = {}
     for message in sent:
         options = message.options or {}
-        due = message.sent_at + timedelta(seconds=float(options.get("countdown") or 0))
-        if options.get("eta") or due > now - wait:
+        at = message.sent_at + timedelta(seconds=float(options.get("countdown") or 0))
+        if options.get("eta") or at > now - wait:
             continue  # a countdown/ETA not reached yet: not started is expected
-        queue = str(options.get("queue") or "")
-        if queue not in empty:
-            empty[queue] = _queue_is_empty(app, message)
-        if not empty[queue]:
-            continue
+        due[message.task_id] = message
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    for task_id, message in due.items():
+        by_queue[_queue_name(app, message)].append(task_id)
+    resent = 0
+    for task_id in not_held(by_queue) if by_queue else []:
+        message = due[task_id]
         logger.warning(
-            "Outbox: %s[%s] was sent %s but never started and its queue is empty; sending it "
-            "again.",
+            "Outbox: %s[%s] was sent %s but never started, its queue is empty and no worker "
+            "holds it; sending it again.",
             message.task_name,
             message.task_id,
             message.sent_at.isoformat(timespec="seconds"),

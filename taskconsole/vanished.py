@@ -66,28 +66,7 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
         by_queue[queue].append(task_id)
     if not by_queue:
         return 0
-    with current_app.connection_for_read() as connection:  # one for every queue asked about
-        states = {queue: queue_state(queue, connection) for queue in by_queue}
-    # queue name -> its consumers, for the queues the broker says are empty
-    empty = {queue: state[1] for queue, state in states.items() if state and state[0] == 0}
-    candidates = [task_id for queue in empty for task_id in by_queue[queue]]
-    if not candidates:
-        return 0
-    asked = ask_workers_holding(candidates)
-    unacked = _unacknowledged(candidates)
-    if asked is None or unacked is None:
-        return 0
-    held, answered = asked
-    taken, indexed = unacked
-    if not indexed:
-        # No record of what workers took: every consumer of the queue must have answered.
-        silent = _silent_consumers(empty, answered)
-        if silent is None:
-            return 0
-        candidates = [
-            task_id for queue in empty if queue not in silent for task_id in by_queue[queue]
-        ]
-    gone = [task_id for task_id in candidates if task_id not in held and task_id not in taken]
+    gone = not_held(by_queue)
     if not gone:
         return 0
     failed = TaskRecord.objects.filter(task_id__in=gone, status__in=WAITING_IN_QUEUE).update(
@@ -99,6 +78,37 @@ def sweep(after: float | None = None, limit: int = LIMIT) -> int:
         failed,
     )
     return failed
+
+
+def not_held(by_queue: dict[str, list[str]]) -> list[str]:
+    """Of these task ids (by the queue their message went to), those whose message is in no
+    queue and with no worker: its queue is empty, no worker reports it reserved or running,
+    it is not among Redis's messages taken and not acknowledged, and on a broker without that
+    record (RabbitMQ) every consumer of its queue answered. Empty when the broker or the
+    workers could not say.
+    """
+    with current_app.connection_for_read() as connection:  # one for every queue asked about
+        states = {queue: queue_state(queue, connection) for queue in by_queue}
+    # queue name -> its consumers, for the queues the broker says are empty
+    empty = {queue: state[1] for queue, state in states.items() if state and state[0] == 0}
+    candidates = [task_id for queue in empty for task_id in by_queue[queue]]
+    if not candidates:
+        return []
+    asked = ask_workers_holding(candidates)
+    unacked = _unacknowledged(candidates)
+    if asked is None or unacked is None:
+        return []
+    held, answered = asked
+    taken, indexed = unacked
+    if not indexed:
+        # No record of what workers took: every consumer of the queue must have answered.
+        silent = _silent_consumers(empty, answered)
+        if silent is None:
+            return []
+        candidates = [
+            task_id for queue in empty if queue not in silent for task_id in by_queue[queue]
+        ]
+    return [task_id for task_id in candidates if task_id not in held and task_id not in taken]
 
 
 def queue_is_empty(queue: str, connection: Any = None) -> bool:

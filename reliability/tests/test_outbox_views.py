@@ -22,8 +22,9 @@ from myproject.celery import app
 from operations.testing import wait_for
 from reliability import outbox
 from reliability.delivery import IdempotentTask
-from reliability.ledger import ledger_at_most_once
+from reliability.ledger import ledger_at_most_once, ledger_idempotent
 from reliability.models import Delivery, LedgerEntry, OutboxMessage, OutboxStatus
+from taskconsole.vanished import queue_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -128,6 +129,28 @@ def test_a_message_the_broker_lost_is_sent_again_and_runs_once(start_worker, set
     assert outbox.resend_lost() == 0
     assert OutboxMessage.objects.get(task_id=task_id).args == []
     assert list(LedgerEntry.objects.filter(run=run).values_list("task_id", flat=True)) == [task_id]
+
+
+@pytest.mark.smoke
+def test_a_message_a_busy_worker_took_ahead_is_not_sent_again(start_worker, settings) -> None:
+    """A worker busy with a long task holds the messages it took ahead: out of the queue, not
+    started, not lost (an upload of several files was sent again, file by file)."""
+    settings.RELIABILITY_OUTBOX_CONFIRM_SECONDS = 0
+    queue = f"outbox-ahead-{uuid.uuid4().hex[:6]}"
+    run = uuid.uuid4().hex
+    worker = start_worker(queues=queue, concurrency=1, name="outbox-ahead")
+    with transaction.atomic():
+        busy = outbox.dispatch_with_options(ledger_idempotent, (run,), {"sleep": 30}, queue=queue)
+        ahead = outbox.dispatch_with_options(ledger_idempotent, (run,), queue=queue)
+    wait_for(lambda: Delivery.objects.filter(task_id=busy).exists(), timeout=60)
+    with app.connection_for_read() as connection:
+        # Its queue is empty (Redis counts no consumers, RabbitMQ the worker's).
+        wait_for(lambda: queue_state(queue, connection)[0] == 0, timeout=30)
+    assert not Delivery.objects.filter(task_id=ahead).exists()  # taken, not started
+
+    assert outbox.resend_lost() == 0
+    assert OutboxMessage.objects.get(task_id=ahead).status == OutboxStatus.SENT
+    worker.discard()
 
 
 def test_a_countdown_not_yet_due_is_not_taken_for_lost(settings) -> None:
