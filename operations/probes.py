@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -200,8 +199,8 @@ def oldest_queued_age() -> float | None:
         Q(eta__isnull=True) | Q(eta__lte=now)
     )
     empty: list[str] = []
-    with contextlib.ExitStack() as stack:
-        broker = None  # one connection for the queues asked about, made when one is
+    # One connection for the queues asked about (kombu connects on its first use).
+    with celery_app.connection_for_read() as broker:
         # Oldest first, leaving out the queues found empty; a few queues at most are asked.
         for _attempt in range(MAX_QUEUES_ASKED):
             oldest = (
@@ -213,8 +212,6 @@ def oldest_queued_age() -> float | None:
             if oldest is None:
                 return None
             created_at, eta, queue = oldest
-            if queue and broker is None:
-                broker = stack.enter_context(celery_app.connection_for_read())
             if not queue or not queue_is_empty(queue, broker):
                 since = max(t for t in (created_at, eta) if t is not None)
                 return max(0.0, (now - since).total_seconds())

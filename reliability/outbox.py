@@ -251,17 +251,18 @@ def resend_lost(limit: int = 500) -> int:
         .order_by("id")[:limit]
     )
     due: dict[str, OutboxMessage] = {}
+    by_queue: dict[str, list[str]] = defaultdict(list)
     for message in sent:
         options = message.options or {}
         at = message.sent_at + timedelta(seconds=float(options.get("countdown") or 0))
         if options.get("eta") or at > now - wait:
             continue  # a countdown/ETA not reached yet: not started is expected
         due[message.task_id] = message
-    by_queue: dict[str, list[str]] = defaultdict(list)
-    for task_id, message in due.items():
-        by_queue[_queue_name(app, message)].append(task_id)
+        by_queue[_queue_name(app, message)].append(message.task_id)
+    if not by_queue:
+        return 0
     resent = 0
-    for task_id in not_held(by_queue) if by_queue else []:
+    for task_id in not_held(by_queue):
         message = due[task_id]
         logger.warning(
             "Outbox: %s[%s] was sent %s but never started, its queue is empty and no worker "

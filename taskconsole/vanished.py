@@ -89,25 +89,25 @@ def not_held(by_queue: dict[str, list[str]]) -> list[str]:
     """
     with current_app.connection_for_read() as connection:  # one for every queue asked about
         states = {queue: queue_state(queue, connection) for queue in by_queue}
-    # queue name -> its consumers, for the queues the broker says are empty
-    empty = {queue: state[1] for queue, state in states.items() if state and state[0] == 0}
-    candidates = [task_id for queue in empty for task_id in by_queue[queue]]
-    if not candidates:
-        return []
-    asked = ask_workers_holding(candidates)
-    unacked = _unacknowledged(candidates)
-    if asked is None or unacked is None:
-        return []
-    held, answered = asked
-    taken, indexed = unacked
-    if not indexed:
-        # No record of what workers took: every consumer of the queue must have answered.
-        silent = _silent_consumers(empty, answered)
-        if silent is None:
+        # queue name -> its consumers, for the queues the broker says are empty
+        empty = {queue: state[1] for queue, state in states.items() if state and state[0] == 0}
+        candidates = [task_id for queue in empty for task_id in by_queue[queue]]
+        if not candidates:
             return []
-        candidates = [
-            task_id for queue in empty if queue not in silent for task_id in by_queue[queue]
-        ]
+        asked = ask_workers_holding(candidates)
+        unacked = _unacknowledged(candidates, connection)
+        if asked is None or unacked is None:
+            return []
+        held, answered = asked
+        taken, indexed = unacked
+        if not indexed:
+            # No record of what workers took: every consumer of the queue must have answered.
+            silent = _silent_consumers(empty, answered, connection)
+            if silent is None:
+                return []
+            candidates = [
+                task_id for queue in empty if queue not in silent for task_id in by_queue[queue]
+            ]
     return [task_id for task_id in candidates if task_id not in held and task_id not in taken]
 
 
@@ -149,7 +149,7 @@ def queue_state(queue: str, connection: Any) -> tuple[int, int] | None:
         return None
 
 
-def _unacknowledged(task_ids: list[str]) -> tuple[set[str], bool] | None:
+def _unacknowledged(task_ids: list[str], connection: Any) -> tuple[set[str], bool] | None:
     """Of these ids, those in Redis's hash of messages taken and not acknowledged.
 
     With it, whether the broker has such a hash: RabbitMQ keeps them to itself (an empty set,
@@ -157,23 +157,24 @@ def _unacknowledged(task_ids: list[str]) -> tuple[set[str], bool] | None:
     """
     wanted = set(task_ids)
     try:
-        with current_app.connection_for_read() as conn:
-            channel = conn.default_channel
-            key = getattr(channel, "unacked_key", None)
-            if key is None:
-                return set(), False
-            found = set()
-            for _, value in channel.client.hscan_iter(key, count=500):
-                task_id = _message_id(value)
-                if task_id in wanted:
-                    found.add(task_id)
-            return found, True
+        channel = connection.default_channel
+        key = getattr(channel, "unacked_key", None)
+        if key is None:
+            return set(), False
+        found = set()
+        for _, value in channel.client.hscan_iter(key, count=500):
+            task_id = _message_id(value)
+            if task_id in wanted:
+                found.add(task_id)
+        return found, True
     except Exception as exc:
         logger.warning("Could not read the broker's unacknowledged messages: %s", exc)
         return None
 
 
-def _silent_consumers(consumers: dict[str, int], answered: set[str]) -> set[str] | None:
+def _silent_consumers(
+    consumers: dict[str, int], answered: set[str], connection: Any
+) -> set[str] | None:
     """Of these queues (name -> consumers), those with more consumers than the workers that
     `answered` which tasks they hold have among them: a worker too busy to answer (a solo pool
     in a long task) may hold their messages. None when the question failed.
@@ -197,8 +198,7 @@ def _silent_consumers(consumers: dict[str, int], answered: set[str]) -> set[str]
             for queue in (queues or [])
             if isinstance(queue, dict) and "name" in queue
         )
-    with current_app.connection_for_read() as connection:
-        now = {queue: queue_state(queue, connection) for queue in consumers}
+    now = {queue: queue_state(queue, connection) for queue in consumers}
     silent = set()
     for queue, before in consumers.items():
         state = now[queue]

@@ -95,7 +95,8 @@ def test_a_task_a_busy_worker_has_reserved_is_not_vanished(start_worker) -> None
     reserved = echo_task.apply_async((4,), queue=queue)
     aged(reserved.id)
     wait_for(lambda: vanished.queue_is_empty(queue), timeout=30)
-    assert vanished._unacknowledged([reserved.id]) == ({reserved.id}, True)
+    with current_app.connection_for_read() as connection:
+        assert vanished._unacknowledged([reserved.id], connection) == ({reserved.id}, True)
     assert vanished.sweep() == 0
     assert status(reserved.id) == TaskStatus.QUEUED
     worker.discard()
@@ -113,7 +114,8 @@ def test_a_task_a_worker_too_busy_to_answer_has_reserved_is_not_vanished(start_w
         # RabbitMQ has handed it to the worker: out of the queue, unacknowledged, and nothing
         # but the broker's count of the queue's consumers tells of it.
         wait_for(lambda: vanished.queue_is_empty(queue), timeout=30)
-        assert vanished._unacknowledged([reserved.id]) == (set(), False)
+        with current_app.connection_for_read() as connection:
+            assert vanished._unacknowledged([reserved.id], connection) == (set(), False)
     # The solo worker runs the sleep in its only thread: it answers nobody meanwhile.
     assert lost.held_by_live_workers([reserved.id]) == set()
     assert vanished.sweep() == 0
@@ -153,7 +155,7 @@ def test_only_workers_that_said_what_they_hold_count_as_consumers_that_answered(
     counts = {"a": 1, "b": 2, "c": 1, "d": 0}
     monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: (0, counts[queue]))
     before = {"a": 1, "b": 1, "c": 1, "d": 0}
-    assert vanished._silent_consumers(before, {"w1@h", "w2@h", "odd@h"}) == {"b", "c"}
+    assert vanished._silent_consumers(before, {"w1@h", "w2@h", "odd@h"}, None) == {"b", "c"}
     assert asked == [["odd@h", "w1@h", "w2@h"]]
 
 
@@ -163,10 +165,10 @@ def test_queues_with_consumers_are_silent_when_nobody_answered_or_the_question_f
     counts = {"a": 1, "b": 0}
     monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: (0, counts[queue]))
     monkeypatch.setattr(current_app.control, "inspect", lambda **kw: Replies(OSError("down")))
-    assert vanished._silent_consumers({"a": 1}, {"w1@h"}) is None
-    assert vanished._silent_consumers({"a": 1, "b": 0}, set()) == {"a"}
+    assert vanished._silent_consumers({"a": 1}, {"w1@h"}, None) is None
+    assert vanished._silent_consumers({"a": 1, "b": 0}, set(), None) == {"a"}
     monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: None)
-    assert vanished._silent_consumers({"b": 0}, set()) == {"b"}
+    assert vanished._silent_consumers({"b": 0}, set(), None) == {"b"}
 
 
 def test_messages_taken_and_not_acknowledged_are_read_from_redis() -> None:
@@ -176,7 +178,7 @@ def test_messages_taken_and_not_acknowledged_are_read_from_redis() -> None:
         message = {"headers": {"id": "taken-1"}, "body": "", "properties": {}}
         channel.client.hset(channel.unacked_key, tag, json.dumps([message, "", "default"]))
         try:
-            assert vanished._unacknowledged(["taken-1", "other"]) == ({"taken-1"}, True)
+            assert vanished._unacknowledged(["taken-1", "other"], conn) == ({"taken-1"}, True)
         finally:
             channel.client.hdel(channel.unacked_key, tag)
 
@@ -189,7 +191,7 @@ def test_nothing_is_failed_when_the_broker_cannot_say(monkeypatch) -> None:
         queue=queue_name("down"),
         created_at=timezone.now() - timedelta(hours=1),
     )
-    monkeypatch.setattr(vanished, "_unacknowledged", lambda ids: None)
+    monkeypatch.setattr(vanished, "_unacknowledged", lambda ids, connection: None)
     assert vanished.sweep() == 0
     monkeypatch.undo()
     monkeypatch.setattr(vanished, "queue_state", lambda queue, connection: None)
